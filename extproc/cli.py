@@ -1,0 +1,140 @@
+"""The `interlock` command: run, check, render, extproc, simulate. Argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from extproc import logs
+from extproc.config import ConfigError, load_file
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from extproc.runtime import read_api_key
+
+    try:
+        cfg = load_file(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    for p in cfg.providers:
+        if read_api_key(p) is None:
+            source = f"environment variable {p.api_key_env}" if p.api_key_env else f"file {p.api_key_file}"
+            print(f"warning: providers: {p.name}: {source} gives no key here", file=sys.stderr)
+    print(f"{args.config}: OK: {cfg.summary()}")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from extproc.envoyconf import render_yaml
+
+    try:
+        cfg = load_file(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "envoy.yaml").write_text(render_yaml(cfg))
+    print(f"wrote {out / 'envoy.yaml'}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from extproc.launcher import run_gateway
+
+    try:
+        return run_gateway(args.config, simulate=args.simulate, workers=args.workers, workdir=args.workdir,
+                           drain_timeout=args.drain_timeout, log_level=args.log_level,
+                           envoy_log_level=args.envoy_log_level)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _cmd_extproc(args: argparse.Namespace) -> int:
+    try:
+        if args.single:
+            from extproc.config import load_file as _load
+            from extproc.worker import run_worker
+
+            cfg = _load(args.config)
+            run_worker(args.config, cfg.extproc.address, args.port or cfg.extproc.port)
+            return 0
+        from extproc.launcher import run_extproc
+
+        return run_extproc(args.config, workers=args.workers, log_level=args.log_level)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from extproc.simulator import run
+
+    run(args.address, args.port, args.api_key or None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="interlock", description="Interlock: an inference gateway on Envoy.")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level of the Python processes (default: info)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the gateway: Envoy + ext_proc workers (+ simulator)",
+                         description="Start Envoy and the ext_proc workers for a config; with no -c, serve "
+                                     "the embedded demo config with simulated providers. Ctrl-C drains "
+                                     "in-flight requests and stops every child process.")
+    run.add_argument("-c", "--config", help="gateway config YAML (default: the embedded demo config)")
+    run.add_argument("--simulate", action="store_true",
+                     help="also start the provider simulator on 127.0.0.1:18000 (always on for the demo)")
+    run.add_argument("--workers", type=int, help="ext_proc worker processes (default: config, else one per core)")
+    run.add_argument("--workdir", help="where to write the rendered Envoy config (default: a temp dir)")
+    run.add_argument("--drain-timeout", type=float, default=10.0,
+                     help="seconds to let in-flight requests finish on Ctrl-C (default: 10)")
+    run.add_argument("--envoy-log-level", default="warning", help="Envoy's --log-level (default: warning)")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check", help="validate a config: every problem as `path: message`, exit 1")
+    check.add_argument("-c", "--config", required=True, help="gateway config YAML")
+    check.set_defaults(func=_cmd_check)
+
+    render = sub.add_parser("render", help="write the Envoy config for a gateway config")
+    render.add_argument("-c", "--config", required=True, help="gateway config YAML")
+    render.add_argument("-o", "--output", required=True, help="directory to write envoy.yaml into")
+    render.set_defaults(func=_cmd_render)
+
+    ext = sub.add_parser("extproc", help="the ext_proc server alone (as the sidecar container runs it)")
+    ext.add_argument("-c", "--config", required=True, help="gateway config YAML")
+    ext.add_argument("--workers", type=int, help="worker processes (default: config, else one per core)")
+    ext.add_argument("--single", action="store_true", help="serve one worker in this process (no supervisor)")
+    ext.add_argument("--port", type=int, help="with --single: the port (default: extproc.port)")
+    ext.set_defaults(func=_cmd_extproc)
+
+    sim = sub.add_parser("simulate", help="the provider simulator (OpenAI and Anthropic wire formats)")
+    sim.add_argument("--address", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=18000, help="listen port (default: 18000)")
+    sim.add_argument("--api-key", action="append", default=[],
+                     help="accept only this provider key (repeatable; default: any non-empty key)")
+    sim.set_defaults(func=_cmd_simulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    role = args.command if args.command != "extproc" or not args.single else "extproc-worker"
+    logs.setup(args.log_level, role)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

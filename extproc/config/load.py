@@ -1,0 +1,355 @@
+"""YAML file → validated `GatewayConfig`, reporting every problem at once with its path.
+
+Paths use 0-based indexes: `models[3].price.input_per_mtok: must be >= 0`. Unknown keys are
+errors. Invalid YAML is reported with its line and column (1-based).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from extproc.config.model import (
+    Admin,
+    ClusterSettings,
+    Endpoint,
+    ExtProcSettings,
+    GatewayConfig,
+    Limits,
+    Listen,
+    Model,
+    OutlierDetection,
+    Price,
+    Provider,
+    Tenant,
+)
+
+PROVIDER_TYPES = ("openai", "anthropic")
+DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
+CAPABILITIES = ("tools", "images", "json", "embeddings")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists every `path: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def sha256_hex(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def parse_duration(text: str) -> float | None:
+    """'150ms', '5s', '2m', '1h' → seconds; None when malformed."""
+    m = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+
+class _Reader:
+    """Typed field access over a parsed YAML tree that records problems instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, value: Any, path: str, known: tuple[str, ...]) -> dict[str, Any] | None:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, "must be a mapping")
+            return None
+        for key in value:
+            if key not in known:
+                self.fail(_join(path, str(key)), f"unknown key (expected one of: {', '.join(known)})")
+        return value
+
+    def seq(self, d: dict[str, Any], key: str, path: str, *, required: bool = False) -> list[Any]:
+        value = d.get(key)
+        if value is None:
+            if required:
+                self.fail(_join(path, key), "required")
+            return []
+        if not isinstance(value, list):
+            self.fail(_join(path, key), "must be a list")
+            return []
+        return value
+
+    def string(self, d: dict[str, Any], key: str, path: str, *, required: bool = False,
+               default: str | None = None, choices: tuple[str, ...] = ()) -> str | None:
+        value = d.get(key)
+        if value is None:
+            if required:
+                self.fail(_join(path, key), "required")
+            return default
+        if not isinstance(value, str) or not value:
+            self.fail(_join(path, key), "must be a non-empty string")
+            return default
+        if choices and value not in choices:
+            self.fail(_join(path, key), f"must be one of: {', '.join(choices)}")
+            return default
+        return value
+
+    def number(self, d: dict[str, Any], key: str, path: str, default: float, *, integer: bool = False,
+               minimum: float | None = None, maximum: float | None = None) -> Any:
+        value = d.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            self.fail(_join(path, key), "must be an integer" if integer else "must be a number")
+            return default
+        if minimum is not None and value < minimum:
+            self.fail(_join(path, key), f"must be >= {_fmt(minimum)}")
+            return default
+        if maximum is not None and value > maximum:
+            self.fail(_join(path, key), f"must be <= {_fmt(maximum)}")
+            return default
+        return value
+
+    def duration(self, d: dict[str, Any], key: str, path: str, default: float, *, allow_zero: bool = True) -> float:
+        value = d.get(key)
+        if value is None:
+            return default
+        seconds = parse_duration(value) if isinstance(value, str) else None
+        if seconds is None:
+            self.fail(_join(path, key), "must be a duration such as 250ms, 5s, 2m or 1h")
+            return default
+        if seconds == 0 and not allow_zero:
+            self.fail(_join(path, key), "must be > 0")
+            return default
+        return seconds
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _fmt(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else str(n)
+
+
+def _listen(r: _Reader, raw: Any, path: str, default_port: int) -> tuple[str, int]:
+    d = r.mapping(raw, path, ("address", "port")) or {}
+    address = r.string(d, "address", path, default="127.0.0.1") or "127.0.0.1"
+    port = r.number(d, "port", path, default_port, integer=True, minimum=1, maximum=65535)
+    return address, port
+
+
+def _cluster(r: _Reader, raw: Any, path: str) -> ClusterSettings:
+    base = ClusterSettings()
+    d = r.mapping(raw, path, ("connect_timeout", "max_requests", "max_pending_requests", "max_connections",
+                              "max_retries", "per_try_timeout", "idle_timeout", "outlier_detection")) or {}
+    od_path = _join(path, "outlier_detection")
+    od = r.mapping(d.get("outlier_detection"), od_path, ("consecutive_5xx", "consecutive_gateway_failure",
+                                                         "interval", "base_ejection_time",
+                                                         "max_ejection_percent")) or {}
+    odd = OutlierDetection()
+    return ClusterSettings(
+        connect_timeout=r.duration(d, "connect_timeout", path, base.connect_timeout, allow_zero=False),
+        max_requests=r.number(d, "max_requests", path, base.max_requests, integer=True, minimum=1),
+        max_pending_requests=r.number(d, "max_pending_requests", path, base.max_pending_requests,
+                                      integer=True, minimum=1),
+        max_connections=r.number(d, "max_connections", path, base.max_connections, integer=True, minimum=1),
+        max_retries=r.number(d, "max_retries", path, base.max_retries, integer=True, minimum=0),
+        per_try_timeout=r.duration(d, "per_try_timeout", path, base.per_try_timeout),
+        idle_timeout=r.duration(d, "idle_timeout", path, base.idle_timeout, allow_zero=False),
+        outlier_detection=OutlierDetection(
+            consecutive_5xx=r.number(od, "consecutive_5xx", od_path, odd.consecutive_5xx, integer=True, minimum=1),
+            consecutive_gateway_failure=r.number(od, "consecutive_gateway_failure", od_path,
+                                                 odd.consecutive_gateway_failure, integer=True, minimum=1),
+            interval=r.duration(od, "interval", od_path, odd.interval, allow_zero=False),
+            base_ejection_time=r.duration(od, "base_ejection_time", od_path, odd.base_ejection_time,
+                                          allow_zero=False),
+            max_ejection_percent=r.number(od, "max_ejection_percent", od_path, odd.max_ejection_percent,
+                                          integer=True, minimum=0, maximum=100),
+        ),
+    )
+
+
+def _endpoint(r: _Reader, url: str, path: str) -> Endpoint | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        r.fail(path, "must be an http:// or https:// URL with a host")
+        return None
+    if parts.query or parts.fragment or parts.username:
+        r.fail(path, "must not carry a query, fragment or credentials")
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        r.fail(path, "has an invalid port")
+        return None
+    return Endpoint(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
+    d = r.mapping(raw, path, ("name", "type", "endpoint", "api_key_env", "api_key_file", "cluster"))
+    if d is None:
+        return None
+    name = r.string(d, "name", path, required=True)
+    if name and not _NAME.match(name):
+        r.fail(_join(path, "name"), "must start with a letter or digit and use only letters, digits, '.', '_', '-'")
+    ptype = r.string(d, "type", path, required=True, choices=PROVIDER_TYPES)
+    url = r.string(d, "endpoint", path, default=DEFAULT_ENDPOINTS.get(ptype or "", None))
+    endpoint = _endpoint(r, url, _join(path, "endpoint")) if url else None
+    key_env = r.string(d, "api_key_env", path)
+    key_file = r.string(d, "api_key_file", path)
+    if key_env and key_file:
+        r.fail(path, "api_key_env and api_key_file are exclusive: give one")
+    if not key_env and not key_file:
+        r.fail(path, "needs api_key_env or api_key_file")
+    cluster = _cluster(r, d.get("cluster"), _join(path, "cluster"))
+    if not (name and ptype and endpoint):
+        return None
+    return Provider(name, ptype, endpoint, key_env, key_file, cluster)
+
+
+def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> Model | None:
+    d = r.mapping(raw, path, ("name", "provider", "upstream_model", "price", "context_window",
+                              "max_output_tokens", "capabilities"))
+    if d is None:
+        return None
+    name = r.string(d, "name", path, required=True)
+    provider = r.string(d, "provider", path, required=True)
+    if provider and provider not in providers:
+        r.fail(_join(path, "provider"), f"unknown provider {provider!r}")
+    upstream = r.string(d, "upstream_model", path, default=name)
+    price_path = _join(path, "price")
+    pd = r.mapping(d.get("price"), price_path, ("input_per_mtok", "output_per_mtok")) or {}
+    price = Price(r.number(pd, "input_per_mtok", price_path, 0.0, minimum=0),
+                  r.number(pd, "output_per_mtok", price_path, 0.0, minimum=0))
+    context_window = r.number(d, "context_window", path, 128000, integer=True, minimum=1)
+    max_output = r.number(d, "max_output_tokens", path, 4096, integer=True, minimum=1)
+    if isinstance(context_window, int) and isinstance(max_output, int) and max_output > context_window:
+        r.fail(_join(path, "max_output_tokens"), "must be <= context_window")
+    caps = []
+    for i, cap in enumerate(r.seq(d, "capabilities", path)):
+        if cap not in CAPABILITIES:
+            r.fail(f"{path}.capabilities[{i}]", f"must be one of: {', '.join(CAPABILITIES)}")
+        else:
+            caps.append(cap)
+    if not (name and provider and upstream) or provider not in providers:
+        return None
+    return Model(name, provider, upstream, price, context_window, max_output, frozenset(caps))
+
+
+def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | None:
+    d = r.mapping(raw, path, ("name", "api_key_sha256", "models"))
+    if d is None:
+        return None
+    name = r.string(d, "name", path, required=True)
+    hashes = []
+    for i, h in enumerate(r.seq(d, "api_key_sha256", path, required=True)):
+        if not isinstance(h, str) or not _HEX64.match(h):
+            r.fail(f"{path}.api_key_sha256[{i}]", "must be a lowercase hex SHA-256 (64 characters)")
+        else:
+            hashes.append(h)
+    patterns = []
+    raw_models = d.get("models", ["*"])
+    for i, m in enumerate(r.seq({"models": raw_models}, "models", path)):
+        if not isinstance(m, str) or not m:
+            r.fail(f"{path}.models[{i}]", "must be a non-empty string")
+        elif not any(c in m for c in "*?[") and m not in model_names:
+            r.fail(f"{path}.models[{i}]", f"unknown model {m!r}")
+        else:
+            patterns.append(m)
+    return Tenant(name, tuple(hashes), tuple(patterns)) if name else None
+
+
+def _unique(r: _Reader, items: list[Any], key: Callable[[Any], Any], path: str, what: str) -> None:
+    seen: dict[Any, int] = {}
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        k = key(item)
+        if k in seen:
+            r.fail(f"{path}[{i}]", f"duplicate {what} (same as {path}[{seen[k]}])")
+        else:
+            seen[k] = i
+
+
+def validate(doc: Any) -> GatewayConfig:
+    """Parsed YAML → GatewayConfig; raises ConfigError with every problem."""
+    r = _Reader()
+    top = r.mapping(doc, "", ("listen", "providers", "models", "tenants", "extproc", "limits", "admin"))
+    if top is None:
+        raise ConfigError(r.problems or [": the config must be a mapping"])
+    address, port = _listen(r, top.get("listen"), "listen", 10000)
+
+    providers = [_provider(r, p, f"providers[{i}]") for i, p in enumerate(r.seq(top, "providers", "", required=True))]
+    _unique(r, providers, lambda p: p.name, "providers", "provider name")
+    by_name = {p.name: p for p in providers if p}
+    models = [_model(r, m, f"models[{i}]", by_name) for i, m in enumerate(r.seq(top, "models", "", required=True))]
+    _unique(r, models, lambda m: (m.name, m.provider, m.upstream_model), "models", "deployment")
+    names = {m.name for m in models if m}
+    tenants = [_tenant(r, t, f"tenants[{i}]", names) for i, t in enumerate(r.seq(top, "tenants", "", required=True))]
+    _unique(r, tenants, lambda t: t.name, "tenants", "tenant name")
+    key_owner: dict[str, str] = {}
+    for i, t in enumerate(tenants):
+        for h in t.api_key_sha256 if t else ():
+            if h in key_owner and key_owner[h] != t.name:
+                r.fail(f"tenants[{i}].api_key_sha256", f"key already belongs to tenant {key_owner[h]!r}")
+            key_owner[h] = t.name if t else ""
+
+    xd = r.mapping(top.get("extproc"), "extproc", ("address", "port", "workers", "message_timeout",
+                                                   "max_streams")) or {}
+    xdef = ExtProcSettings()
+    xaddr, xport = _listen(r, {k: xd[k] for k in ("address", "port") if k in xd}, "extproc", xdef.port)
+    extproc = ExtProcSettings(
+        xaddr, xport,
+        workers=r.number(xd, "workers", "extproc", 0, integer=True, minimum=0, maximum=64),
+        message_timeout=r.duration(xd, "message_timeout", "extproc", xdef.message_timeout, allow_zero=False),
+        max_streams=r.number(xd, "max_streams", "extproc", xdef.max_streams, integer=True, minimum=1),
+    )
+    ld = r.mapping(top.get("limits"), "limits", ("max_request_bytes", "max_response_bytes")) or {}
+    ldef = Limits()
+    limits = Limits(r.number(ld, "max_request_bytes", "limits", ldef.max_request_bytes, integer=True, minimum=1024),
+                    r.number(ld, "max_response_bytes", "limits", ldef.max_response_bytes, integer=True, minimum=1024))
+    aaddr, aport = _listen(r, top.get("admin"), "admin", 9901)
+    if port in (aport, xport) and address in (aaddr, xaddr):
+        r.fail("listen.port", "collides with the admin or extproc port")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return GatewayConfig(
+        listen=Listen(address, port),
+        providers=tuple(p for p in providers if p),
+        models=tuple(m for m in models if m),
+        tenants=tuple(t for t in tenants if t),
+        extproc=extproc, limits=limits, admin=Admin(aaddr, aport),
+    )
+
+
+def parse_yaml(text: str, source: str = "<config>") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError([f"{source}: invalid YAML at {where}: {e.problem or e.context}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{source}: invalid YAML: {e}"]) from None
+
+
+def load_text(text: str, source: str = "<config>") -> GatewayConfig:
+    return validate(parse_yaml(text, source))
+
+
+def load_file(path: str) -> GatewayConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    return load_text(text, path)

@@ -1,0 +1,138 @@
+"""The typed, immutable gateway configuration that every other module reads.
+
+`extproc.config.load` builds these from YAML after validating every field; nothing else
+constructs them except tests. All durations are seconds (float); sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Listen:
+    address: str = "127.0.0.1"
+    port: int = 10000
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    consecutive_5xx: int = 5
+    consecutive_gateway_failure: int = 3
+    interval: float = 5.0
+    base_ejection_time: float = 30.0
+    max_ejection_percent: int = 100
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Envoy knobs for one provider cluster (see docs/configuration.md for each default)."""
+
+    connect_timeout: float = 5.0
+    max_requests: int = 1024
+    max_pending_requests: int = 1024
+    max_connections: int = 1024
+    max_retries: int = 3
+    per_try_timeout: float = 0.0  # 0 = none: an attempt may take as long as a generation does
+    idle_timeout: float = 300.0  # no bytes in either direction for this long ends the stream
+    outlier_detection: OutlierDetection = field(default_factory=OutlierDetection)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str  # http | https
+    host: str
+    port: int
+    base_path: str  # "" or "/prefix" (no trailing slash)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.tls else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    type: str
+    endpoint: Endpoint
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @property
+    def cluster_name(self) -> str:
+        return f"provider_{self.name}"
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_mtok: float = 0.0  # USD per million input tokens
+    output_per_mtok: float = 0.0  # USD per million output tokens
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    provider: str
+    upstream_model: str
+    price: Price = field(default_factory=Price)
+    context_window: int = 128000
+    max_output_tokens: int = 4096
+    capabilities: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    api_key_sha256: tuple[str, ...]
+    models: tuple[str, ...] = ("*",)
+
+    def allows(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+
+
+@dataclass(frozen=True)
+class ExtProcSettings:
+    """Where the ext_proc workers listen: worker i serves on `port + i`."""
+
+    address: str = "127.0.0.1"
+    port: int = 50051
+    workers: int = 0  # 0 = one per CPU core
+    message_timeout: float = 30.0  # Envoy's wait for one ext_proc reply
+    max_streams: int = 100000  # concurrent gRPC streams Envoy may hold to the ext_proc cluster
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int = 10 * 1024 * 1024
+    max_response_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Admin:
+    address: str = "127.0.0.1"
+    port: int = 9901
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen: Listen
+    providers: tuple[Provider, ...]
+    models: tuple[Model, ...]
+    tenants: tuple[Tenant, ...]
+    extproc: ExtProcSettings = field(default_factory=ExtProcSettings)
+    limits: Limits = field(default_factory=Limits)
+    admin: Admin = field(default_factory=Admin)
+
+    def provider(self, name: str) -> Provider:
+        return next(p for p in self.providers if p.name == name)
+
+    def summary(self) -> str:
+        return (f"{len(self.providers)} providers, {len(self.models)} models, "
+                f"{len(self.tenants)} tenants, listening on {self.listen.address}:{self.listen.port}")

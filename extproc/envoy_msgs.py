@@ -1,0 +1,103 @@
+"""The only builder of ext_proc `ProcessingResponse` messages.
+
+Envoy 1.40 facts this module encodes: header values go in `raw_value` (bytes); a body mutation
+that changes the length must come with a `content-length` header mutation (request side) or
+the header removed (response side, done at response-headers time); routing on a header we set
+needs `clear_route_cache`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+
+from extproc import metadata
+
+ProcessingResponse = pb.ProcessingResponse
+ProcessingRequest = pb.ProcessingRequest
+_APPEND_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_MODE = processing_mode_pb2.ProcessingMode
+BODY_NONE = _MODE.NONE
+BODY_STREAMED = _MODE.STREAMED
+BODY_BUFFERED = _MODE.BUFFERED
+
+Headers = Iterable[tuple[str, str]]
+
+
+def header_map(msg: pb.HttpHeaders) -> dict[str, str]:
+    """Envoy's headers as a dict (lowercase names; repeated headers joined with ',')."""
+    out: dict[str, str] = {}
+    for h in msg.headers.headers:
+        value = h.raw_value.decode("latin-1") if h.raw_value else h.value
+        out[h.key] = f"{out[h.key]},{value}" if h.key in out else value
+    return out
+
+
+def _common(set_headers: Headers = (), remove: Iterable[str] = (), body: bytes | None = None,
+            clear_route_cache: bool = False) -> pb.CommonResponse:
+    common = pb.CommonResponse()
+    mutation = common.header_mutation
+    for key, value in set_headers:
+        opt = mutation.set_headers.add()
+        opt.header.key = key
+        opt.header.raw_value = value.encode("latin-1", "replace")
+        opt.append_action = _APPEND_OVERWRITE
+    mutation.remove_headers.extend(remove)
+    if body is not None:
+        if body:
+            common.body_mutation.body = body
+        else:
+            common.body_mutation.clear_body = True
+    if clear_route_cache:
+        common.clear_route_cache = True
+    return common
+
+
+def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    resp.request_headers.response.CopyFrom(_common(set_headers, remove))
+    return resp
+
+
+def request_body(body: bytes | None, set_headers: Headers = (), remove: Iterable[str] = (),
+                 clear_route_cache: bool = False) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    resp.request_body.response.CopyFrom(_common(set_headers, remove, body, clear_route_cache))
+    return resp
+
+
+def response_headers(set_headers: Headers = (), remove: Iterable[str] = (),
+                     body_mode: int | None = None) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    resp.response_headers.response.CopyFrom(_common(set_headers, remove))
+    if body_mode is not None:
+        resp.mode_override.response_body_mode = body_mode  # type: ignore[assignment]
+    return resp
+
+
+def response_body(body: bytes | None, set_headers: Headers = ()) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    resp.response_body.response.CopyFrom(_common(set_headers, (), body))
+    return resp
+
+
+def immediate(status: int, body: bytes, headers: Headers = ()) -> pb.ProcessingResponse:
+    """Answer the client now; Envoy sends nothing upstream."""
+    resp = pb.ProcessingResponse()
+    imm = resp.immediate_response
+    imm.status.code = http_status_pb2.StatusCode.Value(_STATUS_NAMES.get(status, "InternalServerError"))
+    imm.body = body
+    imm.details = metadata.IMMEDIATE_DETAILS
+    for key, value in headers:
+        opt = imm.headers.set_headers.add()
+        opt.header.key = key
+        opt.header.raw_value = value.encode("latin-1", "replace")
+        opt.append_action = _APPEND_OVERWRITE
+    return resp
+
+
+_STATUS_NAMES = {v: k for k, v in http_status_pb2.StatusCode.items() if v}

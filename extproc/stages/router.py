@@ -1,0 +1,259 @@
+"""Router stage: one `RouterStream` per ext_proc gRPC stream (= one client request).
+
+Theory of operation. Envoy sends, in this order and each at most once unless noted:
+request headers → request body (BUFFERED; absent when the request has none) → response
+headers → response body (BUFFERED: once; STREAMED: one message per upstream read).
+
+    HEADERS  authenticate; route by path; answer GET /v1/models and every error immediately
+    BODY     parse once, resolve the model, translate for the deployment, set path, cluster,
+             credentials and protocol headers; clear the route cache so Envoy routes on them
+    RESP_HDR map the status; choose the response body mode per stream: NONE when the provider
+             already speaks the client's API and succeeded, STREAMED for SSE, BUFFERED otherwise
+    RESP_BODY translate back (whole, or chunk by chunk through the stream translator)
+
+Every `GatewayError` becomes an immediate response in the client's API format; any other
+exception becomes a 500 with the request id, its text logged, never sent. State lives on the
+instance for one stream only; nothing is shared across streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+
+import orjson
+
+from extproc import envoy_msgs as msgs
+from extproc import errors, metadata
+from extproc.errors import GatewayError
+from extproc.runtime import Deployment, Runtime
+from extproc.translate.base import ResponseContext, StreamTranslator, Translator, client_status_for
+
+log = logging.getLogger("interlock.router")
+
+_CLIENT_APIS = {"/v1/chat/completions": errors.OPENAI}
+_UPSTREAM_STRIP_PREFIXES = ("anthropic-", "openai-", "x-stainless-", "x-interlock-", "x-goog-", "x-amz-")
+_UPSTREAM_STRIP = ("authorization", "x-api-key", "api-key", "accept-encoding", "cookie", "content-length")
+
+
+class RouterStream:
+    """The router stage for one request. Not thread-safe; owned by one gRPC stream task."""
+
+    def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.time) -> None:
+        self.rt = runtime
+        self.clock = clock
+        self.started = clock()
+        self.api = errors.OPENAI
+        self.request_id = ""
+        self.tenant = ""
+        self.request_headers: dict[str, str] = {}
+        self.deployment: Deployment | None = None
+        self.translator: Translator | None = None
+        self.stream = False
+        self.include_usage = False
+        self.upstream_status = 0
+        self.retry_after: str | None = None
+        self.stream_translator: StreamTranslator | None = None
+        self.response_buffer_mode = False
+        self.status = 0
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, req: msgs.ProcessingRequest) -> msgs.ProcessingResponse:
+        phase = req.WhichOneof("request")
+        try:
+            if phase == "request_headers":
+                return self.on_request_headers(req.request_headers)
+            if phase == "request_body":
+                return self.on_request_body(req.request_body)
+            if phase == "response_headers":
+                return self.on_response_headers(req.response_headers)
+            if phase == "response_body":
+                return self.on_response_body(req.response_body)
+            raise RuntimeError(f"unexpected ext_proc phase {phase}")
+        except GatewayError as e:
+            return self._error(e, phase)
+        except Exception:
+            log.exception("internal error request_id=%s phase=%s", self.request_id, phase)
+            return self._error(GatewayError(f"Internal gateway error (request id {self.request_id}).", 500), phase)
+
+    def _error(self, err: GatewayError, phase: str | None) -> msgs.ProcessingResponse:
+        status, body, headers = errors.render(err, self.api)
+        self.status = status
+        if phase == "response_body" and not self.response_buffer_mode:
+            # Bytes already reached the client: end the stream with an error event instead.
+            return msgs.response_body(b"data: " + body + b"\n\n")
+        log.info("request_id=%s tenant=%s status=%d error=%r", self.request_id, self.tenant or "-", status,
+                 err.message)
+        extra = [(metadata.REQUEST_ID_HEADER, self.request_id)] if self.request_id else []
+        return msgs.immediate(status, body, [*headers.items(), *self._routing_headers(), *extra])
+
+    def _routing_headers(self) -> list[tuple[str, str]]:
+        d = self.deployment
+        if d is None:
+            return []
+        return [(metadata.PROVIDER_HEADER, d.provider.name), (metadata.MODEL_HEADER, d.model.name)]
+
+    # -- request ----------------------------------------------------------------------------
+
+    def on_request_headers(self, m: msgs.pb.HttpHeaders) -> msgs.ProcessingResponse:
+        h = msgs.header_map(m)
+        self.request_headers = h
+        self.request_id = h.get(metadata.REQUEST_ID_HEADER, "")
+        path = h.get(":path", "/").split("?", 1)[0].rstrip("/") or "/"
+        method = h.get(":method", "GET")
+        if path.startswith("/v1/messages"):
+            self.api = errors.ANTHROPIC
+        tenant_key = _client_key(h)
+        if not tenant_key:
+            raise errors.Unauthorized("Missing API key: send `Authorization: Bearer <key>` or `x-api-key`.")
+        tenant = self.rt.tenants_by_key_hash.get(hashlib.sha256(tenant_key.encode("utf-8")).hexdigest())
+        if tenant is None:
+            raise errors.Unauthorized("Invalid API key.")
+        self.tenant = tenant.name
+        if path == "/v1/models":
+            if method != "GET":
+                raise GatewayError(f"Method {method} is not allowed on {path}.", 405, "invalid_request_error")
+            return self._models_list(tenant)
+        api = _CLIENT_APIS.get(path)
+        if api is None:
+            raise errors.NotFound(f"Unknown path {path}.", code="unknown_url")
+        self.api = api
+        if method != "POST":
+            raise GatewayError(f"Method {method} is not allowed on {path}.", 405, "invalid_request_error")
+        if m.end_of_stream:
+            raise errors.BadRequest("The request needs a JSON body.")
+        return msgs.request_headers()
+
+    def _models_list(self, tenant: object) -> msgs.ProcessingResponse:
+        deployments = self.rt.models_for(tenant)  # type: ignore[arg-type]
+        body = orjson.dumps({"object": "list", "data": [
+            {"id": d.model.name, "object": "model", "created": 0, "owned_by": d.provider.name}
+            for d in deployments]})
+        return msgs.immediate(200, body, [("content-type", "application/json"),
+                                          (metadata.REQUEST_ID_HEADER, self.request_id)])
+
+    def on_request_body(self, m: msgs.pb.HttpBody) -> msgs.ProcessingResponse:
+        try:
+            body = orjson.loads(m.body)
+        except orjson.JSONDecodeError as e:
+            raise errors.BadRequest(f"The request body is not valid JSON: {e.msg} (position {e.pos}).") from None
+        if not isinstance(body, dict):
+            raise errors.BadRequest("The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise errors.BadRequest("Missing required parameter: 'model'.", param="model")
+        deployments = self.rt.deployments.get(model)
+        tenant = next((t for t in self.rt.config.tenants if t.name == self.tenant), None)
+        if not deployments or tenant is None or not tenant.allows(model):
+            raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
+                                  code="model_not_found", param="model")
+        d = self.deployment = deployments[0]
+        self.translator = self.rt.registry.get(self.api, d.target.provider_type)
+        up = self.translator.translate_request(body, d.target)
+        if d.provider.api_key is None:
+            raise GatewayError(f"The provider for model `{model}` has no credentials configured.", 502,
+                               "api_error", "provider_credentials_missing")
+        self.stream = up.stream
+        opts = body.get("stream_options")
+        self.include_usage = bool(up.stream and isinstance(opts, dict) and opts.get("include_usage"))
+        self.dropped = up.dropped_params
+        if up.dropped_params:
+            log.info("request_id=%s dropped params for %s: %s", self.request_id, d.provider.name,
+                     ",".join(up.dropped_params))
+        p = d.provider.config
+        set_headers = [
+            (":path", p.endpoint.base_path + up.path),
+            ("content-type", "application/json"),
+            ("content-length", str(len(up.body))),
+            (metadata.CLUSTER_HEADER, p.cluster_name),
+            *_credentials(p.type, d.provider.api_key),
+            *up.headers,
+        ]
+        replaced = {k for k, _ in set_headers}
+        remove = [k for k in self.request_headers if not k.startswith(":") and k not in replaced and (
+            k in _UPSTREAM_STRIP or k.startswith(_UPSTREAM_STRIP_PREFIXES))]
+        return msgs.request_body(up.body, set_headers, remove, clear_route_cache=True)
+
+    # -- response ---------------------------------------------------------------------------
+
+    def on_response_headers(self, m: msgs.pb.HttpHeaders) -> msgs.ProcessingResponse:
+        h = msgs.header_map(m)
+        status = int(h.get(":status", "0") or 0)
+        self.upstream_status = status
+        d = self.deployment
+        out = self._routing_headers()
+        if d is None or self.translator is None:
+            # Envoy's own reply (no route, overflow, ...): pass it through untouched.
+            self.status = status
+            self._log_done()
+            return msgs.response_headers(out, body_mode=msgs.BODY_NONE)
+        if getattr(self, "dropped", ()):
+            out.append((metadata.DROPPED_PARAMS_HEADER, ",".join(self.dropped)))
+        remove = [k for k in h if k.startswith(_UPSTREAM_STRIP_PREFIXES) or k in ("request-id", "set-cookie")]
+        same_api = d.target.provider_type == self.api
+        if 200 <= status < 300:
+            self.status = status
+            if same_api:
+                self._log_done()
+                return msgs.response_headers(out, remove, body_mode=msgs.BODY_NONE)
+            if self.stream:
+                ctx = ResponseContext(self.request_id, int(self.clock()), self.include_usage)
+                self.stream_translator = self.translator.stream_translator(d.target, ctx)
+                out += [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
+                return msgs.response_headers(out, [*remove, "content-length"], body_mode=msgs.BODY_STREAMED)
+            self.response_buffer_mode = True
+            return msgs.response_headers(out, remove, body_mode=msgs.BODY_BUFFERED)
+        self.retry_after = h.get("retry-after")
+        self.status = client_status_for(status)
+        self.response_buffer_mode = True
+        out += [(":status", str(self.status)), ("content-type", "application/json")]
+        return msgs.response_headers(out, remove, body_mode=msgs.BODY_BUFFERED)
+
+    def on_response_body(self, m: msgs.pb.HttpBody) -> msgs.ProcessingResponse:
+        d, tr = self.deployment, self.translator
+        assert d is not None and tr is not None
+        if self.stream_translator is not None:
+            out = self.stream_translator.feed(m.body)
+            if m.end_of_stream:
+                out += self.stream_translator.finish()
+                self._log_done()
+            return msgs.response_body(out)
+        if 200 <= self.upstream_status < 300:
+            ctx = ResponseContext(self.request_id, int(self.clock()), False)
+            body, self.usage = tr.translate_response(m.body, d.target, ctx)
+        else:
+            err = tr.translate_error(self.upstream_status, m.body, self.retry_after)
+            err.status = self.status
+            _, body, extra = errors.render(err, self.api)
+            if "retry-after" in extra:
+                self._log_done()
+                return msgs.response_body(body, [("content-length", str(len(body))),
+                                                 ("retry-after", extra["retry-after"])])
+        self._log_done()
+        return msgs.response_body(body, [("content-length", str(len(body)))])
+
+    def _log_done(self) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        d = self.deployment
+        usage = getattr(self.stream_translator, "usage", None) or getattr(self, "usage", None)
+        log.info("request_id=%s tenant=%s model=%s provider=%s status=%d upstream_status=%d "
+                 "prompt_tokens=%s completion_tokens=%s ms=%.1f", self.request_id, self.tenant,
+                 d.model.name if d else "-", d.provider.name if d else "-", self.status, self.upstream_status,
+                 usage.prompt_tokens if usage else "-", usage.completion_tokens if usage else "-",
+                 (self.clock() - self.started) * 1000)
+
+
+def _client_key(h: dict[str, str]) -> str:
+    auth = h.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return h.get("x-api-key", "").strip()
+
+
+def _credentials(provider_type: str, key: str) -> list[tuple[str, str]]:
+    """Headers that authenticate the gateway to a provider (the newest SDKs' scheme)."""
+    return [("authorization", f"Bearer {key}")]
