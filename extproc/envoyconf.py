@@ -30,19 +30,23 @@ _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtoco
 _TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
-# Envoy's own replies: (status, response flags that mark them as Envoy's, OpenAI type, code).
-_LOCAL_REPLIES = (
-    (413, None, "invalid_request_error", "request_too_large"),
-    (503, "UH,UF,UO,NC,URX,UC,LH,UMSDR,DC", "api_error", "service_unavailable"),
-    (502, "UF,UC,URX,UPE,UMSDR", "api_error", "bad_gateway"),
-    (504, "UT,SI", "timeout_error", "upstream_timeout"),
-    (500, None, "api_error", "internal_error"),
+_CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+
+# Envoy's own replies, in mapper order: (CEL condition, status to send or None to keep Envoy's,
+# OpenAI error type, OpenAI code, Anthropic error type, message). `%LOCAL_REPLY_BODY%` is Envoy's
+# short reason ("no healthy upstream", ...), never a secret.
+_LOCAL_REPLIES: tuple[tuple[str, int | None, str, str | None, str, str], ...] = (
+    ("response.code_details.startsWith('ext_proc')", 503, "api_error", "service_unavailable", "overloaded_error",
+     "The gateway's request processor is unavailable; retry shortly."),
+    ("response.code == 413", None, "invalid_request_error", "request_too_large", "request_too_large",
+     "Request body too large."),
+    ("response.code == 429", None, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error",
+     "%LOCAL_REPLY_BODY%"),
+    ("response.code == 503", None, "api_error", "service_unavailable", "overloaded_error", "%LOCAL_REPLY_BODY%"),
+    ("response.code == 504", None, "timeout_error", "upstream_timeout", "timeout_error", "%LOCAL_REPLY_BODY%"),
+    ("response.code >= 500", None, "api_error", None, "api_error", "%LOCAL_REPLY_BODY%"),
+    ("response.code >= 400", None, "invalid_request_error", None, "invalid_request_error", "%LOCAL_REPLY_BODY%"),
 )
-_ANTHROPIC_TYPES = {413: "request_too_large", 503: "overloaded_error", 502: "api_error",
-                    504: "timeout_error", 500: "api_error"}
-_FLAG_MESSAGES = {
-    "no healthy upstream": "No healthy provider endpoint is available.",
-}
 
 
 def _duration(seconds: float) -> str:
@@ -58,26 +62,26 @@ def worker_count(cfg: GatewayConfig) -> int:
 
 
 def _local_reply_config() -> dict[str, Any]:
+    """Shape Envoy's own error replies like the client API's errors. Replies the ext_proc makes
+    (details `interlock`) are already shaped and are left alone."""
     mappers = []
-    for api_filter, anthropic in (({"header_filter": {"header": {
-            "name": ":path", "string_match": {"prefix": "/v1/messages"}}}}, True), (None, False)):
-        for status, flags, otype, code in _LOCAL_REPLIES:
-            conds: list[dict[str, Any]] = [{"status_code_filter": {"comparison": {
-                "op": "EQ", "value": {"default_value": status, "runtime_key": f"interlock.local_reply.{status}"}}}}]
-            if flags:
-                conds.append({"response_flag_filter": {"flags": flags.split(",")}})
-            # ext_proc immediate responses carry our own details; never reshape them.
-            conds.append({"not_health_check_filter": {}})
-            if api_filter:
-                conds.append(api_filter)
+    for anthropic in (True, False):
+        api = "request.path.startsWith('/v1/messages')"
+        for cond, status, otype, code, atype, message in _LOCAL_REPLIES:
+            expr = f"response.code_details != '{metadata.IMMEDIATE_DETAILS}' && {cond} && " + (
+                api if anthropic else f"!{api}")
             if anthropic:
-                body = {"type": "error", "error": {"type": _ANTHROPIC_TYPES[status], "message": "%LOCAL_REPLY_BODY%"}}
+                body: dict[str, Any] = {"type": "error", "error": {"type": atype, "message": message}}
             else:
-                body = {"error": {"message": "%LOCAL_REPLY_BODY%", "type": otype, "code": code}}
-            mappers.append({
-                "filter": {"and_filter": {"filters": conds}},
+                body = {"error": {"message": message, "type": otype, "code": code}}
+            mapper: dict[str, Any] = {
+                "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
+                                                "typed_config": {"@type": _CEL, "expression": expr}}},
                 "body_format_override": {"json_format": body, "content_type": "application/json"},
-            })
+            }
+            if status is not None:
+                mapper["status_code"] = status
+            mappers.append(mapper)
     return {"mappers": mappers}
 
 

@@ -202,7 +202,7 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
     if name and not _NAME.match(name):
         r.fail(_join(path, "name"), "must start with a letter or digit and use only letters, digits, '.', '_', '-'")
     ptype = r.string(d, "type", path, required=True, choices=PROVIDER_TYPES)
-    url = r.string(d, "endpoint", path, default=DEFAULT_ENDPOINTS.get(ptype or "", None))
+    url = r.string(d, "endpoint", path, default=DEFAULT_ENDPOINTS.get(ptype or ""))
     endpoint = _endpoint(r, url, _join(path, "endpoint")) if url else None
     key_env = r.string(d, "api_key_env", path)
     key_file = r.string(d, "api_key_file", path)
@@ -298,10 +298,12 @@ def validate(doc: Any) -> GatewayConfig:
     _unique(r, tenants, lambda t: t.name, "tenants", "tenant name")
     key_owner: dict[str, str] = {}
     for i, t in enumerate(tenants):
-        for h in t.api_key_sha256 if t else ():
+        if t is None:
+            continue
+        for h in t.api_key_sha256:
             if h in key_owner and key_owner[h] != t.name:
                 r.fail(f"tenants[{i}].api_key_sha256", f"key already belongs to tenant {key_owner[h]!r}")
-            key_owner[h] = t.name if t else ""
+            key_owner[h] = t.name
 
     xd = r.mapping(top.get("extproc"), "extproc", ("address", "port", "workers", "message_timeout",
                                                    "max_streams")) or {}

@@ -29,7 +29,7 @@ from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
 from extproc.errors import GatewayError
 from extproc.runtime import Deployment, Runtime
-from extproc.translate.base import ResponseContext, StreamTranslator, Translator, client_status_for
+from extproc.translate.base import ResponseContext, StreamTranslator, Translator, Usage, client_status_for
 
 log = logging.getLogger("interlock.router")
 
@@ -57,7 +57,10 @@ class RouterStream:
         self.retry_after: str | None = None
         self.stream_translator: StreamTranslator | None = None
         self.response_buffer_mode = False
+        self.unreachable = False
         self.status = 0
+        self.dropped: tuple[str, ...] = ()
+        self.usage: Usage | None = None
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -190,7 +193,7 @@ class RouterStream:
             self.status = status
             self._log_done()
             return msgs.response_headers(out, body_mode=msgs.BODY_NONE)
-        if getattr(self, "dropped", ()):
+        if self.dropped:
             out.append((metadata.DROPPED_PARAMS_HEADER, ",".join(self.dropped)))
         remove = [k for k in h if k.startswith(_UPSTREAM_STRIP_PREFIXES) or k in ("request-id", "set-cookie")]
         same_api = d.target.provider_type == self.api
@@ -207,6 +210,9 @@ class RouterStream:
             self.response_buffer_mode = True
             return msgs.response_headers(out, remove, body_mode=msgs.BODY_BUFFERED)
         self.retry_after = h.get("retry-after")
+        # Envoy marks what an upstream answered; a 5xx without the mark is Envoy's own reply
+        # (connection refused, reset, overflow): the provider was never reached.
+        self.unreachable = status >= 500 and "x-envoy-upstream-service-time" not in h
         self.status = client_status_for(status)
         self.response_buffer_mode = True
         out += [(":status", str(self.status)), ("content-type", "application/json")]
@@ -225,7 +231,11 @@ class RouterStream:
             ctx = ResponseContext(self.request_id, int(self.clock()), False)
             body, self.usage = tr.translate_response(m.body, d.target, ctx)
         else:
-            err = tr.translate_error(self.upstream_status, m.body, self.retry_after)
+            if self.unreachable:
+                err = GatewayError(f"The provider {d.provider.name} could not be reached.", self.status,
+                                   "api_error", "provider_unreachable")
+            else:
+                err = tr.translate_error(self.upstream_status, m.body, self.retry_after)
             err.status = self.status
             _, body, extra = errors.render(err, self.api)
             if "retry-after" in extra:
@@ -239,7 +249,7 @@ class RouterStream:
         if not log.isEnabledFor(logging.INFO):
             return
         d = self.deployment
-        usage = getattr(self.stream_translator, "usage", None) or getattr(self, "usage", None)
+        usage = self.stream_translator.usage if self.stream_translator else self.usage
         log.info("request_id=%s tenant=%s model=%s provider=%s status=%d upstream_status=%d "
                  "prompt_tokens=%s completion_tokens=%s ms=%.1f", self.request_id, self.tenant,
                  d.model.name if d else "-", d.provider.name if d else "-", self.status, self.upstream_status,
