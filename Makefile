@@ -1,0 +1,39 @@
+# Interlock: every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint unit integration bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+## run: start the gateway (Envoy + ext_proc workers + simulated providers) with the demo config
+run: $(STAMP)
+	$(VENV)/bin/interlock run
+
+## test: lint, types and every test (unit, golden, component, integration through the real Envoy)
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check extproc routing tests bench
+	$(VENV)/bin/mypy extproc routing
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/golden
+
+integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+## bench: load test on loopback (wrk from Debian), plain Envoy vs Interlock, same run
+bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,82 @@
+"""`interlock check`: every invalid fixture yields exactly its expected problems and exit 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extproc.cli import main
+from extproc.config import ConfigError, load_file, load_text, parse_duration
+from tests.conftest import FIXTURES
+
+INVALID = sorted((FIXTURES / "config" / "invalid").glob("*.yaml"))
+VALID = sorted((FIXTURES / "config" / "valid").glob("*.yaml"))
+
+
+def _expectations(path: Path) -> tuple[list[str], list[str]]:
+    exact, substrings = [], []
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect: "):
+            exact.append(line.removeprefix("# expect: "))
+        elif line.startswith("# expect-substring: "):
+            substrings.append(line.removeprefix("# expect-substring: "))
+    return exact, substrings
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_config_reports_every_problem(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exact, substrings = _expectations(path)
+    assert exact or substrings, f"{path.name} has no '# expect:' lines"
+    assert main(["check", "-c", str(path)]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.splitlines()
+    if exact:
+        assert sorted(lines) == sorted(exact)
+    for s in substrings:
+        assert any(s in line for line in lines), (s, lines)
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_valid_config_prints_summary(path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "INTERLOCK_SIM_API_KEY"):
+        monkeypatch.setenv(var, "k")
+    assert main(["check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and "OK" in out[0] and "providers" in out[0]
+
+
+def test_missing_credentials_warn_but_pass(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["check", "-c", str(FIXTURES / "config" / "valid" / "minimal.yaml")]) == 0
+    assert "warning: providers: openai: environment variable OPENAI_API_KEY gives no key here" in capsys.readouterr().err
+
+
+def test_missing_file_is_one_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_file(str(tmp_path / "nope.yaml"))
+    assert len(e.value.problems) == 1 and "cannot read" in e.value.problems[0]
+
+
+def test_defaults_and_typed_values() -> None:
+    cfg = load_file(str(FIXTURES / "config" / "valid" / "full.yaml"))
+    anthropic = cfg.provider("anthropic")
+    assert anthropic.cluster.connect_timeout == 2.0
+    assert anthropic.cluster.idle_timeout == 600.0
+    assert anthropic.endpoint.tls and anthropic.endpoint.port == 443
+    vllm = cfg.provider("vllm")
+    assert (vllm.endpoint.host, vllm.endpoint.port, vllm.endpoint.base_path) == ("10.0.0.12", 8000, "/serving")
+    team_a = next(t for t in cfg.tenants if t.name == "team-a")
+    assert team_a.allows("claude-haiku-4-5") and not team_a.allows("llama")
+    minimal = load_text((FIXTURES / "config" / "valid" / "minimal.yaml").read_text())
+    assert (minimal.listen.address, minimal.listen.port) == ("127.0.0.1", 10000)
+    assert minimal.provider("openai").endpoint.host == "api.openai.com"
+    assert minimal.models[0].upstream_model == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("text,seconds", [("250ms", 0.25), ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0),
+                                          ("1.5s", 1.5), ("5", None), ("s", None), ("-1s", None)])
+def test_parse_duration(text: str, seconds: float | None) -> None:
+    assert parse_duration(text) == seconds
