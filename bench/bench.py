@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Loopback load test: plain Envoy vs Interlock (OpenAI → OpenAI, OpenAI → Anthropic).
+
+Prints a table and, last, one line:
+    bench: envoy_rps=N openai_rps=N anthropic_rps=N anthropic_p50_added_ms=X.X
+`*_rps` at --connections (default 32), median of --runs (default 3) runs of --duration seconds
+after a warm-up; `anthropic_p50_added_ms` = Interlock (OpenAI → Anthropic) minus plain Envoy
+p50 at one connection. CPU per request is the CPU time Envoy and the ext_proc workers used
+during the timed runs divided by the requests they served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from extproc.launcher import envoy_binary  # noqa: E402
+from extproc.supervisor import port_open, wait_until  # noqa: E402
+from tests.conftest import free_port, free_port_run  # noqa: E402
+
+KEY = "sk-bench-tenant"
+RECORDED = Path(__file__).parent / "recorded"
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def request_body(model: str) -> bytes:
+    """A ~2 KB chat request: a system prompt and a short conversation."""
+    filler = ("Envoy is an L7 proxy and communication bus designed for large modern service oriented "
+              "architectures. ") * 4
+    body = {"model": model, "max_tokens": 256, "messages": [
+        {"role": "system", "content": "You are a concise assistant. " + filler},
+        {"role": "user", "content": "Summarise what a service proxy does. " + filler},
+        {"role": "assistant", "content": "A service proxy sits between services. " + filler},
+        {"role": "user", "content": "And Envoy in particular, in two sentences?"}]}
+    return json.dumps(body).encode()
+
+
+def _listener(port: int, filters: list[dict], routes: list[dict]) -> dict:
+    return {"name": f"l{port}", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": {"@type": HCM, "stat_prefix": "bench",
+                                                             "route_config": {"virtual_hosts": [{
+                                                                 "name": "all", "domains": ["*"],
+                                                                 "routes": routes}]},
+                                                             "http_filters": [*filters, ROUTER]}}]}]}
+
+
+def mock_upstream_config(port: int, admin: int) -> dict:
+    """Envoy answering the recorded provider bodies; the buffer filter reads the request first
+    so keep-alive connections stay open."""
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 1048576}}
+    routes = [{"match": {"path": path}, "direct_response": {"status": 200, "body": {
+        "filename": str(RECORDED / name)}}, "response_headers_to_add": [{"header": {
+            "key": "content-type", "value": "application/json"}}]}
+        for path, name in (("/v1/chat/completions", "openai_chat_completion.json"),
+                           ("/v1/messages", "anthropic_message.json"))]
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+            "static_resources": {"listeners": [_listener(port, [buffer], routes)], "clusters": []}}
+
+
+def plain_envoy_config(port: int, admin: int, upstream: int) -> dict:
+    cluster = {"name": "upstream", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}]
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+            "static_resources": {"listeners": [_listener(port, [], routes)], "clusters": [cluster]}}
+
+
+def interlock_config(port: int, admin: int, extproc: int, upstream: int, workers: int) -> dict:
+    import hashlib
+
+    endpoint = f"http://127.0.0.1:{upstream}"
+    return {
+        "listen": {"address": "127.0.0.1", "port": port}, "admin": {"port": admin},
+        "extproc": {"port": extproc, "workers": workers},
+        "providers": [{"name": "openai", "type": "openai", "endpoint": endpoint, "api_key_env": "BENCH_KEY"},
+                      {"name": "anthropic", "type": "anthropic", "endpoint": endpoint,
+                       "api_key_env": "BENCH_KEY"}],
+        "models": [{"name": "gpt-4o-mini", "provider": "openai", "upstream_model": "gpt-4o-mini-2024-07-18"},
+                   {"name": "claude-haiku-4-5", "provider": "anthropic",
+                    "upstream_model": "claude-haiku-4-5-20251001", "max_output_tokens": 8192}],
+        "tenants": [{"name": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()]}],
+    }
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def wrk(url: str, body_file: Path, connections: int, duration: float, threads: int = 2) -> WrkResult:
+    script = body_file.with_suffix(".lua")
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = io.open("{body_file}"):read("*a")\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
+    out = subprocess.run(["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(duration))}s",
+                          "--latency", "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in errs.groups()) if errs else 0)
+    return WrkResult(rps, p50, p99, requests, errors)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes (and their waited-for children) in seconds."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / tick
+
+
+def descendants(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for k in kids:
+        out += descendants(int(k))
+    return out
+
+
+def check_reply(url: str, body: bytes, expect_model_prefix: str) -> None:
+    """The scenario must answer a parseable OpenAI chat completion before it is timed."""
+    from openai.types.chat import ChatCompletion
+
+    req = urllib.request.Request(url, data=body, method="POST", headers={
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        completion = ChatCompletion.model_validate(json.loads(r.read()))
+    assert completion.choices[0].message.content, "empty completion"
+    assert completion.model.startswith(expect_model_prefix), completion.model
+
+
+def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=20, help="seconds per timed run (default 20)")
+    ap.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per scenario (default 3)")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per scenario; the median is reported")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    ap.add_argument("--unloaded", type=float, default=5, help="seconds of the 1-connection run (default 5)")
+    ap.add_argument("--workers", type=int, default=0, help="ext_proc workers (default: one per core)")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("bench: wrk is not installed (make bench installs it with apt-get)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="interlock-bench-"))
+    envoy = envoy_binary()
+    mock_port, mock_admin, plain_port, plain_admin, gw_port, gw_admin = (free_port() for _ in range(6))
+    workers = args.workers or os.cpu_count() or 1
+    extproc_base = free_port_run(workers)
+    (work / "mock.yaml").write_text(yaml.safe_dump(mock_upstream_config(mock_port, mock_admin)))
+    (work / "plain.yaml").write_text(yaml.safe_dump(plain_envoy_config(plain_port, plain_admin, mock_port)))
+    (work / "gateway.yaml").write_text(yaml.safe_dump(
+        interlock_config(gw_port, gw_admin, extproc_base, mock_port, workers)))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        print(f"bench: starting mock upstream, plain Envoy and Interlock ({workers} ext_proc workers); "
+              f"logs in {work}", flush=True)
+        procs.append(start([envoy, "-c", str(work / "mock.yaml"), "--disable-hot-restart", "--concurrency", "1",
+                            "--log-level", "error"], work / "mock.log"))
+        procs.append(start([envoy, "-c", str(work / "plain.yaml"), "--disable-hot-restart",
+                            "--log-level", "error"], work / "plain.log"))
+        gateway = start([sys.executable, "-m", "extproc.cli", "--log-level", "warning", "run", "-c",
+                         str(work / "gateway.yaml"), "--workdir", str(work / "rendered")], work / "gateway.log",
+                        env={**os.environ, "BENCH_KEY": "sk-upstream-bench", "PYTHONPATH": str(ROOT)})
+        procs.append(gateway)
+        ready = wait_until(lambda: all(port_open("127.0.0.1", p) for p in (mock_port, plain_port, gw_port))
+                           and "ready:" in (work / "gateway.log").read_text(), 60, 0.2)
+        if not ready:
+            print((work / "gateway.log").read_text()[-3000:], file=sys.stderr)
+            raise SystemExit("bench: processes did not become ready within 60 s")
+
+        scenarios = {
+            "envoy": (f"http://127.0.0.1:{plain_port}/v1/chat/completions", "gpt-4o-mini", "gpt-4o-mini"),
+            "openai": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "gpt-4o-mini", "gpt-4o-mini"),
+            "anthropic": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "claude-haiku-4-5", "claude-haiku"),
+        }
+        bodies = {}
+        for name, (url, model, prefix) in scenarios.items():
+            bodies[name] = work / f"{name}.json"
+            bodies[name].write_bytes(request_body(model))
+            check_reply(url, bodies[name].read_bytes(), prefix)
+        print("bench: every scenario answers a valid OpenAI chat completion", flush=True)
+
+        gw_pids = descendants(gateway.pid)
+        plain_pid = procs[1].pid
+        results: dict[str, dict[str, float]] = {}
+        for name, (url, _, _) in scenarios.items():
+            pids = [plain_pid] if name == "envoy" else gw_pids
+            wrk(url, bodies[name], args.connections, args.warmup)
+            runs = []
+            for i in range(args.runs):
+                cpu0 = cpu_seconds(pids)
+                r = wrk(url, bodies[name], args.connections, args.duration)
+                cpu = cpu_seconds(pids) - cpu0
+                runs.append((r, cpu))
+                print(f"bench: {name} run {i + 1}/{args.runs}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
+                      f"p99 {r.p99_ms:.2f} ms, errors {r.errors}", flush=True)
+            runs.sort(key=lambda x: x[0].rps)
+            med, cpu = runs[len(runs) // 2]
+            unloaded = wrk(url, bodies[name], 1, args.unloaded, threads=1)
+            results[name] = {"rps": med.rps, "p50": med.p50_ms, "p99": med.p99_ms,
+                             "cpu_us": cpu / max(1, med.requests) * 1e6,
+                             "errors": sum(r.errors for r, _ in runs), "unloaded_p50": unloaded.p50_ms,
+                             "unloaded_p99": unloaded.p99_ms}
+        print()
+        print(f"{'scenario':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}"
+              f"{'1-conn p50':>12}{'errors':>8}")
+        labels = {"envoy": "plain Envoy", "openai": "Interlock OpenAI→OpenAI",
+                  "anthropic": "Interlock OpenAI→Anthropic"}
+        for name, r in results.items():
+            print(f"{labels[name]:<28}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['cpu_us']:>12.0f}"
+                  f"{r['unloaded_p50']:>12.2f}{r['errors']:>8.0f}")
+        added = results["anthropic"]["unloaded_p50"] - results["envoy"]["unloaded_p50"]
+        print(f"\n{args.connections} connections, median of {args.runs} x {args.duration:.0f} s; "
+              f"1-conn p50 over {args.unloaded:.0f} s; {workers} ext_proc workers; {os.cpu_count()} cores")
+        print(f"bench: envoy_rps={results['envoy']['rps']:.0f} openai_rps={results['openai']['rps']:.0f} "
+              f"anthropic_rps={results['anthropic']['rps']:.0f} anthropic_p50_added_ms={added:.1f}")
+        return 1 if any(r["errors"] for r in results.values()) else 0
+    finally:
+        for p in reversed(procs):
+            stop(p, signal.SIGINT if p is procs[-1] else signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
