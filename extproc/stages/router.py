@@ -128,6 +128,10 @@ class RouterStream:
             raise GatewayError(f"Method {method} is not allowed on {path}.", 405, "invalid_request_error")
         if m.end_of_stream:
             raise errors.BadRequest("The request needs a JSON body.")
+        limit = self.rt.config.limits.max_request_bytes
+        length = h.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise errors.PayloadTooLarge(f"Request body too large: {length} bytes, the limit is {limit}.")
         return msgs.request_headers()
 
     def _models_list(self, tenant: object) -> msgs.ProcessingResponse:
