@@ -1,0 +1,120 @@
+"""OpenAI Chat Completions client → OpenAI-compatible provider: a passthrough.
+
+Request: the client's body with `model` replaced by the deployment's upstream model; every other
+field is kept as sent (an OpenAI-compatible provider takes them all), so nothing is dropped.
+Responses, streamed or not, go back byte for byte; the translator only reads the token usage
+(the JSON body's `usage`, or the stream chunk that carries a non-null `usage`, which providers
+send when the client asked for `stream_options.include_usage`).
+Errors: the provider's OpenAI error body gives the message for `provider_error`; on a 400 its
+`param` and `code` are kept too (they name the client's mistake).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from extproc.errors import BadRequest, GatewayError
+from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage, provider_error
+from extproc.translate.sse import SSEDecoder
+
+PATH = "/v1/chat/completions"
+_HEADERS = (("content-type", "application/json"),)
+
+
+def check_envelope(body: dict[str, Any]) -> None:
+    """The fields every Chat Completions request needs: a model name and a non-empty list of
+    message objects (400 naming the field otherwise)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("`model` must be a non-empty string.", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("`messages` must be a non-empty array of messages.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(f"messages[{i}] must be an object.", param=f"messages[{i}]")
+
+
+def usage_from_openai(usage: Any) -> Usage | None:
+    """`Usage` from an OpenAI `usage` object (None when absent or malformed)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens_details") or {}
+    completion = usage.get("completion_tokens_details") or {}
+    try:
+        return Usage(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(prompt.get("cached_tokens") or 0),
+            cache_creation_tokens=int(prompt.get("cache_write_tokens") or 0),
+            reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
+        )
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+class OpenAIPassthroughStream:
+    """Passes every byte through unchanged; reads `usage` from the chunk that carries it.
+
+    Lifetime: one per response stream. `usage` is None until a chunk with a usage object has
+    been seen, and is the provider's figure from then on.
+    """
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self._decoder = SSEDecoder()
+
+    def feed(self, chunk: bytes) -> bytes:
+        for event in self._decoder.feed(chunk):
+            if '"usage"' not in event.data or event.data == "[DONE]":
+                continue
+            try:
+                parsed = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(parsed, dict):
+                self.usage = usage_from_openai(parsed.get("usage")) or self.usage
+        return chunk
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class OpenAIToOpenAI:
+    """The (openai, openai) translator. Stateless; share one instance."""
+
+    def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        check_envelope(body)
+        upstream = {**body, "model": target.upstream_model}
+        return UpstreamRequest(path=PATH, body=orjson.dumps(upstream), headers=_HEADERS,
+                               stream=body.get("stream") is True)
+
+    def translate_response(self, body: bytes, target: Target, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        return body, usage_from_openai(parsed.get("usage")) if isinstance(parsed, dict) else None
+
+    def stream_translator(self, target: Target, ctx: ResponseContext) -> OpenAIPassthroughStream:
+        return OpenAIPassthroughStream()
+
+    def translate_error(self, status: int, body: bytes, retry_after: str | None) -> GatewayError:
+        message, param, code = None, None, None
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(error, dict):
+            message = error.get("message") if isinstance(error.get("message"), str) else None
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+        elif isinstance(error, str):
+            message = error
+        err = provider_error(status, message or None, retry_after)
+        if err.status == 400:
+            err.param, err.code = param, code
+        return err
