@@ -31,7 +31,7 @@ from extproc.config.model import (
 
 PROVIDER_TYPES = ("openai", "anthropic")
 DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
-CAPABILITIES = ("tools", "images", "json", "embeddings")
+CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -11,8 +11,9 @@ from extproc.translate.base import (
     client_status_for,
     provider_error,
 )
+from extproc.translate.registry import default_registry
 
 __all__ = [
     "Registry", "ResponseContext", "StreamTranslator", "Target", "Translator", "UpstreamRequest",
-    "Usage", "client_status_for", "provider_error",
+    "Usage", "client_status_for", "default_registry", "provider_error",
 ]
