@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -85,8 +86,9 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
     worker_children: list[Child] = []
     try:
         if demo or simulate:
+            keys = ["--api-key", os.environ[SIM_KEY_ENV]] if demo else []  # else: any key, as configured
             sim = [sup.add(Child("simulator", _py("--log-level", log_level, "simulate", "--port", str(SIM_PORT),
-                                                  "--api-key", os.environ.get(SIM_KEY_ENV, SIM_KEY))))]
+                                                  *keys)))]
             if not wait_until(lambda: port_open("127.0.0.1", SIM_PORT), 30):
                 raise RuntimeError(f"the simulator did not start listening on 127.0.0.1:{SIM_PORT}")
         worker_children = start_workers(sup, cfg, path, log_level)
@@ -123,6 +125,8 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
         sup.stop(worker_children)
         sup.stop(sim)
         sup.stop()
+        if workdir is None:
+            shutil.rmtree(out, ignore_errors=True)
         print("stopped", flush=True)
 
 
