@@ -1,0 +1,374 @@
+"""Simulated OpenAI API: `POST /v1/chat/completions` (JSON and SSE) and `GET /v1/models`.
+
+Input tokens (`usage.prompt_tokens`) are counted by the token rule of `textgen` over: the text
+of every message (string content, `text` and `refusal` parts), every assistant tool call's
+name and arguments (or custom input), legacy `function_call` name and arguments, and each entry
+of `tools` / `functions` serialized as JSON. Images, audio and files count 0.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from extproc.schemas import openai_chat_request_problems
+from extproc.simulator import textgen
+from extproc.simulator.common import (
+    ClientGone,
+    bearer_token,
+    duration_text,
+    json_response,
+    open_stream,
+    parse_json_body,
+    write,
+)
+from extproc.simulator.state import UNANSWERED, Behaviour, SimState
+from extproc.simulator.textgen import Output, ToolCall
+
+REQUEST_LIMIT = 10_000
+TOKEN_LIMIT = 30_000_000
+FINISH = {"end": "stop", "length": "length", "stop_sequence": "stop", "tool": "tool_calls"}
+_TYPE_WORDS = ("a string", "an integer", "a number", "a boolean", "an array", "an object", "null")
+_STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Simulated bad request.", "invalid_request_error", None),
+    401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to use this model.", "invalid_request_error", "model_not_allowed"),
+    429: ("Rate limit reached for requests. Please try again later.", "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+    503: ("The server is overloaded or not ready yet.", "server_error", None),
+}
+
+
+def error(status: int, message: str, *, type: str | None = None, param: str | None = None,
+          code: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    """An answer in OpenAI's error format."""
+    kind = type or ("server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return json_response(status, body, headers)
+
+
+def problems_error(problems: list[str], headers: dict[str, str]) -> web.Response:
+    """A 400 listing every validation problem; `param`/`code` describe the first one."""
+    unknown = [p.split(":", 1)[0] for p in problems if p.endswith(": unknown field") and "." not in
+               p.split(":", 1)[0] and "[" not in p.split(":", 1)[0]]
+    sentences: list[str] = []
+    param: str | None = None
+    code: str | None = None
+    if unknown:
+        noun = "argument" if len(unknown) == 1 else "arguments"
+        sentences.append(f"Unrecognized request {noun} supplied: {', '.join(unknown)}")
+    for problem in problems:
+        path, _, what = problem.partition(": ")
+        if path in unknown and what == "unknown field":
+            continue
+        if what == "unknown field":
+            sentence, kind = f"Unknown parameter: '{path}'.", "unknown_parameter"
+        elif what == "required field missing":
+            sentence, kind = f"Missing required parameter: '{path}'.", "missing_required_parameter"
+        elif what.startswith("must be ") and what[8:] in _TYPE_WORDS:
+            sentence, kind = f"Invalid type for '{path}': {what}.", "invalid_type"
+        else:
+            sentence, kind = f"Invalid value for '{path}': {what}.", "invalid_value"
+        if param is None and not unknown:
+            param, code = path, kind
+        sentences.append(sentence)
+    return error(400, " ".join(sentences), param=param, code=code, headers=headers)
+
+
+def semantic_problems(body: dict[str, Any]) -> list[str]:
+    """Problems OpenAI reports beyond the type schema (ranges, tool pairing, stream options)."""
+    problems: list[str] = []
+    messages = body.get("messages") or []
+    if not messages:
+        problems.append("messages: must contain at least one message")
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        problems.append("stream_options: only allowed when 'stream' is enabled")
+    for name, low, high in (("temperature", 0, 2), ("top_p", 0, 1), ("presence_penalty", -2, 2),
+                            ("frequency_penalty", -2, 2), ("n", 1, 128), ("max_tokens", 1, None),
+                            ("max_completion_tokens", 1, None)):
+        value = body.get(name)
+        if value is not None and (value < low or high is not None and value > high):
+            problems.append(f"{name}: must be between {low} and {high}" if high is not None
+                            else f"{name}: must be at least {low}")
+    tools = body.get("tools") or []
+    names = {_tool_name(t) for t in tools}
+    choice = body.get("tool_choice")
+    if choice is not None and not tools:
+        problems.append("tool_choice: only allowed when 'tools' are specified")
+    elif isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
+        wanted = (choice.get(choice["type"]) or {}).get("name")
+        if wanted not in names:
+            problems.append(f"tool_choice: no tool named '{wanted}' was specified in 'tools'")
+    pending: dict[str, int] = {}
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            if message.get("tool_call_id") not in pending:
+                problems.append(f"messages[{i}].role: messages with role 'tool' must be a response to a "
+                                "preceding message with 'tool_calls'")
+            pending.pop(message.get("tool_call_id"), None)
+            continue
+        if pending:
+            problems.append(f"messages[{min(pending.values())}].role: an assistant message with 'tool_calls' "
+                            "must be followed by tool messages responding to each 'tool_call_id' "
+                            f"(missing: {', '.join(pending)})")
+            pending = {}
+        if role == "assistant":
+            pending = {c.get("id"): i for c in message.get("tool_calls") or []}
+    if pending:
+        problems.append(f"messages[{min(pending.values())}].role: an assistant message with 'tool_calls' "
+                        "must be followed by tool messages responding to each 'tool_call_id' "
+                        f"(missing: {', '.join(pending)})")
+    return problems
+
+
+def _tool_name(tool: dict[str, Any]) -> str | None:
+    kind = tool.get("type")
+    return (tool.get(kind) or {}).get("name") if kind in ("function", "custom") else None
+
+
+def _text_of(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    texts: list[str] = []
+    for part in content or []:
+        if isinstance(part, dict):
+            texts.extend(part[k] for k in ("text", "refusal") if isinstance(part.get(k), str))
+    return texts
+
+
+def input_tokens(body: dict[str, Any]) -> int:
+    """`prompt_tokens` by the rule in the module docstring."""
+    texts: list[str] = []
+    for message in body.get("messages") or []:
+        texts.extend(_text_of(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            inner = call.get("function") or call.get("custom") or {}
+            texts.extend(str(inner.get(k, "")) for k in ("name", "arguments", "input"))
+        if isinstance(message.get("function_call"), dict):
+            texts.extend(str(message["function_call"].get(k, "")) for k in ("name", "arguments"))
+    for tool in (body.get("tools") or []) + (body.get("functions") or []):
+        texts.append(orjson.dumps(tool).decode())
+    return textgen.count_all(texts)
+
+
+def _forced_tool(tools: list[dict[str, Any]], choice: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
+        wanted = (choice.get(choice["type"]) or {}).get("name")
+        return next((t for t in tools if _tool_name(t) == wanted), None)
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = {_tool_name(t) for t in (choice.get("allowed_tools") or {}).get("tools") or []}
+        return next((t for t in tools if _tool_name(t) in allowed), None)
+    return tools[0] if tools else None
+
+
+def plan(body: dict[str, Any], behaviour: Behaviour) -> Output:
+    """What the simulated model answers (tool call or deterministic text)."""
+    messages = body["messages"]
+    tools = [t for t in body.get("tools") or [] if _tool_name(t)]
+    choice = body.get("tool_choice", "auto")
+    if tools and messages[-1].get("role") == "user" and choice != "none":
+        tool = _forced_tool(tools, choice)
+        if tool is not None:
+            if tool["type"] == "custom":
+                call = ToolCall(tool["custom"]["name"], "example", custom=True)
+            else:
+                function = tool["function"]
+                args = textgen.example_object(function.get("parameters") or {})
+                call = ToolCall(function["name"], orjson.dumps(args).decode())
+            return Output([], "tool", tool_calls=[call])
+    last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    seed_text = "\n".join(_text_of(last_user.get("content")))
+    limit = body.get("max_completion_tokens")
+    if limit is None:
+        limit = body.get("max_tokens")
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    return textgen.generate_text(body["model"], seed_text, behaviour.output_tokens, limit, stops)
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    }
+
+
+def rate_headers(behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[str, str]:
+    retry = behaviour.retry_after_s
+    headers = {
+        "x-ratelimit-limit-requests": str(REQUEST_LIMIT),
+        "x-ratelimit-remaining-requests": "0" if limited else str(REQUEST_LIMIT - 1),
+        "x-ratelimit-reset-requests": duration_text(retry if limited else 0.006),
+        "x-ratelimit-limit-tokens": str(TOKEN_LIMIT),
+        "x-ratelimit-remaining-tokens": "0" if limited else str(TOKEN_LIMIT - used_tokens),
+        "x-ratelimit-reset-tokens": duration_text(retry if limited else 0),
+    }
+    if limited:
+        headers["retry-after"] = f"{retry:g}"
+    return headers
+
+
+class ChatCompletions:
+    """One `POST /v1/chat/completions` exchange."""
+
+    def __init__(self, state: SimState, request: web.Request) -> None:
+        self.state = state
+        self.request = request
+        self.started = time.monotonic()
+        self.headers = {"x-request-id": "req_" + state.random_id(32, "0123456789abcdef"),
+                        "openai-version": "2020-10-01", "openai-organization": "user-simulator"}
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        elapsed = int((time.monotonic() - self.started) * 1000)
+        return {**self.headers, "openai-processing-ms": str(elapsed), **(extra or {})}
+
+    async def answer(self) -> web.StreamResponse:
+        key = bearer_token(self.request)
+        if not key:
+            return error(401, "You didn't provide an API key. You need to provide your API key in an "
+                         "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                         headers=self._headers())
+        if not self.state.key_accepted(key):
+            return error(401, f"Incorrect API key provided: {key[:3]}***{key[-4:]}.",
+                         code="invalid_api_key", headers=self._headers())
+        body, parse_error = await parse_json_body(self.request)
+        if parse_error:
+            return error(400, f"We could not parse the JSON body of your request: {parse_error}",
+                         headers=self._headers())
+        problems = openai_chat_request_problems(body)
+        if not problems:
+            problems = semantic_problems(body)
+        if problems:
+            return problems_error(problems, self._headers())
+        model = body["model"]
+        behaviour = self.state.behaviour(model)
+        prompt = input_tokens(body)
+        status = self.state.injected_status(behaviour)
+        if status is not None:
+            return self._status_error(status, behaviour, model, prompt)
+        if behaviour.hang:
+            await self.state.hang(self.request)
+            self.request[UNANSWERED] = True
+            return web.Response(status=503)
+        output = plan(body, behaviour)
+        n = body.get("n") or 1
+        if body.get("stream") is True:
+            return await self._stream(body, behaviour, output, prompt, n)
+        await self.state.wait_whole(behaviour, output.output_tokens)
+        result = self._completion(body, output, prompt, n)
+        return json_response(200, result, self._headers(rate_headers(behaviour, prompt, False)))
+
+    def _status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
+        if status == 404:
+            return error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                         code="model_not_found", headers=self._headers())
+        message, kind, code = _STATUS_ERRORS.get(
+            status, ("Simulated error.", "server_error" if status >= 500 else "invalid_request_error", None))
+        extra = rate_headers(behaviour, prompt, True) if status == 429 else {}
+        if status == 503:
+            extra["retry-after"] = f"{behaviour.retry_after_s:g}"
+        return error(status, message, type=kind, code=code, headers=self._headers(extra))
+
+    def _envelope(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
+        tier = body.get("service_tier") or "default"
+        return {"id": self.completion_id, "object": obj, "created": int(self.state.clock()),
+                "model": body["model"], "service_tier": "default" if tier == "auto" else tier,
+                "system_fingerprint": "fp_sim0000001"}
+
+    @property
+    def completion_id(self) -> str:
+        if not hasattr(self, "_completion_id"):
+            self._completion_id = "chatcmpl-" + self.state.random_id(29)
+        return self._completion_id
+
+    def _calls(self, output: Output) -> list[dict[str, Any]]:
+        calls = []
+        for call in output.tool_calls:
+            call_id = "call_" + self.state.random_id(24)
+            if call.custom:
+                calls.append({"id": call_id, "type": "custom", "custom": {"name": call.name, "input": call.arguments}})
+            else:
+                calls.append({"id": call_id, "type": "function",
+                              "function": {"name": call.name, "arguments": call.arguments}})
+        return calls
+
+    def _completion(self, body: dict[str, Any], output: Output, prompt: int, n: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": None if output.tool_calls else output.text,
+                                   "refusal": None, "annotations": []}
+        calls = self._calls(output)
+        if calls:
+            message["tool_calls"] = calls
+        choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": FINISH[output.stop]}
+                   for i in range(n)]
+        return {**self._envelope(body, "chat.completion"), "choices": choices,
+                "usage": _usage(prompt, output.output_tokens * n)}
+
+    async def _stream(self, body: dict[str, Any], behaviour: Behaviour, output: Output, prompt: int,
+                      n: int) -> web.StreamResponse:
+        options = body.get("stream_options") or {}
+        include_usage = options.get("include_usage") is True
+        obfuscate = options.get("include_obfuscation", True) is not False
+        envelope = self._envelope(body, "chat.completion.chunk")
+        calls = self._calls(output)
+        opening: dict[str, Any]
+        steps: list[dict[str, Any]]
+
+        def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+            data: dict[str, Any] = {**envelope, "choices": choices}
+            if include_usage:
+                data["usage"] = usage
+            if obfuscate:
+                data["obfuscation"] = self.state.random_id(1 + self.state.rng.randrange(12))
+            return b"data: " + orjson.dumps(data) + b"\n\n"
+
+        def each(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+                          for i in range(n)])
+
+        if calls:
+            first = {k: v for k, v in calls[0].items() if k != calls[0]["type"]}
+            inner = calls[0][calls[0]["type"]]
+            arg_key = "input" if calls[0]["type"] == "custom" else "arguments"
+            first[calls[0]["type"]] = {"name": inner["name"], arg_key: ""}
+            opening = {"role": "assistant", "content": None, "tool_calls": [{"index": 0, **first}], "refusal": None}
+            steps = [{"tool_calls": [{"index": 0, calls[0]["type"]: {arg_key: frag}}]}
+                     for frag in textgen.fragments(inner[arg_key])]
+        else:
+            opening = {"role": "assistant", "content": "", "refusal": None}
+            steps = [{"content": piece} for piece in output.pieces]
+        await self.state.wait_first(behaviour)
+        response = await open_stream(self.request, self._headers(rate_headers(behaviour, prompt, False)))
+        try:
+            await write(response, each(opening))
+            for i, step in enumerate(steps):
+                if i:
+                    await self.state.wait_token(behaviour)
+                await write(response, each(step))
+            await write(response, each({}, FINISH[output.stop]))
+            if include_usage:
+                await write(response, chunk([], _usage(prompt, output.output_tokens * n)))
+            await write(response, b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ClientGone:
+            pass
+        return response
+
+
+async def chat_completions(state: SimState, request: web.Request) -> web.StreamResponse:
+    return await ChatCompletions(state, request).answer()
+
+
+async def list_models(state: SimState, request: web.Request, models: list[str]) -> web.Response:
+    """`GET /v1/models` in OpenAI's list format (Bearer key required)."""
+    key = bearer_token(request)
+    if not state.key_accepted(key):
+        return error(401, "Incorrect API key provided." if key else "You didn't provide an API key.",
+                     code="invalid_api_key" if key else None)
+    data: list[dict[str, Any]] = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "simulator"} for m in models]
+    return json_response(200, {"object": "list", "data": data})

@@ -1,0 +1,226 @@
+"""The simulator's aiohttp application: provider routes, control API, request recording.
+
+Control API (JSON):
+    PUT    /_sim/models/{model}   merge a behaviour patch (fields of `state.Behaviour`); `*` = all models
+    GET    /_sim/models           effective behaviour of every configured model
+    DELETE /_sim/models/{model}   drop the model's patch
+    POST   /_sim/reset            drop every behaviour and recorded request
+    GET    /_sim/requests         recorded provider requests, oldest first (last 1000)
+    DELETE /_sim/requests         forget recorded requests
+    GET    /_sim/health           {"ok": true}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from extproc.schemas import anthropic_messages_request_problems, openai_chat_request_problems
+from extproc.simulator import anthropic_api, openai_api
+from extproc.simulator.common import json_response
+from extproc.simulator.state import UNANSWERED, Behaviour, Clock, SimState, Sleep, validate_patch
+
+STATE_KEY = web.AppKey("sim_state", SimState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Append every provider request (not `/_sim/…`) to the records with its answered status."""
+    if request.path.startswith("/_sim/"):
+        return await handler(request)
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        body = None
+    record: dict[str, Any] = {"method": request.method, "path": request.path,
+                              "headers": {k.lower(): v for k, v in request.headers.items()},
+                              "body": body, "status": None}
+    request.app[STATE_KEY].records.append(record)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        record["status"] = exc.status
+        raise
+    if not request.get(UNANSWERED):
+        record["status"] = response.status
+    return response
+
+
+def _state(request: web.Request) -> SimState:
+    return request.app[STATE_KEY]
+
+
+def _models(state: SimState) -> list[str]:
+    return list(dict.fromkeys([*state.behaviours.models(), *state.seen_models]))
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    return await openai_api.chat_completions(_state(request), request)
+
+
+async def _messages(request: web.Request) -> web.StreamResponse:
+    return await anthropic_api.messages(_state(request), request)
+
+
+async def _list_models(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    if "anthropic-version" in request.headers:
+        return await anthropic_api.list_models(state, request, _models(state))
+    return await openai_api.list_models(state, request, _models(state))
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    if "anthropic-version" in request.headers or "x-api-key" in request.headers:
+        return anthropic_api.MessagesExchange(_state(request), request).error(
+            404, f"Not found: {request.method} {request.path}")
+    return openai_api.error(404, f"Invalid URL ({request.method} {request.path})")
+
+
+async def _put_model(request: web.Request) -> web.Response:
+    try:
+        patch = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError:
+        return json_response(400, {"problems": ["body: not valid JSON"]})
+    problems = validate_patch(patch)
+    if problems:
+        return json_response(400, {"problems": problems})
+    behaviour = _state(request).behaviours.update(request.match_info["model"], patch)
+    return json_response(200, _behaviour_json(behaviour))
+
+
+async def _get_models(request: web.Request) -> web.Response:
+    return json_response(200, _state(request).behaviours.snapshot())
+
+
+async def _delete_model(request: web.Request) -> web.Response:
+    found = _state(request).behaviours.delete(request.match_info["model"])
+    return json_response(200 if found else 404, {"deleted": found})
+
+
+async def _reset(request: web.Request) -> web.Response:
+    _state(request).reset()
+    return json_response(200, {"ok": True})
+
+
+async def _get_requests(request: web.Request) -> web.Response:
+    return json_response(200, list(_state(request).records))
+
+
+async def _delete_requests(request: web.Request) -> web.Response:
+    _state(request).records.clear()
+    return json_response(200, {"ok": True})
+
+
+async def _health(request: web.Request) -> web.Response:
+    return json_response(200, {"ok": True})
+
+
+def _behaviour_json(behaviour: Behaviour) -> dict[str, Any]:
+    return asdict(behaviour)
+
+
+def make_app(state: SimState) -> web.Application:
+    """The aiohttp application serving both provider APIs and the control API over `state`."""
+    app = web.Application(middlewares=[_record], client_max_size=64 * 1024 * 1024)
+    app[STATE_KEY] = state
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_post("/v1/messages", _messages)
+    app.router.add_get("/v1/models", _list_models)
+    app.router.add_put("/_sim/models/{model:.+}", _put_model)
+    app.router.add_delete("/_sim/models/{model:.+}", _delete_model)
+    app.router.add_get("/_sim/models", _get_models)
+    app.router.add_post("/_sim/reset", _reset)
+    app.router.add_get("/_sim/requests", _get_requests)
+    app.router.add_delete("/_sim/requests", _delete_requests)
+    app.router.add_get("/_sim/health", _health)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+class Simulator:
+    """A running simulator (see `start`)."""
+
+    def __init__(self, state: SimState, runner: web.AppRunner, host: str, port: int) -> None:
+        self.state = state
+        self.host = host
+        self.port = port
+        self._runner = runner
+
+    @property
+    def url(self) -> str:
+        """Base URL without path, e.g. ``http://127.0.0.1:43123`` (OpenAI clients add ``/v1``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def set_behaviour(self, model: str, **patch: Any) -> Behaviour:
+        """In-process equivalent of ``PUT /_sim/models/{model}``."""
+        problems = validate_patch(patch)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self.state.behaviours.update(model, patch)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """In-process equivalent of ``GET /_sim/requests``."""
+        return list(self.state.records)
+
+    def reset(self) -> None:
+        """In-process equivalent of ``POST /_sim/reset``."""
+        self.state.reset()
+
+    async def stop(self) -> None:
+        """Stop serving; hanging requests end, in-flight streams get at most one second."""
+        self.state.stopping.set()
+        await self._runner.cleanup()
+
+
+def _warm_up() -> None:
+    openai_chat_request_problems({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    anthropic_messages_request_problems({"model": "m", "max_tokens": 1, "messages": []})
+
+
+async def start(host: str = "127.0.0.1", port: int = 0, api_keys: list[str] | None = None, *,
+                seed: int = 0, clock: Clock | None = None, sleep: Sleep | None = None) -> Simulator:
+    """Serve on `host:port` (0 = a free port) inside the running event loop.
+
+    `api_keys`: when given, only those keys are accepted; otherwise any non-empty key.
+    `seed` seeds ids and `error_rate` draws; `clock` (epoch seconds) and `sleep` (async) replace
+    `time.time` and `asyncio.sleep` so tests need not wait.
+    """
+    _warm_up()
+    state = SimState(api_keys, seed=seed, clock=clock, sleep=sleep)
+    runner = web.AppRunner(make_app(state), shutdown_timeout=1.0, handler_cancellation=True,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return Simulator(state, runner, host, int(bound))
+
+
+async def _serve(host: str, port: int, api_keys: list[str] | None) -> None:
+    simulator = await start(host, port, api_keys)
+    print(f"simulator: listening on http://{host}:{simulator.port}", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await simulator.stop()
+
+
+def run(host: str, port: int, api_keys: list[str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; prints ``simulator: listening on http://HOST:PORT`` when ready."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(host, port, api_keys))

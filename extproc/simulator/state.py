@@ -1,0 +1,171 @@
+"""Scripted per-model behaviour, recorded requests, and the injectable clock / sleep / RNG."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import string
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from aiohttp import web
+
+MAX_RECORDS = 1000
+UNANSWERED = web.RequestKey("sim_unanswered", bool)
+WILDCARD = "*"
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+@dataclass
+class Behaviour:
+    """How the simulator answers for one model.
+
+    ttft_ms: delay of a successful answer: before its first byte when streaming, else before the
+        whole answer (which also waits for the paced tokens). Error answers are immediate.
+    tokens_per_s: pacing between streamed tokens; 0 = no pacing.
+    output_tokens: length of a text reply before limits and stop sequences.
+    status: fixed HTTP status to answer every request with (None = normal answers).
+    error_rate / error_status: fraction of requests answered with `error_status` (seeded RNG).
+    retry_after_s: `retry-after` (and rate-limit reset) on 429 and 503 answers.
+    hang: accept the request and never answer until the client goes away or the server stops.
+    """
+
+    ttft_ms: float = 0
+    tokens_per_s: float = 0
+    output_tokens: int = 12
+    status: int | None = None
+    error_rate: float = 0.0
+    error_status: int = 500
+    retry_after_s: float = 1
+    hang: bool = False
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "ttft_ms": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
+    "status": (int, type(None)), "error_rate": (int, float), "error_status": (int,),
+    "retry_after_s": (int, float), "hang": (bool,),
+}
+
+
+def validate_patch(patch: Any) -> list[str]:
+    """Problems of a behaviour patch given to `PUT /_sim/models/{model}`."""
+    if not isinstance(patch, dict):
+        return ["body: must be a JSON object"]
+    problems: list[str] = []
+    names = {f.name for f in fields(Behaviour)}
+    for key, value in patch.items():
+        if key not in names:
+            problems.append(f"{key}: unknown field (known: {', '.join(sorted(names))})")
+            continue
+        allowed = _FIELD_TYPES[key]
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            problems.append(f"{key}: wrong type")
+            continue
+        number: Any = value
+        if key == "error_rate" and not 0 <= number <= 1:
+            problems.append("error_rate: must be between 0 and 1")
+        elif key in ("status", "error_status") and number is not None and not 100 <= number <= 599:
+            problems.append(f"{key}: must be an HTTP status")
+        elif key in ("ttft_ms", "tokens_per_s", "output_tokens", "retry_after_s") and number < 0:
+            problems.append(f"{key}: must not be negative")
+    return problems
+
+
+class BehaviourStore:
+    """Behaviour patches per model; `*` applies to every model under the model's own patch."""
+
+    def __init__(self) -> None:
+        self._patches: dict[str, dict[str, Any]] = {}
+
+    def update(self, model: str, patch: dict[str, Any]) -> Behaviour:
+        self._patches.setdefault(model, {}).update(patch)
+        return self.get(model)
+
+    def get(self, model: str) -> Behaviour:
+        merged = {**self._patches.get(WILDCARD, {}), **self._patches.get(model, {})}
+        return Behaviour(**merged)
+
+    def delete(self, model: str) -> bool:
+        return self._patches.pop(model, None) is not None
+
+    def reset(self) -> None:
+        self._patches.clear()
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {model: asdict(self.get(model)) for model in self._patches}
+
+    def models(self) -> list[str]:
+        return [m for m in self._patches if m != WILDCARD]
+
+
+class SimState:
+    """Everything a request handler needs besides the request itself."""
+
+    def __init__(self, api_keys: list[str] | None = None, *, seed: int = 0,
+                 clock: Clock | None = None, sleep: Sleep | None = None) -> None:
+        self.api_keys = set(api_keys) if api_keys is not None else None
+        self.behaviours = BehaviourStore()
+        self.records: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDS)
+        self.seen_models: dict[str, None] = {}
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.clock: Clock = clock or time.time
+        self.sleep: Sleep = sleep or asyncio.sleep
+        self.stopping = asyncio.Event()
+
+    def reset(self) -> None:
+        self.behaviours.reset()
+        self.records.clear()
+        self.seen_models.clear()
+        self.rng = random.Random(self.seed)
+
+    def key_accepted(self, key: str | None) -> bool:
+        if not key:
+            return False
+        return self.api_keys is None or key in self.api_keys
+
+    def behaviour(self, model: str) -> Behaviour:
+        self.seen_models.setdefault(model, None)
+        return self.behaviours.get(model)
+
+    def injected_status(self, behaviour: Behaviour) -> int | None:
+        """The error status this request gets from the behaviour, if any."""
+        if behaviour.status is not None:
+            return behaviour.status
+        if behaviour.error_rate > 0 and self.rng.random() < behaviour.error_rate:
+            return behaviour.error_status
+        return None
+
+    def random_id(self, length: int, alphabet: str = string.ascii_letters + string.digits) -> str:
+        return "".join(self.rng.choice(alphabet) for _ in range(length))
+
+    async def hang(self, request: web.Request) -> None:
+        """Return once the client has gone away or the simulator is stopping."""
+        while not self.stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.05)
+
+    async def wait_first(self, behaviour: Behaviour) -> None:
+        if behaviour.ttft_ms > 0:
+            await self.sleep(behaviour.ttft_ms / 1000)
+
+    async def wait_token(self, behaviour: Behaviour) -> None:
+        if behaviour.tokens_per_s > 0:
+            await self.sleep(1 / behaviour.tokens_per_s)
+
+    async def wait_whole(self, behaviour: Behaviour, tokens: int) -> None:
+        """The delay of a non-streamed answer: ttft plus the paced generation of `tokens`."""
+        delay = behaviour.ttft_ms / 1000
+        if behaviour.tokens_per_s > 0:
+            delay += max(0, tokens - 1) / behaviour.tokens_per_s
+        if delay > 0:
+            await self.sleep(delay)

@@ -1,0 +1,233 @@
+"""The simulator's control API and scripted behaviours (status, rate limits, latency, hangs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+
+from extproc.simulator import Simulator, start
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+MESSAGE = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}
+ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2026-10-21"}
+
+
+def with_simulator(test: Callable[[Simulator, aiohttp.ClientSession], Awaitable[None]], **options: Any) -> None:
+    async def main() -> None:
+        sim = await start(**options)
+        try:
+            async with aiohttp.ClientSession(base_url=sim.url) as http:
+                await test(sim, http)
+        finally:
+            await sim.stop()
+
+    asyncio.run(main())
+
+
+def test_control_api_roundtrip() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        async with http.put("/_sim/models/org/m-1", json={"status": 503, "ttft_ms": 5}) as r:
+            assert r.status == 200
+            assert (await r.json())["status"] == 503 and (await r.json())["output_tokens"] == 12
+        async with http.put("/_sim/models/org/m-1", json={"output_tokens": 3}) as r:
+            assert (await r.json())["status"] == 503 and (await r.json())["output_tokens"] == 3
+        async with http.put("/_sim/models/x", json={"stauts": 1, "error_rate": 2}) as r:
+            assert r.status == 400
+            problems = (await r.json())["problems"]
+            assert problems[0].startswith("stauts: unknown field") and "error_rate" in problems[1]
+        async with http.get("/_sim/models") as r:
+            assert list(await r.json()) == ["org/m-1"]
+        async with http.delete("/_sim/models/org/m-1") as r:
+            assert r.status == 200
+        async with http.delete("/_sim/models/org/m-1") as r:
+            assert r.status == 404
+        async with http.get("/_sim/health") as r:
+            assert await r.json() == {"ok": True}
+
+    with_simulator(body)
+
+
+def test_recorded_requests() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        auth = {"Authorization": "Bearer k"}
+        async with http.post("/v1/chat/completions", json=CHAT, headers=auth) as r:
+            assert r.status == 200
+        async with http.post("/v1/chat/completions", json={**CHAT, "bogus": 1}, headers=auth) as r:
+            assert r.status == 400
+        async with http.post("/v1/messages", data=b"{not json", headers=ANTHROPIC_HEADERS) as r:
+            assert r.status == 400 and (await r.json())["type"] == "error"
+        async with http.get("/v2/nothing", headers=auth) as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["message"] == "Invalid URL (GET /v2/nothing)"
+        async with http.get("/_sim/requests") as r:
+            records = await r.json()
+        assert [(x["path"], x["status"]) for x in records] == [
+            ("/v1/chat/completions", 200), ("/v1/chat/completions", 400), ("/v1/messages", 400),
+            ("/v2/nothing", 404)]
+        assert records[0]["body"] == CHAT and records[0]["headers"]["authorization"] == "Bearer k"
+        assert records[2]["body"] is None and records[0]["method"] == "POST"
+        async with http.delete("/_sim/requests") as r:
+            assert r.status == 200
+        assert sim.requests() == []
+        sim.set_behaviour("m", status=500)
+        async with http.post("/_sim/reset") as r:
+            assert r.status == 200
+        assert sim.state.behaviours.snapshot() == {}
+
+    with_simulator(body)
+
+
+def test_fixed_statuses_in_provider_formats() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("m", status=503, retry_after_s=3)
+        oa = openai.AsyncOpenAI(base_url=sim.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            await oa.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+        assert unavailable.value.status_code == 503
+        assert unavailable.value.response.headers["retry-after"] == "3"
+        sim.set_behaviour("m", status=529)
+        an = anthropic.AsyncAnthropic(base_url=sim.url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.OverloadedError) as overloaded:
+            await an.messages.create(**MESSAGE)  # type: ignore[call-overload]
+        assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+        sim.set_behaviour("m", status=404)
+        with pytest.raises(anthropic.NotFoundError):
+            await an.messages.create(**MESSAGE)  # type: ignore[call-overload]
+        with pytest.raises(openai.NotFoundError) as missing:
+            await oa.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+        assert missing.value.code == "model_not_found"
+        await oa.close()
+        await an.close()
+
+    with_simulator(body)
+
+
+def test_rate_limit_headers() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("m", status=429, retry_after_s=2)
+        async with http.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer k"}) as r:
+            assert r.status == 429
+            assert (await r.json())["error"]["code"] == "rate_limit_exceeded"
+            assert r.headers["retry-after"] == "2"
+            assert r.headers["x-ratelimit-remaining-requests"] == "0"
+            assert r.headers["x-ratelimit-reset-requests"] == "2s"
+            for name in ("limit-requests", "limit-tokens", "remaining-tokens", "reset-tokens"):
+                assert f"x-ratelimit-{name}" in r.headers
+        async with http.post("/v1/messages", json=MESSAGE, headers=ANTHROPIC_HEADERS) as r:
+            assert r.status == 429
+            assert (await r.json())["error"]["type"] == "rate_limit_error"
+            assert r.headers["retry-after"] == "2"
+            assert r.headers["anthropic-ratelimit-requests-remaining"] == "0"
+            assert r.headers["anthropic-ratelimit-tokens-reset"] == "2033-05-18T03:33:22Z"
+            assert "anthropic-ratelimit-requests-limit" in r.headers
+        sim.set_behaviour("m", status=None)
+        async with http.post("/v1/messages", json=MESSAGE, headers=ANTHROPIC_HEADERS) as r:
+            assert r.status == 200 and r.headers["anthropic-ratelimit-requests-remaining"] == "3999"
+
+    with_simulator(body, clock=lambda: 2_000_000_000.0)
+
+
+def test_error_rate_is_seeded() -> None:
+    def statuses(seed: int) -> list[int]:
+        seen: list[int] = []
+
+        async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+            sim.set_behaviour("*", error_rate=0.5, error_status=502)
+            for _ in range(20):
+                async with http.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer k"}) as r:
+                    seen.append(r.status)
+
+        with_simulator(body, seed=seed)
+        return seen
+
+    first = statuses(7)
+    assert first == statuses(7)
+    assert set(first) == {200, 502}
+
+
+def test_ttft_and_pacing_use_the_injected_sleep() -> None:
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("m", ttft_ms=250, tokens_per_s=100, output_tokens=5)
+        async with http.post("/v1/chat/completions", json={**CHAT, "stream": True},
+                             headers={"Authorization": "Bearer k"}) as r:
+            await r.read()
+        assert sleeps == [0.25, 0.01, 0.01, 0.01, 0.01]
+        sleeps.clear()
+        async with http.post("/v1/messages", json={**MESSAGE, "stream": True}, headers=ANTHROPIC_HEADERS) as r:
+            await r.read()
+        assert sleeps == [0.25, 0.01, 0.01, 0.01, 0.01]
+        sleeps.clear()
+        async with http.post("/v1/messages", json=MESSAGE, headers=ANTHROPIC_HEADERS) as r:
+            await r.read()
+        assert sleeps == [pytest.approx(0.29)]
+
+    with_simulator(body, sleep=fake_sleep)
+
+
+def test_ttft_in_real_time() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("m", ttft_ms=200)
+        oa = openai.AsyncOpenAI(base_url=sim.url + "/v1", api_key="k", max_retries=0)
+        began = time.monotonic()
+        stream = await oa.chat.completions.create(**CHAT, stream=True)  # type: ignore[call-overload]
+        async for _ in stream:
+            break
+        assert time.monotonic() - began >= 0.2
+        await stream.close()
+        await oa.close()
+
+    with_simulator(body)
+
+
+def test_hang_until_the_client_goes_away() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("m", hang=True)
+        an = anthropic.AsyncAnthropic(base_url=sim.url, api_key="k", max_retries=0, timeout=0.3)
+        with pytest.raises(anthropic.APITimeoutError):
+            await an.messages.create(**MESSAGE)  # type: ignore[call-overload]
+        await an.close()
+        assert sim.requests()[-1]["status"] is None
+        task = asyncio.create_task(http.post("/v1/messages", json=MESSAGE, headers=ANTHROPIC_HEADERS))
+        await asyncio.sleep(0.1)
+        began = time.monotonic()
+        await sim.stop()
+        assert time.monotonic() - began < 2
+        task.cancel()
+
+    with_simulator(body)
+
+
+def test_run_serves_until_sigterm() -> None:
+    code = "from extproc.simulator import run; run('127.0.0.1', 0, ['k'])"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("simulator: listening on http://127.0.0.1:")
+        url = line.strip().rsplit(" ", 1)[1]
+        with openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
+            assert client.chat.completions.create(**CHAT).choices[0].message.content  # type: ignore[call-overload]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
