@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from extproc.simulator.state import STREAM_STATUS
+
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream"
 
@@ -42,6 +44,7 @@ async def open_stream(request: web.Request, headers: dict[str, str]) -> web.Stre
     response = web.StreamResponse(status=200, headers={
         "content-type": SSE_TYPE, "cache-control": "no-cache", **headers})
     await response.prepare(request)
+    request[STREAM_STATUS] = response.status
     return response
 
 

@@ -25,7 +25,15 @@ from aiohttp import web
 from extproc.schemas import anthropic_messages_request_problems, openai_chat_request_problems
 from extproc.simulator import anthropic_api, openai_api
 from extproc.simulator.common import json_response
-from extproc.simulator.state import UNANSWERED, Behaviour, Clock, SimState, Sleep, validate_patch
+from extproc.simulator.state import (
+    STREAM_STATUS,
+    UNANSWERED,
+    Behaviour,
+    Clock,
+    SimState,
+    Sleep,
+    validate_patch,
+)
 
 STATE_KEY = web.AppKey("sim_state", SimState)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,6 +57,9 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as exc:
         record["status"] = exc.status
+        raise
+    except asyncio.CancelledError:
+        record["status"] = request.get(STREAM_STATUS)
         raise
     if not request.get(UNANSWERED):
         record["status"] = response.status

@@ -16,6 +16,7 @@ from aiohttp import web
 
 MAX_RECORDS = 1000
 UNANSWERED = web.RequestKey("sim_unanswered", bool)
+STREAM_STATUS = web.RequestKey("sim_stream_status", int)
 WILDCARD = "*"
 
 Sleep = Callable[[float], Awaitable[None]]

@@ -215,6 +215,22 @@ def test_hang_until_the_client_goes_away() -> None:
     with_simulator(body)
 
 
+def test_client_abandoning_a_stream_is_recorded() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("m", tokens_per_s=20, output_tokens=200)
+        async with http.post("/v1/messages", json={**MESSAGE, "max_tokens": 500, "stream": True},
+                             headers=ANTHROPIC_HEADERS) as r:
+            assert b"message_start" in await r.content.readuntil(b"\n\n")
+            r.close()
+        for _ in range(50):
+            if sim.requests()[-1]["status"] is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert sim.requests()[-1]["status"] == 200
+
+    with_simulator(body)
+
+
 def test_run_serves_until_sigterm() -> None:
     code = "from extproc.simulator import run; run('127.0.0.1', 0, ['k'])"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
