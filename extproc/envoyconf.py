@@ -217,6 +217,12 @@ def _extproc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
         "health_checks": [{
             "timeout": "1s", "interval": "2s", "unhealthy_threshold": 1, "healthy_threshold": 1,
             "no_traffic_interval": "2s", "grpc_health_check": {}}],
+        # A worker that dies is ejected on its first refused connection, before the next
+        # health check notices; it comes back when the restarted worker passes a check.
+        "outlier_detection": {
+            "split_external_local_origin_errors": True, "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100, "consecutive_5xx": 1000000,
+            "interval": "1s", "base_ejection_time": "2s", "max_ejection_percent": 50},
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
     }
 
