@@ -54,7 +54,7 @@ class RouterStream:
         self.stream = False
         self.include_usage = False
         self.upstream_status = 0
-        self.retry_after: str | None = None
+        self.upstream_headers: dict[str, str] = {}
         self.stream_translator: StreamTranslator | None = None
         self.response_buffer_mode = False
         self.unreachable = False
@@ -200,10 +200,9 @@ class RouterStream:
         if self.dropped:
             out.append((metadata.DROPPED_PARAMS_HEADER, ",".join(self.dropped)))
         remove = [k for k in h if k.startswith(_UPSTREAM_STRIP_PREFIXES) or k in ("request-id", "set-cookie")]
-        same_api = d.target.provider_type == self.api
         if 200 <= status < 300:
             self.status = status
-            if same_api:
+            if self.translator.passthrough:
                 self._log_done()
                 return msgs.response_headers(out, remove, body_mode=msgs.BODY_NONE)
             if self.stream:
@@ -213,7 +212,7 @@ class RouterStream:
                 return msgs.response_headers(out, [*remove, "content-length"], body_mode=msgs.BODY_STREAMED)
             self.response_buffer_mode = True
             return msgs.response_headers(out, remove, body_mode=msgs.BODY_BUFFERED)
-        self.retry_after = h.get("retry-after")
+        self.upstream_headers = h
         # Envoy marks what an upstream answered; a 5xx without the mark is Envoy's own reply
         # (connection refused, reset, overflow): the provider was never reached.
         self.unreachable = status >= 500 and "x-envoy-upstream-service-time" not in h
@@ -239,7 +238,7 @@ class RouterStream:
                 err = GatewayError(f"The provider {d.provider.name} could not be reached.", self.status,
                                    "api_error", "provider_unreachable")
             else:
-                err = tr.translate_error(self.upstream_status, m.body, self.retry_after)
+                err = tr.translate_error(self.upstream_status, m.body, self.upstream_headers)
             err.status = self.status
             _, body, extra = errors.render(err, self.api)
             if "retry-after" in extra:

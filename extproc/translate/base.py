@@ -12,6 +12,7 @@ events). Neither is thread-safe; neither needs to be (one asyncio task owns a st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,9 +25,18 @@ class Target:
 
     public_model: str
     upstream_model: str
-    provider_type: str
+    provider_type: str  # the upstream API: openai, azure-openai, anthropic, gemini, vertex-gemini, ...
     max_output_tokens: int
     capabilities: frozenset[str] = frozenset()
+    # Provider settings a translator needs for paths and bodies (api_version, path_prefix,
+    # project, location, region, ...), as (name, value) pairs; see `option`.
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str, default: str = "") -> str:
+        for key, value in self.options:
+            if key == name:
+                return value
+        return default
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,10 @@ class StreamTranslator(Protocol):
 
 
 class Translator(Protocol):
+    # True when successful responses need no translation (client and provider speak the same
+    # API): the router stage then lets the body bypass the ext_proc entirely.
+    passthrough: bool
+
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         """Client request (parsed JSON) → upstream request. Raises GatewayError (400) on input
         the target cannot serve without changing what the client gets back."""
@@ -91,9 +105,9 @@ class Translator(Protocol):
     def stream_translator(self, target: Target, ctx: ResponseContext) -> StreamTranslator:
         ...
 
-    def translate_error(self, status: int, body: bytes, retry_after: str | None) -> GatewayError:
-        """A non-2xx upstream response → an error safe to show the client (status from
-        `client_status_for`)."""
+    def translate_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+        """A non-2xx upstream response (status, body, lowercased response headers) → an error
+        safe to show the client (status from `client_status_for`)."""
         ...
 
 

@@ -32,6 +32,7 @@ A null value counts as absent. The input dict is never mutated.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -228,6 +229,8 @@ def _output_config(fields: dict[str, Any], target: Target, dropped: set[str]) ->
 class OpenAIToAnthropic:
     """The (openai, anthropic) translator. Stateless; share one instance."""
 
+    passthrough = False
+
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         return translate_request(body, target)
 
@@ -237,5 +240,5 @@ class OpenAIToAnthropic:
     def stream_translator(self, target: Target, ctx: ResponseContext) -> AnthropicToOpenAIStream:
         return AnthropicToOpenAIStream(target, ctx)
 
-    def translate_error(self, status: int, body: bytes, retry_after: str | None) -> GatewayError:
-        return response.translate_error(status, body, retry_after)
+    def translate_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+        return response.translate_error(status, body, headers.get("retry-after"))

@@ -11,6 +11,7 @@ Errors: the provider's OpenAI error body gives the message for `provider_error`;
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -85,10 +86,12 @@ class OpenAIPassthroughStream:
 class OpenAIToOpenAI:
     """The (openai, openai) translator. Stateless; share one instance."""
 
+    passthrough = True
+
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         check_envelope(body)
         upstream = {**body, "model": target.upstream_model}
-        return UpstreamRequest(path=PATH, body=orjson.dumps(upstream), headers=_HEADERS,
+        return UpstreamRequest(path=target.option("path_prefix", "/v1") + "/chat/completions", body=orjson.dumps(upstream), headers=_HEADERS,
                                stream=body.get("stream") is True)
 
     def translate_response(self, body: bytes, target: Target, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
@@ -101,7 +104,7 @@ class OpenAIToOpenAI:
     def stream_translator(self, target: Target, ctx: ResponseContext) -> OpenAIPassthroughStream:
         return OpenAIPassthroughStream()
 
-    def translate_error(self, status: int, body: bytes, retry_after: str | None) -> GatewayError:
+    def translate_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
         message, param, code = None, None, None
         try:
             parsed = orjson.loads(body)
@@ -114,7 +117,7 @@ class OpenAIToOpenAI:
             code = error.get("code") if isinstance(error.get("code"), str) else None
         elif isinstance(error, str):
             message = error
-        err = provider_error(status, message or None, retry_after)
+        err = provider_error(status, message or None, headers.get("retry-after"))
         if err.status == 400:
             err.param, err.code = param, code
         return err

@@ -56,7 +56,7 @@ ANTHROPIC = [
 @pytest.mark.parametrize(("status", "body", "retry_after", "client_status", "message", "headers"), ANTHROPIC)
 def test_anthropic_errors(status: int, body: bytes, retry_after: str | None, client_status: int, message: str,
                           headers: dict[str, str]) -> None:
-    err = OpenAIToAnthropic().translate_error(status, body, retry_after)
+    err = OpenAIToAnthropic().translate_error(status, body, {"retry-after": retry_after} if retry_after else {})
     rendered_status, rendered, extra = render(err, "openai")
     assert (rendered_status, orjson.loads(rendered)["error"]["message"]) == (client_status, message)
     assert {k: v for k, v in extra.items() if k != "content-type"} == headers
@@ -81,7 +81,7 @@ OPENAI = [
 @pytest.mark.parametrize(("status", "body", "retry_after", "client_status", "message", "param", "code"), OPENAI)
 def test_openai_errors(status: int, body: bytes, retry_after: str | None, client_status: int, message: str,
                        param: str | None, code: str | None) -> None:
-    err = OpenAIToOpenAI().translate_error(status, body, retry_after)
+    err = OpenAIToOpenAI().translate_error(status, body, {"retry-after": retry_after} if retry_after else {})
     assert (err.status, err.message, err.param, err.code) == (client_status, message, param, code)
     assert b"sk-proj" not in render(err, "openai")[1]
 

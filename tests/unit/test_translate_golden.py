@@ -118,7 +118,8 @@ def _translate(case: Path) -> dict[str, str]:
     elif (case / "upstream_error.json").exists():
         spec = _load(case / "upstream_error.json")
         err_body = spec["body"] if isinstance(spec["body"], str) else json.dumps(spec["body"])
-        err = translator.translate_error(spec["status"], err_body.encode(), spec.get("retry_after"))
+        err = translator.translate_error(spec["status"], err_body.encode(),
+                                         {"retry-after": spec["retry_after"]} if spec.get("retry_after") else {})
         outputs["client_error.json"] = _dump(_error_doc(err))
     if usage is not None:
         outputs["usage.json"] = _dump({**dataclasses.asdict(usage), "total_tokens": usage.total_tokens})
