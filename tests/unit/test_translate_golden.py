@@ -43,7 +43,10 @@ OUTPUTS = ("upstream_request.json", "upstream_meta.json", "client_response.json"
            "client_error.json", "usage.json")
 # Part-level `cache_control` is not an OpenAI field; the gateway accepts it (the LiteLLM convention).
 CACHE_CONTROL_EXTENSION = ".cache_control: unknown field"
-CASES = sorted(p for p in GOLDEN.glob("*/*") if (p / "client_request.json").exists())
+# The OpenAI-client chat pairs this runner validates; other pairs have their own runners that
+# reuse the helpers below (stream_pieces, translate_stream, ...).
+PAIRS = ("openai-anthropic", "openai-openai")
+CASES = sorted(p for pair in PAIRS for p in (GOLDEN / pair).glob("*") if (p / "client_request.json").exists())
 
 
 def _load(path: Path) -> Any:
