@@ -11,7 +11,9 @@ from extproc.config import ConfigError, load_file
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from extproc.runtime import read_api_key
+    import logging
+
+    from extproc.auth.credentials import Missing, credential_for
 
     try:
         cfg = load_file(args.config)
@@ -19,16 +21,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
-    for p in cfg.providers:
-        if read_api_key(p) is None:
-            source = f"environment variable {p.api_key_env}" if p.api_key_env else f"file {p.api_key_file}"
-            print(f"warning: providers: {p.name}: {source} gives no key here", file=sys.stderr)
+    logging.disable(logging.ERROR)
+    for i, p in enumerate(cfg.providers):
+        cred = credential_for(p)
+        if isinstance(cred, Missing):
+            print(f"warning: providers[{i}] ({p.name}): {cred.reason} here", file=sys.stderr)
+    logging.disable(logging.NOTSET)
     print(f"{args.config}: OK: {cfg.summary()}")
     return 0
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from extproc.envoyconf import render_yaml
+    from extproc.envoyconf import render_files, write_files
 
     try:
         cfg = load_file(args.config)
@@ -36,10 +40,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "envoy.yaml").write_text(render_yaml(cfg))
-    print(f"wrote {out / 'envoy.yaml'}")
+    out = Path(args.output).resolve()
+    files = render_files(cfg, str(args.config_dir or out), static=args.static)
+    write_files(out, files)
+    print(f"wrote {', '.join(str(out / name) for name in files)}")
     return 0
 
 
@@ -110,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser("render", help="write the Envoy config for a gateway config")
     render.add_argument("-c", "--config", required=True, help="gateway config YAML")
-    render.add_argument("-o", "--output", required=True, help="directory to write envoy.yaml into")
+    render.add_argument("-o", "--output", required=True,
+                        help="directory to write envoy.yaml, cds.yaml and rds.yaml into")
+    render.add_argument("--static", action="store_true",
+                        help="one self-contained envoy.yaml (no file-based cds/rds; no reload of providers)")
+    render.add_argument("--config-dir", help="where Envoy will read cds.yaml and rds.yaml from, when that is "
+                                             "not the output directory (e.g. a mounted ConfigMap)")
     render.set_defaults(func=_cmd_render)
 
     ext = sub.add_parser("extproc", help="the ext_proc server alone (as the sidecar container runs it)")

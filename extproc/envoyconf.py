@@ -1,4 +1,10 @@
-"""Gateway config → Envoy bootstrap (static resources), as plain data.
+"""Gateway config → Envoy configuration files, as plain data.
+
+Files (`render_files`): `envoy.yaml` (bootstrap: listener, ext_proc cluster, admin), `cds.yaml`
+(one cluster per provider) and `rds.yaml` (the route configuration). The last two are Envoy
+file-based dynamic resources: rewriting them (atomically, by rename) changes the providers of a
+running Envoy without a restart, which is how config reload adds a provider. `static=True`
+puts everything into one static bootstrap instead (for `envoy --mode validate` of every resource).
 
 Shape of what is rendered:
 - one listener: HTTP connection manager → ext_proc (router stage) → router;
@@ -16,12 +22,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from extproc import metadata
-from extproc.config.model import GatewayConfig, Provider
+from extproc.config.model import GatewayConfig, Limits, Provider
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -30,6 +38,13 @@ _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtoco
 _TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
+_EARLY_MUTATION = ("type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3."
+                   "HeaderMutation")
+_MAX_CONNECTIONS = ("type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                    "DownstreamConnectionsConfig")
+_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+_ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+ROUTE_CONFIG = "interlock"
 _CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 
 # Envoy's own replies, in mapper order: (CEL condition, status to send or None to keep Envoy's,
@@ -85,7 +100,23 @@ def _local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
-def _listener(cfg: GatewayConfig) -> dict[str, Any]:
+def route_config(providers: Iterable[Provider]) -> dict[str, Any]:
+    """One route per provider, chosen by the cluster header the router stage sets."""
+    return {
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{
+            "name": "interlock",
+            "domains": ["*"],
+            "routes": [_route(p) for p in providers] + [{
+                # No cluster chosen: the ext_proc answered or failed before routing.
+                "match": {"prefix": "/"},
+                "direct_response": {"status": 404, "body": {"inline_string": "Not found."}},
+            }],
+        }],
+    }
+
+
+def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
     ext_proc = {
         "grpc_service": {"envoy_grpc": {"cluster_name": metadata.EXTPROC_CLUSTER},
                          "timeout": _duration(cfg.extproc.message_timeout)},
@@ -107,25 +138,18 @@ def _listener(cfg: GatewayConfig) -> dict[str, Any]:
         "always_set_request_id_in_response": True,
         "preserve_external_request_id": False,
         "request_timeout": "0s",
-        "stream_idle_timeout": _duration(max((p.cluster.idle_timeout for p in cfg.providers), default=300.0)),
+        "stream_idle_timeout": "300s",  # each provider route sets its own idle_timeout
         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
-        "route_config": {
-            "name": "interlock",
-            "virtual_hosts": [{
-                "name": "interlock",
-                "domains": ["*"],
-                "routes": [_route(p) for p in cfg.providers] + [{
-                    # No cluster chosen: the ext_proc answered or failed before routing.
-                    "match": {"prefix": "/"},
-                    "direct_response": {"status": 404, "body": {"inline_string": "Not found."}},
-                }],
-            }],
-        },
+        # A client must never pick the cluster itself: the header is the ext_proc's to set.
+        "early_header_mutation_extensions": [{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {"@type": _EARLY_MUTATION, "mutations": [{"remove": metadata.CLUSTER_HEADER}]}}],
         "http_filters": [
             {"name": "envoy.filters.http.ext_proc", "typed_config": {"@type": _EXT_PROC, **ext_proc}},
             {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
         ],
         "local_reply_config": _local_reply_config(),
+        **rds,
     }
     return {
         "name": metadata.LISTENER_NAME,
@@ -154,7 +178,7 @@ def _route(p: Provider) -> dict[str, Any]:
     }
 
 
-def _provider_cluster(p: Provider, cfg: GatewayConfig) -> dict[str, Any]:
+def provider_cluster(p: Provider, limits: Limits) -> dict[str, Any]:
     ep, c = p.endpoint, p.cluster
     try:
         ipaddress.ip_address(ep.host)
@@ -166,7 +190,7 @@ def _provider_cluster(p: Provider, cfg: GatewayConfig) -> dict[str, Any]:
         "type": discovery,
         "connect_timeout": _duration(c.connect_timeout),
         "dns_lookup_family": "V4_PREFERRED",
-        "per_connection_buffer_limit_bytes": cfg.limits.max_response_bytes,
+        "per_connection_buffer_limit_bytes": limits.max_response_bytes,
         "load_assignment": {"cluster_name": p.cluster_name, "endpoints": [{"lb_endpoints": [{
             "endpoint": {"address": _socket(ep.host, ep.port), "hostname": ep.authority}}]}]},
         "circuit_breakers": {"thresholds": [{
@@ -227,20 +251,61 @@ def _extproc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def render(cfg: GatewayConfig) -> dict[str, Any]:
-    """The whole Envoy bootstrap for `cfg`."""
-    return {
+def _file_source(out_dir: str, name: str) -> dict[str, Any]:
+    return {"resource_api_version": "V3", "path_config_source": {
+        "path": f"{out_dir}/{name}", "watched_directory": {"path": out_dir}}}
+
+
+def render(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, dict[str, Any]]:
+    """Every file for `cfg` as data, by file name. Paths inside point into `out_dir`."""
+    clusters = [provider_cluster(p, cfg.limits) for p in cfg.providers]
+    if static:
+        rds: dict[str, Any] = {"route_config": route_config(cfg.providers)}
+    else:
+        rds = {"rds": {"route_config_name": ROUTE_CONFIG, "config_source": _file_source(out_dir, "rds.yaml")}}
+    bootstrap: dict[str, Any] = {
         "node": {"id": "interlock", "cluster": "interlock"},
         "admin": {"address": _socket(cfg.admin.address, cfg.admin.port)},
         "static_resources": {
-            "listeners": [_listener(cfg)],
-            "clusters": [_extproc_cluster(cfg)] + [_provider_cluster(p, cfg) for p in cfg.providers],
+            "listeners": [_listener(cfg, rds)],
+            "clusters": [_extproc_cluster(cfg)] + (clusters if static else []),
         },
-        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
-            "overload.global_downstream_max_connections": 50000}}]},
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {"@type": _MAX_CONNECTIONS, "max_active_downstream_connections": 50000}}]},
+    }
+    if static:
+        return {"envoy.yaml": bootstrap}
+    bootstrap["dynamic_resources"] = {"cds_config": _file_source(out_dir, "cds.yaml")}
+    return {"envoy.yaml": bootstrap, **dynamic_resources(cfg.providers, cfg.limits, "1")}
+
+
+def dynamic_resources(providers: Iterable[Provider], limits: Limits, version: str) -> dict[str, dict[str, Any]]:
+    """`cds.yaml` and `rds.yaml` for these providers, as Envoy's file-based xDS reads them."""
+    providers = list(providers)
+    return {
+        "cds.yaml": {"version_info": version, "resources": [
+            {"@type": _CLUSTER, **provider_cluster(p, limits)} for p in providers]},
+        "rds.yaml": {"version_info": version, "resources": [{"@type": _ROUTE_CONFIG, **route_config(providers)}]},
     }
 
 
-def render_yaml(cfg: GatewayConfig) -> str:
-    header = "# Rendered by `interlock render`: do not edit; edit the gateway config instead.\n"
-    return header + yaml.safe_dump(render(cfg), sort_keys=False, default_flow_style=False)
+_HEADER = "# Rendered by `interlock render`: do not edit; edit the gateway config instead.\n"
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    return _HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def render_files(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, str]:
+    return {name: to_yaml(doc) for name, doc in render(cfg, out_dir, static).items()}
+
+
+def write_files(out_dir: Path, files: dict[str, str]) -> None:
+    """Write each file atomically (temp file + rename in the same directory): Envoy's directory
+    watch sees whole files only."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out_dir / name)

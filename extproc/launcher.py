@@ -1,8 +1,10 @@
 """`interlock run` and `interlock extproc`: start, watch and stop the gateway's processes.
 
 `run`: [simulator] → N ext_proc workers → Envoy; prints `ready: URL` once Envoy's admin says
-ready and the listener accepts; on SIGINT/SIGTERM drains Envoy's listener (in-flight requests
-finish, up to `drain_timeout`), then stops Envoy, the workers and the simulator, in that order.
+ready and the listener accepts; then watches the config file and reloads it without a restart
+(`extproc.reload`); serves Prometheus text on the metrics port; on SIGINT/SIGTERM drains
+Envoy's listener (in-flight requests finish, up to `drain_timeout`), then stops Envoy, the
+workers and the simulator, in that order.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from extproc.config import GatewayConfig, load_file
-from extproc.envoyconf import render_yaml, worker_count
+from extproc.envoyconf import render_files, worker_count, write_files
+from extproc.reload import Reloader, metrics_text
 from extproc.supervisor import Child, Supervisor, http_ok, port_open, wait_until
 
 log = logging.getLogger("interlock.run")
@@ -53,6 +59,41 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop()
 
 
+def serve_metrics(cfg: GatewayConfig, reloader: Reloader, sup: Supervisor) -> ThreadingHTTPServer | None:
+    """Prometheus text at http://{metrics.address}:{metrics.port}/metrics, in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = metrics_text(reloader.stats, sup.restarts).encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/plain; version=0.0.4")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    try:
+        server = ThreadingHTTPServer((cfg.metrics.address, cfg.metrics.port), Handler)
+    except OSError as e:
+        log.error("metrics: cannot listen on %s:%d: %s", cfg.metrics.address, cfg.metrics.port, e.strerror)
+        return None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def hup(children: list[Child]) -> Callable[[], None]:
+    def notify() -> None:
+        for c in children:
+            if c.alive() and c.proc is not None:
+                c.proc.send_signal(signal.SIGHUP)
+    return notify
+
+
 def start_workers(sup: Supervisor, cfg: GatewayConfig, config_path: str, log_level: str) -> list[Child]:
     workers = [sup.add(Child(f"extproc-worker-{i}", _py(
         "--log-level", log_level, "extproc", "-c", config_path, "--single",
@@ -69,14 +110,13 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
     demo = config_path is None
     path = str(DEMO_CONFIG) if demo else config_path
     assert path is not None
-    cfg = load_file(path)
+    cfg = file_cfg = load_file(path)
     if workers is not None:
         cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
     if demo:
         os.environ.setdefault(SIM_KEY_ENV, SIM_KEY)
-    out = Path(workdir or tempfile.mkdtemp(prefix="interlock-"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "envoy.yaml").write_text(render_yaml(cfg))
+    out = Path(workdir or tempfile.mkdtemp(prefix="interlock-")).resolve()
+    write_files(out, {**render_files(cfg, str(out)), "active.yaml": Path(path).read_text()})
 
     sup = Supervisor()
     signal.signal(signal.SIGINT, _raise_stop)
@@ -91,7 +131,7 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
                                                   *keys)))]
             if not wait_until(lambda: port_open("127.0.0.1", SIM_PORT), 30):
                 raise RuntimeError(f"the simulator did not start listening on 127.0.0.1:{SIM_PORT}")
-        worker_children = start_workers(sup, cfg, path, log_level)
+        worker_children = start_workers(sup, cfg, str(out / "active.yaml"), log_level)
         envoy = sup.add(Child("envoy", [envoy_binary(), "-c", str(out / "envoy.yaml"), "--disable-hot-restart",
                                         "--log-level", envoy_log_level, "--drain-time-s", "1"]))
         admin = f"http://{cfg.admin.address}:{cfg.admin.port}"
@@ -106,12 +146,20 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
                   "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
                   flush=True)
         print("Ctrl-C to stop", flush=True)
-        while True:
-            dead = sup.check()
-            if dead is not None:
-                log.error("%s stopped; shutting the gateway down", dead.name)
-                return 1
-            time.sleep(0.2)
+        reloader = Reloader(Path(path), out / "active.yaml", file_cfg, hup(worker_children), envoy_dir=out,
+                            admin_url=admin)
+        metrics = serve_metrics(cfg, reloader, sup)
+        try:
+            while True:
+                dead = sup.check()
+                if dead is not None:
+                    log.error("%s stopped; shutting the gateway down", dead.name)
+                    return 1
+                reloader.poll()
+                time.sleep(0.2)
+        finally:
+            if metrics is not None:
+                metrics.shutdown()
     except _Stop:
         print("stopping: draining in-flight requests", flush=True)
         if envoy is not None and envoy.alive():
@@ -151,21 +199,27 @@ def _drain(admin: str, timeout: float) -> None:
 
 def run_extproc(config_path: str, *, workers: int | None, log_level: str) -> int:
     """The ext_proc alone (the sidecar container's command): N supervised worker processes."""
-    cfg = load_file(config_path)
+    cfg = file_cfg = load_file(config_path)
     if workers is not None:
         cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
     sup = Supervisor()
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
+    active = Path(tempfile.mkdtemp(prefix="interlock-extproc-")) / "active.yaml"
+    write_files(active.parent, {active.name: Path(config_path).read_text()})
     try:
-        start_workers(sup, cfg, config_path, log_level)
+        children = start_workers(sup, cfg, str(active), log_level)
         print(f"extproc: {worker_count(cfg)} workers on {cfg.extproc.address}:{cfg.extproc.port}"
               f"-{cfg.extproc.port + worker_count(cfg) - 1}", flush=True)
+        reloader = Reloader(Path(config_path), active, file_cfg, hup(children))
+        serve_metrics(cfg, reloader, sup)
         while True:
             sup.check()
+            reloader.poll()
             time.sleep(0.2)
     except _Stop:
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sup.stop()
+        shutil.rmtree(active.parent, ignore_errors=True)

@@ -31,12 +31,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
         stream = RouterStream(self._runtime())
         async for req in request_iterator:
-            yield stream.handle(req)
+            yield await stream.handle(req)
 
 
 async def serve(address: str, port: int, runtime: Callable[[], Runtime],
-                ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting and let open streams finish (5 s)."""
+                ready: Callable[[int], None] | None = None, on_reload: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting and let open streams finish (5 s).
+    SIGHUP calls `on_reload` (the worker re-reads its config and swaps its runtime)."""
     server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 0),
         ("grpc.max_concurrent_streams", 100000),
@@ -59,6 +60,8 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if on_reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
     await stop.wait()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=5)

@@ -54,6 +54,10 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
+    @property
+    def restarts(self) -> int:
+        return sum(c.restarts for c in self.children)
+
     def add(self, child: Child) -> Child:
         self.children.append(child)
         child.start()

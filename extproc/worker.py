@@ -1,19 +1,38 @@
-"""One ext_proc worker process: load the config, compile it, serve gRPC on one port."""
+"""One ext_proc worker process: load the config, compile it, serve gRPC on one port.
+
+SIGHUP re-reads the config file and swaps the compiled runtime atomically: streams already open
+keep the runtime they started with; new streams get the new one. The supervisor only sends
+SIGHUP after validating the file (and after Envoy has the clusters it needs), so a failure here
+is unexpected; it is logged and the previous runtime keeps serving.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from extproc.config import load_file
-from extproc.runtime import compile_runtime
+from extproc.config import ConfigError, load_file
+from extproc.runtime import Runtime, compile_runtime
 from extproc.server import serve
 from extproc.translate.registry import default_registry
+
+log = logging.getLogger("interlock.worker")
 
 
 def run_worker(config_path: str, address: str, port: int) -> None:
     """Blocking: serve until SIGTERM/SIGINT. Raises ConfigError on a bad config."""
     import uvloop
 
-    runtime = compile_runtime(load_file(config_path), default_registry())
+    registry = default_registry()
+    current: list[Runtime] = [compile_runtime(load_file(config_path), registry)]
+
+    def reload() -> None:
+        try:
+            current[0] = compile_runtime(load_file(config_path), registry, generation=current[0].generation + 1)
+        except ConfigError as e:
+            log.error("reload failed, keeping generation %d: %s", current[0].generation, "; ".join(e.problems))
+            return
+        log.info("config generation %d loaded", current[0].generation)
+
     uvloop.install()
-    asyncio.run(serve(address, port, lambda: runtime))
+    asyncio.run(serve(address, port, lambda: current[0], on_reload=reload))

@@ -22,6 +22,7 @@ from extproc.config.model import (
     GatewayConfig,
     Limits,
     Listen,
+    Metrics,
     Model,
     OutlierDetection,
     Price,
@@ -29,8 +30,19 @@ from extproc.config.model import (
     Tenant,
 )
 
-PROVIDER_TYPES = ("openai", "anthropic")
-DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
+PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock")
+_KEYED = ("api_key_env", "api_key_file")
+# Settings each provider type takes besides name, type, endpoint and cluster.
+TYPE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "openai": (*_KEYED, "path_prefix", "headers"),
+    "azure-openai": (*_KEYED, "api_version", "headers"),
+    "anthropic": _KEYED,
+    "gemini": (*_KEYED, "api_version"),
+    "vertex": ("project", "location", "credentials_file", "token_uri"),
+    "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"),
+}
+_ALL_SETTINGS = tuple(dict.fromkeys(k for keys in TYPE_SETTINGS.values() for k in keys))
+DEFAULT_API_VERSIONS = {"azure-openai": "2024-10-21", "gemini": "v1"}
 CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -194,26 +206,86 @@ def _endpoint(r: _Reader, url: str, path: str) -> Endpoint | None:
     return Endpoint(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
+def _default_endpoint(ptype: str, d: dict[str, Any]) -> str | None:
+    if ptype == "openai":
+        return "https://api.openai.com"
+    if ptype == "anthropic":
+        return "https://api.anthropic.com"
+    if ptype == "gemini":
+        return "https://generativelanguage.googleapis.com"
+    if ptype == "vertex" and isinstance(d.get("location"), str):
+        loc = d["location"]
+        return "https://aiplatform.googleapis.com" if loc == "global" else f"https://{loc}-aiplatform.googleapis.com"
+    if ptype == "bedrock" and isinstance(d.get("region"), str):
+        return f"https://bedrock-runtime.{d['region']}.amazonaws.com"
+    return None
+
+
+def _headers(r: _Reader, raw: Any, path: str) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        r.fail(path, "must be a mapping of header name to value")
+        return ()
+    out = []
+    for k, v in raw.items():
+        if not isinstance(k, str) or not re.match(r"^[A-Za-z0-9-]+$", k) or k.lower() in _RESERVED_HEADERS:
+            r.fail(f"{path}.{k}", "must be a plain header name, not a credential or routing header")
+        elif not isinstance(v, str):
+            r.fail(f"{path}.{k}", "must be a string")
+        else:
+            out.append((k.lower(), v))
+    return tuple(out)
+
+
+_RESERVED_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "host", "content-length",
+                     "content-type", "x-interlock-cluster")
+
+
 def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
-    d = r.mapping(raw, path, ("name", "type", "endpoint", "api_key_env", "api_key_file", "cluster"))
+    d = r.mapping(raw, path, ("name", "type", "endpoint", "cluster", *_ALL_SETTINGS))
     if d is None:
         return None
     name = r.string(d, "name", path, required=True)
     if name and not _NAME.match(name):
         r.fail(_join(path, "name"), "must start with a letter or digit and use only letters, digits, '.', '_', '-'")
     ptype = r.string(d, "type", path, required=True, choices=PROVIDER_TYPES)
-    url = r.string(d, "endpoint", path, default=DEFAULT_ENDPOINTS.get(ptype or ""))
+    allowed = TYPE_SETTINGS.get(ptype or "", _ALL_SETTINGS)
+    for key in d:
+        if key in _ALL_SETTINGS and key not in allowed:
+            r.fail(_join(path, key), f"not a setting of type {ptype} (its settings: {', '.join(allowed)})")
+    s = {k: r.string(d, k, path) for k in _ALL_SETTINGS if k not in ("headers",) and k in allowed}
+    if ptype in ("openai", "azure-openai", "anthropic", "gemini"):
+        if s.get("api_key_env") and s.get("api_key_file"):
+            r.fail(path, "api_key_env and api_key_file are exclusive: give one")
+        if not s.get("api_key_env") and not s.get("api_key_file"):
+            r.fail(path, "needs api_key_env or api_key_file")
+    required = {"vertex": ("project", "location", "credentials_file"),
+                "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env")}.get(ptype or "", ())
+    for key in required:
+        if not s.get(key):
+            r.fail(_join(path, key), f"required for type {ptype}")
+    if ptype == "azure-openai" and d.get("endpoint") is None:
+        r.fail(_join(path, "endpoint"), "required for type azure-openai (https://<resource>.openai.azure.com)")
+    prefix = s.get("path_prefix") or "/v1"
+    if not prefix.startswith("/") or prefix.endswith("/") and prefix != "/":
+        r.fail(_join(path, "path_prefix"), "must start with '/' and not end with '/'")
+    url = r.string(d, "endpoint", path, default=_default_endpoint(ptype or "", d))
     endpoint = _endpoint(r, url, _join(path, "endpoint")) if url else None
-    key_env = r.string(d, "api_key_env", path)
-    key_file = r.string(d, "api_key_file", path)
-    if key_env and key_file:
-        r.fail(path, "api_key_env and api_key_file are exclusive: give one")
-    if not key_env and not key_file:
-        r.fail(path, "needs api_key_env or api_key_file")
     cluster = _cluster(r, d.get("cluster"), _join(path, "cluster"))
+    headers = _headers(r, d.get("headers"), _join(path, "headers")) if "headers" in allowed else ()
     if not (name and ptype and endpoint):
         return None
-    return Provider(name, ptype, endpoint, key_env, key_file, cluster)
+    return Provider(
+        name, ptype, endpoint, s.get("api_key_env"), s.get("api_key_file"), cluster,
+        path_prefix="" if prefix == "/" else prefix, headers=headers,
+        api_version=s.get("api_version") or DEFAULT_API_VERSIONS.get(ptype),
+        project=s.get("project"), location=s.get("location"), credentials_file=s.get("credentials_file"),
+        token_uri=s.get("token_uri"), region=s.get("region"),
+        aws_access_key_id_env=s.get("aws_access_key_id_env"),
+        aws_secret_access_key_env=s.get("aws_secret_access_key_env"),
+        aws_session_token_env=s.get("aws_session_token_env"),
+    )
 
 
 def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> Model | None:
@@ -283,7 +355,8 @@ def _unique(r: _Reader, items: list[Any], key: Callable[[Any], Any], path: str, 
 def validate(doc: Any) -> GatewayConfig:
     """Parsed YAML → GatewayConfig; raises ConfigError with every problem."""
     r = _Reader()
-    top = r.mapping(doc, "", ("listen", "providers", "models", "tenants", "extproc", "limits", "admin"))
+    top = r.mapping(doc, "", ("listen", "providers", "models", "tenants", "extproc", "limits", "admin",
+                              "metrics"))
     if top is None:
         raise ConfigError(r.problems or [": the config must be a mapping"])
     address, port = _listen(r, top.get("listen"), "listen", 10000)
@@ -320,8 +393,9 @@ def validate(doc: Any) -> GatewayConfig:
     limits = Limits(r.number(ld, "max_request_bytes", "limits", ldef.max_request_bytes, integer=True, minimum=1024),
                     r.number(ld, "max_response_bytes", "limits", ldef.max_response_bytes, integer=True, minimum=1024))
     aaddr, aport = _listen(r, top.get("admin"), "admin", 9901)
-    if port in (aport, xport) and address in (aaddr, xaddr):
-        r.fail("listen.port", "collides with the admin or extproc port")
+    maddr, mport = _listen(r, top.get("metrics"), "metrics", 9464)
+    if port in (aport, xport, mport):
+        r.fail("listen.port", "collides with the admin, extproc or metrics port")
     if r.problems:
         raise ConfigError(r.problems)
     return GatewayConfig(
@@ -329,7 +403,7 @@ def validate(doc: Any) -> GatewayConfig:
         providers=tuple(p for p in providers if p),
         models=tuple(m for m in models if m),
         tenants=tuple(t for t in tenants if t),
-        extproc=extproc, limits=limits, admin=Admin(aaddr, aport),
+        extproc=extproc, limits=limits, admin=Admin(aaddr, aport), metrics=Metrics(maddr, mport),
     )
 
 

@@ -58,12 +58,26 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Provider:
+    """One upstream account. Which optional settings apply depends on `type` (see
+    `extproc.config.load.TYPE_SETTINGS`)."""
+
     name: str
     type: str
     endpoint: Endpoint
     api_key_env: str | None = None
     api_key_file: str | None = None
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    path_prefix: str = "/v1"  # openai: the API's path under the endpoint
+    headers: tuple[tuple[str, str], ...] = ()  # openai, azure-openai: extra static headers
+    api_version: str | None = None  # azure-openai, gemini
+    project: str | None = None  # vertex
+    location: str | None = None  # vertex
+    credentials_file: str | None = None  # vertex: service-account JSON
+    token_uri: str | None = None  # vertex: overrides the file's token_uri
+    region: str | None = None  # bedrock
+    aws_access_key_id_env: str | None = None  # bedrock
+    aws_secret_access_key_env: str | None = None  # bedrock
+    aws_session_token_env: str | None = None  # bedrock (optional)
 
     @property
     def cluster_name(self) -> str:
@@ -115,6 +129,14 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """Where `interlock run` / `interlock extproc` serve Prometheus text at /metrics."""
+
+    address: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
 class Admin:
     address: str = "127.0.0.1"
     port: int = 9901
@@ -129,6 +151,7 @@ class GatewayConfig:
     extproc: ExtProcSettings = field(default_factory=ExtProcSettings)
     limits: Limits = field(default_factory=Limits)
     admin: Admin = field(default_factory=Admin)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def provider(self, name: str) -> Provider:
         return next(p for p in self.providers if p.name == name)

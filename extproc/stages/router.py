@@ -27,13 +27,17 @@ import orjson
 
 from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
+from extproc.config.model import Tenant
 from extproc.errors import GatewayError
 from extproc.runtime import Deployment, Runtime
 from extproc.translate.base import ResponseContext, StreamTranslator, Translator, Usage, client_status_for
 
 log = logging.getLogger("interlock.router")
 
-_CLIENT_APIS = {"/v1/chat/completions": errors.OPENAI}
+# Path → client API (the registry's first key). Errors render in OpenAI's format except for
+# Anthropic clients.
+_CLIENT_APIS = {"/v1/chat/completions": "openai", "/v1/embeddings": "openai-embeddings",
+                "/v1/messages": errors.ANTHROPIC}
 _UPSTREAM_STRIP_PREFIXES = ("anthropic-", "openai-", "x-stainless-", "x-interlock-", "x-goog-", "x-amz-")
 _UPSTREAM_STRIP = ("authorization", "x-api-key", "api-key", "accept-encoding", "cookie", "content-length")
 
@@ -48,6 +52,7 @@ class RouterStream:
         self.api = errors.OPENAI
         self.request_id = ""
         self.tenant = ""
+        self.tenant_config: Tenant | None = None
         self.request_headers: dict[str, str] = {}
         self.deployment: Deployment | None = None
         self.translator: Translator | None = None
@@ -64,13 +69,13 @@ class RouterStream:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def handle(self, req: msgs.ProcessingRequest) -> msgs.ProcessingResponse:
+    async def handle(self, req: msgs.ProcessingRequest) -> msgs.ProcessingResponse:
         phase = req.WhichOneof("request")
         try:
             if phase == "request_headers":
                 return self.on_request_headers(req.request_headers)
             if phase == "request_body":
-                return self.on_request_body(req.request_body)
+                return await self.on_request_body(req.request_body)
             if phase == "response_headers":
                 return self.on_response_headers(req.response_headers)
             if phase == "response_body":
@@ -116,10 +121,11 @@ class RouterStream:
         if tenant is None:
             raise errors.Unauthorized("Invalid API key.")
         self.tenant = tenant.name
+        self.tenant_config = tenant
         if path == "/v1/models":
             if method != "GET":
                 raise GatewayError(f"Method {method} is not allowed on {path}.", 405, "invalid_request_error")
-            return self._models_list(tenant)
+            return self._models_list(tenant, anthropic="anthropic-version" in h)
         api = _CLIENT_APIS.get(path)
         if api is None:
             raise errors.NotFound(f"Unknown path {path}.", code="unknown_url")
@@ -134,15 +140,22 @@ class RouterStream:
             raise errors.PayloadTooLarge(f"Request body too large: {length} bytes, the limit is {limit}.")
         return msgs.request_headers()
 
-    def _models_list(self, tenant: object) -> msgs.ProcessingResponse:
-        deployments = self.rt.models_for(tenant)  # type: ignore[arg-type]
-        body = orjson.dumps({"object": "list", "data": [
-            {"id": d.model.name, "object": "model", "created": 0, "owned_by": d.provider.name}
-            for d in deployments]})
+    def _models_list(self, tenant: Tenant, anthropic: bool) -> msgs.ProcessingResponse:
+        """OpenAI's list format, or Anthropic's when the caller is an Anthropic client."""
+        deployments = self.rt.models_for(tenant)
+        if anthropic:
+            data = [{"type": "model", "id": d.model.name, "display_name": d.model.name,
+                     "created_at": "1970-01-01T00:00:00Z"} for d in deployments]
+            body = orjson.dumps({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                 "last_id": data[-1]["id"] if data else None})
+        else:
+            body = orjson.dumps({"object": "list", "data": [
+                {"id": d.model.name, "object": "model", "created": 0, "owned_by": d.provider.name}
+                for d in deployments]})
         return msgs.immediate(200, body, [("content-type", "application/json"),
                                           (metadata.REQUEST_ID_HEADER, self.request_id)])
 
-    def on_request_body(self, m: msgs.pb.HttpBody) -> msgs.ProcessingResponse:
+    async def on_request_body(self, m: msgs.pb.HttpBody) -> msgs.ProcessingResponse:
         try:
             body = orjson.loads(m.body)
         except orjson.JSONDecodeError as e:
@@ -153,16 +166,15 @@ class RouterStream:
         if not isinstance(model, str) or not model:
             raise errors.BadRequest("Missing required parameter: 'model'.", param="model")
         deployments = self.rt.deployments.get(model)
-        tenant = next((t for t in self.rt.config.tenants if t.name == self.tenant), None)
+        tenant = self.tenant_config
         if not deployments or tenant is None or not tenant.allows(model):
             raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
                                   code="model_not_found", param="model")
         d = self.deployment = deployments[0]
+        if self.api == "openai-embeddings" and "embeddings" not in d.model.capabilities:
+            raise errors.BadRequest(f"The model `{model}` does not serve embeddings.", param="model")
         self.translator = self.rt.registry.get(self.api, d.target.provider_type)
         up = self.translator.translate_request(body, d.target)
-        if d.provider.api_key is None:
-            raise GatewayError(f"The provider for model `{model}` has no credentials configured.", 502,
-                               "api_error", "provider_credentials_missing")
         self.stream = up.stream
         opts = body.get("stream_options")
         self.include_usage = bool(up.stream and isinstance(opts, dict) and opts.get("include_usage"))
@@ -171,13 +183,16 @@ class RouterStream:
             log.info("request_id=%s dropped params for %s: %s", self.request_id, d.provider.name,
                      ",".join(up.dropped_params))
         p = d.provider.config
+        path = p.endpoint.base_path + up.path
+        protocol = [("content-type", "application/json"), *p.headers, *up.headers]
+        credentials = await d.provider.credential.headers("POST", p.endpoint.authority, path, dict(protocol),
+                                                          up.body)
         set_headers = [
-            (":path", p.endpoint.base_path + up.path),
-            ("content-type", "application/json"),
+            (":path", path),
             ("content-length", str(len(up.body))),
             (metadata.CLUSTER_HEADER, p.cluster_name),
-            *_credentials(p.type, d.provider.api_key),
-            *up.headers,
+            *protocol,
+            *credentials,
         ]
         replaced = {k for k, _ in set_headers}
         remove = [k for k in self.request_headers if not k.startswith(":") and k not in replaced and (
@@ -265,8 +280,3 @@ def _client_key(h: dict[str, str]) -> str:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
     return h.get("x-api-key", "").strip()
-
-
-def _credentials(provider_type: str, key: str) -> list[tuple[str, str]]:
-    """Headers that authenticate the gateway to a provider (the newest SDKs' scheme)."""
-    return [("authorization", f"Bearer {key}")]

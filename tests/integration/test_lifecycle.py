@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from extproc.config import load_text
-from extproc.envoyconf import render_yaml
+from extproc.envoyconf import render_files
 from extproc.launcher import envoy_binary
 from extproc.supervisor import port_open, wait_until
 from tests.conftest import free_port, free_port_run
@@ -73,7 +73,7 @@ def test_ctrl_c_drains_and_leaves_no_process(simulator: Simulator, tmp_path: Pat
 def test_ext_proc_unavailable_is_503_in_openai_format(simulator: Simulator, tmp_path: Path) -> None:
     port, admin = free_port(), free_port()
     cfg = load_text(yaml.safe_dump(gateway_config(simulator.port, port, admin, free_port_run(1), workers=1)))
-    (tmp_path / "envoy.yaml").write_text(render_yaml(cfg))
+    (tmp_path / "envoy.yaml").write_text(render_files(cfg, str(tmp_path), static=True)["envoy.yaml"])
     envoy = subprocess.Popen([envoy_binary(), "-c", str(tmp_path / "envoy.yaml"), "--disable-hot-restart",
                               "--log-level", "error"], start_new_session=True)
     try:

@@ -51,7 +51,7 @@ def test_valid_config_prints_summary(path: Path, capsys: pytest.CaptureFixture[s
 def test_missing_credentials_warn_but_pass(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert main(["check", "-c", str(FIXTURES / "config" / "valid" / "minimal.yaml")]) == 0
-    assert "warning: providers: openai: environment variable OPENAI_API_KEY gives no key here" in capsys.readouterr().err
+    assert "warning: providers[0] (openai): environment variable OPENAI_API_KEY gives no key here" in capsys.readouterr().err
 
 
 def test_missing_file_is_one_problem(tmp_path: Path) -> None:

@@ -13,21 +13,33 @@ import yaml
 from extproc import metadata
 from extproc.cli import main
 from extproc.config import load_file
-from extproc.envoyconf import render, render_yaml
+from extproc.envoyconf import render, render_files
 from extproc.launcher import envoy_binary
 from tests.conftest import FIXTURES, ROOT
 
 VALID = sorted((FIXTURES / "config" / "valid").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
-def test_rendered_config_passes_envoy_validate(path: Path, tmp_path: Path) -> None:
-    assert main(["render", "-c", str(path), "-o", str(tmp_path)]) == 0
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.yaml"),
+def _validate(bootstrap: Path) -> None:
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(bootstrap),
                           "--disable-hot-restart", "--log-level", "error"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_rendered_config_passes_envoy_validate(path: Path, tmp_path: Path) -> None:
+    """Validate mode does not read file-based CDS/RDS, so every resource is also validated in
+    the --static rendering, which holds the same clusters and routes inline."""
+    assert main(["render", "-c", str(path), "-o", str(tmp_path / "dynamic")]) == 0
+    assert sorted(p.name for p in (tmp_path / "dynamic").iterdir()) == ["cds.yaml", "envoy.yaml", "rds.yaml"]
+    _validate(tmp_path / "dynamic" / "envoy.yaml")
+    assert main(["render", "--static", "-c", str(path), "-o", str(tmp_path / "static")]) == 0
+    _validate(tmp_path / "static" / "envoy.yaml")
+    dynamic = yaml.safe_load((tmp_path / "dynamic" / "cds.yaml").read_text())["resources"]
+    static = yaml.safe_load((tmp_path / "static" / "envoy.yaml").read_text())["static_resources"]["clusters"]
+    assert [{k: v for k, v in c.items() if k != "@type"} for c in dynamic] == static[1:]
 
 
 def test_render_refuses_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,9 +55,11 @@ def _cluster(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_llm_defaults() -> None:
     cfg = load_file(str(FIXTURES / "config" / "valid" / "full.yaml"))
-    doc = render(cfg)
+    doc = render(cfg, "/etc/interlock/envoy", static=True)["envoy.yaml"]
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"] == [
+        {"remove": metadata.CLUSTER_HEADER}]
     for r in routes:
         if "route" in r:
             assert r["route"]["timeout"] == "0s"  # no 15 s default cutting long generations
@@ -72,17 +86,17 @@ def test_llm_defaults() -> None:
 
 
 def test_checked_in_demo_render_is_current() -> None:
-    """envoy/demo.envoy.yaml is generated; regenerate with REGEN=1 when the renderer changes."""
+    """envoy/demo/ is generated; regenerate with REGEN=1 when the renderer changes."""
     import dataclasses
-
-    from extproc.config import ExtProcSettings
 
     cfg = load_file(str(ROOT / "extproc" / "demo" / "demo.yaml"))
     cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=2))
-    assert isinstance(cfg.extproc, ExtProcSettings)
-    text = render_yaml(cfg)
-    path = ROOT / "envoy" / "demo.envoy.yaml"
+    files = render_files(cfg, "/etc/interlock/envoy")
+    out = ROOT / "envoy" / "demo"
     if os.environ.get("REGEN"):
-        path.write_text(text)
-    assert path.read_text() == text, "envoy/demo.envoy.yaml is stale: run REGEN=1 pytest tests/unit/test_render.py"
-    yaml.safe_load(text)
+        out.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text)
+    for name, text in files.items():
+        assert (out / name).read_text() == text, f"envoy/demo/{name} is stale: REGEN=1 pytest {__file__}"
+        yaml.safe_load(text)
