@@ -11,7 +11,9 @@ What is signed follows botocore's `SigV4Auth` (the reference, checked against bo
   - the canonical query string is the wire query split at `&` and `=`, sorted, not re-encoded;
   - the signed headers are `host` plus every header passed in (lowercased, values trimmed and
     inner whitespace collapsed) except hop-by-hop and tracing headers (`_UNSIGNED`), plus
-    `x-amz-date` and `x-amz-security-token`;
+    `x-amz-date` and `x-amz-security-token`; a `host`, `authorization`, `x-amz-date` or
+    `x-amz-security-token` among the headers passed in (say, from an earlier attempt) is
+    ignored, since the returned values replace it;
   - the payload hash is SHA-256 of the body (signed payload, no `x-amz-content-sha256` header).
 
 `host` must be the `Host` (`:authority`) value the request is sent with: the hostname, plus
@@ -34,6 +36,7 @@ _UNSIGNED = frozenset({
     "baggage", "connection", "expect", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "traceparent", "tracestate", "trailer", "transfer-encoding", "upgrade", "user-agent", "x-amzn-trace-id",
 })
+_REPLACED = frozenset({"host", "authorization", "x-amz-date", "x-amz-security-token"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -76,10 +79,12 @@ def sign(method: str, host: str, path: str, headers: Mapping[str, str], body: by
         added.append(("x-amz-security-token", creds.session_token))
 
     signed: dict[str, list[str]] = {}
-    for name, value in [*headers.items(), *added]:
+    for name, value in headers.items():
         lname = name.lower().strip()
-        if lname not in _UNSIGNED and lname != "authorization":
+        if lname not in _UNSIGNED and lname not in _REPLACED:
             signed.setdefault(lname, []).append(" ".join(value.split()))
+    for name, value in added:
+        signed[name] = [value]
     signed["host"] = [host]
     names = sorted(signed)
     canonical_headers = "".join(f"{n}:{','.join(signed[n])}\n" for n in names)
