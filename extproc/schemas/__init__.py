@@ -6,7 +6,8 @@ from typing import Any
 
 from extproc.schemas.strict import check
 
-__all__ = ["check", "openai_chat_request_problems", "anthropic_messages_request_problems"]
+__all__ = ["check", "openai_chat_request_problems", "anthropic_messages_request_problems",
+           "openai_embedding_request_problems"]
 
 
 def openai_chat_request_problems(body: dict[str, Any]) -> list[str]:
@@ -29,3 +30,12 @@ def anthropic_messages_request_problems(body: dict[str, Any]) -> list[str]:
     typ = (params.MessageCreateParamsStreaming if body.get("stream") is True
            else params.MessageCreateParamsNonStreaming)
     return check(typ, body)
+
+
+def openai_embedding_request_problems(body: dict[str, Any]) -> list[str]:
+    """Problems of an OpenAI `POST /v1/embeddings` body."""
+    from openai.types import EmbeddingCreateParams
+
+    if not isinstance(body, dict):
+        return ["(root): must be an object"]
+    return check(EmbeddingCreateParams, body)

@@ -212,7 +212,7 @@ def gemini_generate_request_problems(body: Any, *, vertex: bool = False) -> list
     if isinstance(config, dict):
         image = {k: v for k, v in config.items() if snake(k) == "image_config"}
         body = {**body, "generationConfig": {k: v for k, v in config.items() if k not in image}}
-        for key, value in image.items():
+        for value in image.values():
             _check_value("image_config", value, "generation_config.image_config", out)
     found = _check_object(fields, body, "", out)
     if out:

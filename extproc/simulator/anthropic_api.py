@@ -89,7 +89,9 @@ class MessagesExchange:
         body, parse_error = await parse_json_body(self.request)
         if parse_error:
             return self.error(400, parse_error)
-        problems = anthropic_messages_request_problems(body)
+        body, problems = self.prepare(body)
+        if not problems:
+            problems = anthropic_messages_request_problems(body)
         if not problems:
             problems = semantic_problems(body)
         if problems:
@@ -99,11 +101,7 @@ class MessagesExchange:
         prompt = input_tokens(body)
         status = self.state.injected_status(behaviour)
         if status is not None:
-            text = f"model: {model}" if status == 404 else _STATUS_MESSAGES.get(status, "Simulated error")
-            extra = self.rate_headers(behaviour, prompt, True) if status == 429 else {}
-            if status == 503:
-                extra["retry-after"] = f"{behaviour.retry_after_s:g}"
-            return self.error(status, text, extra)
+            return self.status_error(status, behaviour, model, prompt)
         if behaviour.hang:
             await self.state.hang(self.request)
             self.request[UNANSWERED] = True
@@ -115,6 +113,18 @@ class MessagesExchange:
             return await self._stream(behaviour, message, output, headers)
         await self.state.wait_whole(behaviour, output.output_tokens)
         return json_response(200, message, headers)
+
+    def prepare(self, body: Any) -> tuple[Any, list[str]]:
+        """The body to validate as a Messages request, or problems found before that."""
+        return body, []
+
+    def status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
+        """The injected error `status` in Anthropic's format."""
+        text = f"model: {model}" if status == 404 else _STATUS_MESSAGES.get(status, "Simulated error")
+        extra = self.rate_headers(behaviour, prompt, True) if status == 429 else {}
+        if status == 503:
+            extra["retry-after"] = f"{behaviour.retry_after_s:g}"
+        return self.error(status, text, extra)
 
     def _message(self, body: dict[str, Any], output: Output, prompt: int) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
@@ -155,6 +165,13 @@ class MessagesExchange:
                 for i, delta in enumerate(deltas):
                     if not first or i:
                         await self.state.wait_token(behaviour)
+                    if behaviour.stream_error_after is not None and i >= behaviour.stream_error_after:
+                        status = behaviour.error_status
+                        kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+                        await write(response, event("error", {"error": {
+                            "type": kind, "message": _STATUS_MESSAGES.get(status, "Simulated error")}}))
+                        await response.write_eof()
+                        return response
                     await write(response, event("content_block_delta", {"index": index, "delta": delta}))
                 first = False
                 await write(response, event("content_block_stop", {"index": index}))

@@ -215,7 +215,10 @@ def rate_headers(behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[
 
 
 class ChatCompletions:
-    """One `POST /v1/chat/completions` exchange."""
+    """One `POST /v1/chat/completions` exchange; subclasses adapt it to OpenAI-compatible hosts
+    through `authenticate`, `prepare`, `status_error`, `rate_headers`, `decorate` and `prelude`."""
+
+    obfuscate_by_default = True
 
     def __init__(self, state: SimState, request: web.Request) -> None:
         self.state = state
@@ -228,7 +231,8 @@ class ChatCompletions:
         elapsed = int((time.monotonic() - self.started) * 1000)
         return {**self.headers, "openai-processing-ms": str(elapsed), **(extra or {})}
 
-    async def answer(self) -> web.StreamResponse:
+    def authenticate(self) -> web.Response | None:
+        """The refusal of the request's credentials (None = accepted)."""
         key = bearer_token(self.request)
         if not key:
             return error(401, "You didn't provide an API key. You need to provide your API key in an "
@@ -237,10 +241,32 @@ class ChatCompletions:
         if not self.state.key_accepted(key):
             return error(401, f"Incorrect API key provided: {key[:3]}***{key[-4:]}.",
                          code="invalid_api_key", headers=self._headers())
+        return None
+
+    def prepare(self, body: Any) -> Any:
+        """The body to validate as an OpenAI request."""
+        return body
+
+    def rate_headers(self, behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[str, str]:
+        return rate_headers(behaviour, used_tokens, limited)
+
+    def decorate(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A completion (or chunk) as this host sends it."""
+        return data
+
+    def prelude(self, envelope: dict[str, Any]) -> list[dict[str, Any]]:
+        """Chunks this host streams before the first choice chunk."""
+        return []
+
+    async def answer(self) -> web.StreamResponse:
+        rejected = self.authenticate()
+        if rejected is not None:
+            return rejected
         body, parse_error = await parse_json_body(self.request)
         if parse_error:
             return error(400, f"We could not parse the JSON body of your request: {parse_error}",
                          headers=self._headers())
+        body = self.prepare(body)
         problems = openai_chat_request_problems(body)
         if not problems:
             problems = semantic_problems(body)
@@ -251,7 +277,7 @@ class ChatCompletions:
         prompt = input_tokens(body)
         status = self.state.injected_status(behaviour)
         if status is not None:
-            return self._status_error(status, behaviour, model, prompt)
+            return self.status_error(status, behaviour, model, prompt)
         if behaviour.hang:
             await self.state.hang(self.request)
             self.request[UNANSWERED] = True
@@ -261,16 +287,16 @@ class ChatCompletions:
         if body.get("stream") is True:
             return await self._stream(body, behaviour, output, prompt, n)
         await self.state.wait_whole(behaviour, output.output_tokens)
-        result = self._completion(body, output, prompt, n)
-        return json_response(200, result, self._headers(rate_headers(behaviour, prompt, False)))
+        result = self.decorate(self._completion(body, output, prompt, n))
+        return json_response(200, result, self._headers(self.rate_headers(behaviour, prompt, False)))
 
-    def _status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
+    def status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
         if status == 404:
             return error(404, f"The model `{model}` does not exist or you do not have access to it.",
                          code="model_not_found", headers=self._headers())
         message, kind, code = _STATUS_ERRORS.get(
             status, ("Simulated error.", "server_error" if status >= 500 else "invalid_request_error", None))
-        extra = rate_headers(behaviour, prompt, True) if status == 429 else {}
+        extra = self.rate_headers(behaviour, prompt, True) if status == 429 else {}
         if status == 503:
             extra["retry-after"] = f"{behaviour.retry_after_s:g}"
         return error(status, message, type=kind, code=code, headers=self._headers(extra))
@@ -313,7 +339,7 @@ class ChatCompletions:
                       n: int) -> web.StreamResponse:
         options = body.get("stream_options") or {}
         include_usage = options.get("include_usage") is True
-        obfuscate = options.get("include_obfuscation", True) is not False
+        obfuscate = options.get("include_obfuscation", self.obfuscate_by_default) is not False
         envelope = self._envelope(body, "chat.completion.chunk")
         calls = self._calls(output)
         opening: dict[str, Any]
@@ -325,7 +351,7 @@ class ChatCompletions:
                 data["usage"] = usage
             if obfuscate:
                 data["obfuscation"] = self.state.random_id(1 + self.state.rng.randrange(12))
-            return b"data: " + orjson.dumps(data) + b"\n\n"
+            return b"data: " + orjson.dumps(self.decorate(data)) + b"\n\n"
 
         def each(delta: dict[str, Any], finish: str | None = None) -> bytes:
             return chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -343,12 +369,18 @@ class ChatCompletions:
             opening = {"role": "assistant", "content": "", "refusal": None}
             steps = [{"content": piece} for piece in output.pieces]
         await self.state.wait_first(behaviour)
-        response = await open_stream(self.request, self._headers(rate_headers(behaviour, prompt, False)))
+        response = await open_stream(self.request, self._headers(self.rate_headers(behaviour, prompt, False)))
         try:
+            for early in self.prelude(envelope):
+                await write(response, b"data: " + orjson.dumps(early) + b"\n\n")
             await write(response, each(opening))
             for i, step in enumerate(steps):
                 if i:
                     await self.state.wait_token(behaviour)
+                if behaviour.stream_error_after is not None and i >= behaviour.stream_error_after:
+                    await write(response, self.stream_error(behaviour.error_status))
+                    await response.write_eof()
+                    return response
                 await write(response, each(step))
             await write(response, each({}, FINISH[output.stop]))
             if include_usage:
@@ -358,6 +390,14 @@ class ChatCompletions:
         except ClientGone:
             pass
         return response
+
+
+    def stream_error(self, status: int) -> bytes:
+        """The in-stream error event that breaks off a stream (`stream_error_after`)."""
+        message, kind, code = _STATUS_ERRORS.get(status, ("The server had an error while processing your request.",
+                                                          "server_error", None))
+        payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 async def chat_completions(state: SimState, request: web.Request) -> web.StreamResponse:

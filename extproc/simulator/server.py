@@ -1,6 +1,13 @@
 """The simulator's aiohttp application: provider routes, control API, request recording.
 
-Control API (JSON):
+Provider routes: OpenAI (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`), Anthropic
+(`/v1/messages`), Gemini API (`/{v1|v1beta}/models/{model}:{method}`, `gemini_api`), Vertex AI
+(`/v1/projects/…/publishers/{google|anthropic}/models/{model}:{method}`, `vertex_api`) with its
+OAuth token endpoint (`POST /token`, `gcp`), Bedrock runtime (`/model/{modelId}/converse[-stream]`,
+`bedrock_api`), Azure OpenAI (`/openai/deployments/{deployment}/{chat/completions|embeddings}`,
+`azure_api`).
+
+Control API (JSON; credentials and counters in `control`):
     PUT    /_sim/models/{model}   merge a behaviour patch (fields of `state.Behaviour`); `*` = all models
     GET    /_sim/models           effective behaviour of every configured model
     DELETE /_sim/models/{model}   drop the model's patch
@@ -17,14 +24,19 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from extproc.schemas import anthropic_messages_request_problems, openai_chat_request_problems
-from extproc.simulator import anthropic_api, openai_api
+from extproc.simulator import anthropic_api, control, gcp, openai_api
+from extproc.simulator.azure_api import azure_route
+from extproc.simulator.bedrock_api import bedrock_route
 from extproc.simulator.common import json_response
+from extproc.simulator.embeddings import embeddings
+from extproc.simulator.gemini_api import gemini_route
 from extproc.simulator.state import (
     STREAM_STATUS,
     UNANSWERED,
@@ -34,6 +46,7 @@ from extproc.simulator.state import (
     Sleep,
     validate_patch,
 )
+from extproc.simulator.vertex_api import vertex_route
 
 STATE_KEY = web.AppKey("sim_state", SimState)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,7 +62,7 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         body = None
-    record: dict[str, Any] = {"method": request.method, "path": request.path,
+    record: dict[str, Any] = {"method": request.method, "path": request.path, "query": request.query_string,
                               "headers": {k.lower(): v for k, v in request.headers.items()},
                               "body": body, "status": None}
     request.app[STATE_KEY].records.append(record)
@@ -80,6 +93,31 @@ async def _chat(request: web.Request) -> web.StreamResponse:
 
 async def _messages(request: web.Request) -> web.StreamResponse:
     return await anthropic_api.messages(_state(request), request)
+
+
+async def _embeddings(request: web.Request) -> web.StreamResponse:
+    return await embeddings(_state(request), request)
+
+
+async def _gemini(request: web.Request) -> web.StreamResponse:
+    return await gemini_route(_state(request), request)
+
+
+async def _vertex(request: web.Request) -> web.StreamResponse:
+    return await vertex_route(_state(request), request)
+
+
+async def _token(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    return await gcp.token_endpoint(state.gcp, request, state.clock())
+
+
+async def _bedrock(request: web.Request) -> web.StreamResponse:
+    return await bedrock_route(_state(request), request)
+
+
+async def _azure(request: web.Request) -> web.StreamResponse:
+    return await azure_route(_state(request), request)
 
 
 async def _list_models(request: web.Request) -> web.StreamResponse:
@@ -146,6 +184,14 @@ def make_app(state: SimState) -> web.Application:
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/messages", _messages)
     app.router.add_get("/v1/models", _list_models)
+    app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_post("/{version:v1|v1beta1}/projects/{project}/locations/{location}/publishers/{publisher}/"
+                        "models/{rest}", _vertex)
+    app.router.add_post("/{version}/models/{rest}", _gemini)
+    app.router.add_post("/token", _token)
+    app.router.add_post("/model/{rest:.+}", _bedrock)
+    app.router.add_post("/openai/deployments/{deployment}/{operation:chat/completions|embeddings}", _azure)
+    control.add_routes(app, _state)
     app.router.add_put("/_sim/models/{model:.+}", _put_model)
     app.router.add_delete("/_sim/models/{model:.+}", _delete_model)
     app.router.add_get("/_sim/models", _get_models)
@@ -187,6 +233,27 @@ class Simulator:
         """In-process equivalent of ``POST /_sim/reset``."""
         self.state.reset()
 
+    @property
+    def token_url(self) -> str:
+        """The simulated Google OAuth token endpoint (a service account's `token_uri`)."""
+        return self.url + "/token"
+
+    def add_gcp_service_account(self, path: str | Path) -> dict[str, Any]:
+        """Know the service account of a key file; creates the file first (token_uri = `token_url`)
+        when it does not exist. Returns the file's content."""
+        if not Path(path).exists():
+            gcp.make_service_account(path, self.token_url)
+        self.state.gcp.load_file(path)
+        return dict(orjson.loads(Path(path).read_bytes()))
+
+    def add_aws_credentials(self, access_key_id: str, secret_access_key: str) -> None:
+        """In-process equivalent of ``POST /_sim/aws/credentials``."""
+        self.state.aws.add(access_key_id, secret_access_key)
+
+    def stats(self) -> dict[str, Any]:
+        """In-process equivalent of ``GET /_sim/stats``."""
+        return control.stats(self.state)
+
     async def stop(self) -> None:
         """Stop serving; hanging requests end, in-flight streams get at most one second."""
         self.state.stopping.set()
@@ -199,12 +266,17 @@ def _warm_up() -> None:
 
 
 async def start(host: str = "127.0.0.1", port: int = 0, api_keys: list[str] | None = None, *,
-                seed: int = 0, clock: Clock | None = None, sleep: Sleep | None = None) -> Simulator:
+                seed: int = 0, clock: Clock | None = None, sleep: Sleep | None = None,
+                gcp_service_accounts: list[str] | None = None,
+                aws_credentials: dict[str, str] | None = None) -> Simulator:
     """Serve on `host:port` (0 = a free port) inside the running event loop.
 
-    `api_keys`: when given, only those keys are accepted; otherwise any non-empty key.
-    `seed` seeds ids and `error_rate` draws; `clock` (epoch seconds) and `sleep` (async) replace
-    `time.time` and `asyncio.sleep` so tests need not wait.
+    `api_keys`: when given, only those keys are accepted (OpenAI, Anthropic, Gemini, Azure);
+    otherwise any non-empty key. `seed` seeds ids and `error_rate` draws; `clock` (epoch seconds)
+    and `sleep` (async) replace `time.time` and `asyncio.sleep` so tests need not wait.
+    `gcp_service_accounts`: key files whose accounts may get OAuth tokens (a missing file is
+    created, see `Simulator.add_gcp_service_account`). `aws_credentials`: access key id → secret
+    accepted for SigV4, besides the demo pair `aws_auth.DEMO_ACCESS_KEY_ID` / `DEMO_SECRET_ACCESS_KEY`.
     """
     _warm_up()
     state = SimState(api_keys, seed=seed, clock=clock, sleep=sleep)
@@ -214,11 +286,22 @@ async def start(host: str = "127.0.0.1", port: int = 0, api_keys: list[str] | No
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
-    return Simulator(state, runner, host, int(bound))
+    simulator = Simulator(state, runner, host, int(bound))
+    for key_id, secret in (aws_credentials or {}).items():
+        simulator.add_aws_credentials(key_id, secret)
+    try:
+        for path in gcp_service_accounts or []:
+            simulator.add_gcp_service_account(path)
+    except (OSError, ValueError, KeyError) as exc:
+        await simulator.stop()
+        raise ValueError(f"GCP service account: {exc}") from exc
+    return simulator
 
 
-async def _serve(host: str, port: int, api_keys: list[str] | None) -> None:
-    simulator = await start(host, port, api_keys)
+async def _serve(host: str, port: int, api_keys: list[str] | None, gcp_service_accounts: list[str] | None,
+                 aws_credentials: dict[str, str] | None) -> None:
+    simulator = await start(host, port, api_keys, gcp_service_accounts=gcp_service_accounts,
+                            aws_credentials=aws_credentials)
     print(f"simulator: listening on http://{host}:{simulator.port}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -231,7 +314,9 @@ async def _serve(host: str, port: int, api_keys: list[str] | None) -> None:
         await simulator.stop()
 
 
-def run(host: str, port: int, api_keys: list[str] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; prints ``simulator: listening on http://HOST:PORT`` when ready."""
+def run(host: str, port: int, api_keys: list[str] | None = None, *,
+        gcp_service_accounts: list[str] | None = None, aws_credentials: dict[str, str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; prints ``simulator: listening on http://HOST:PORT`` when ready.
+    Arguments as for `start`."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(host, port, api_keys))
+        asyncio.run(_serve(host, port, api_keys, gcp_service_accounts, aws_credentials))

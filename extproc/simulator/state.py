@@ -14,6 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from extproc.simulator.aws_auth import AwsCredentials
+from extproc.simulator.gcp import GcpAuth
+
 MAX_RECORDS = 1000
 UNANSWERED = web.RequestKey("sim_unanswered", bool)
 STREAM_STATUS = web.RequestKey("sim_stream_status", int)
@@ -35,6 +38,8 @@ class Behaviour:
     error_rate / error_status: fraction of requests answered with `error_status` (seeded RNG).
     retry_after_s: `retry-after` (and rate-limit reset) on 429 and 503 answers.
     hang: accept the request and never answer until the client goes away or the server stops.
+    stream_error_after: a streamed answer breaks off after this many content deltas with an
+        in-stream error of `error_status` in the provider's format (None = streams complete).
     """
 
     ttft_ms: float = 0
@@ -45,12 +50,13 @@ class Behaviour:
     error_status: int = 500
     retry_after_s: float = 1
     hang: bool = False
+    stream_error_after: int | None = None
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "ttft_ms": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
     "status": (int, type(None)), "error_rate": (int, float), "error_status": (int,),
-    "retry_after_s": (int, float), "hang": (bool,),
+    "retry_after_s": (int, float), "hang": (bool,), "stream_error_after": (int, type(None)),
 }
 
 
@@ -73,7 +79,8 @@ def validate_patch(patch: Any) -> list[str]:
             problems.append("error_rate: must be between 0 and 1")
         elif key in ("status", "error_status") and number is not None and not 100 <= number <= 599:
             problems.append(f"{key}: must be an HTTP status")
-        elif key in ("ttft_ms", "tokens_per_s", "output_tokens", "retry_after_s") and number < 0:
+        elif key in ("ttft_ms", "tokens_per_s", "output_tokens", "retry_after_s", "stream_error_after") and (
+                number is not None and number < 0):
             problems.append(f"{key}: must not be negative")
     return problems
 
@@ -106,11 +113,17 @@ class BehaviourStore:
 
 
 class SimState:
-    """Everything a request handler needs besides the request itself."""
+    """Everything a request handler needs besides the request itself.
+
+    `gcp` (service accounts, issued OAuth tokens) and `aws` (SigV4 credentials) are configuration:
+    `reset` keeps them, but zeroes the token counters and restores the token lifetime.
+    """
 
     def __init__(self, api_keys: list[str] | None = None, *, seed: int = 0,
                  clock: Clock | None = None, sleep: Sleep | None = None) -> None:
         self.api_keys = set(api_keys) if api_keys is not None else None
+        self.gcp = GcpAuth()
+        self.aws = AwsCredentials()
         self.behaviours = BehaviourStore()
         self.records: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDS)
         self.seen_models: dict[str, None] = {}
@@ -125,6 +138,7 @@ class SimState:
         self.records.clear()
         self.seen_models.clear()
         self.rng = random.Random(self.seed)
+        self.gcp.reset_counters()
 
     def key_accepted(self, key: str | None) -> bool:
         if not key:

@@ -160,3 +160,13 @@ def example_object(schema: Any) -> dict[str, Any]:
 def fragments(text: str, size: int = 8) -> list[str]:
     """`text` split into consecutive fragments of at most `size` characters."""
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def embedding(model: str, text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for `text`: values drawn with a `random.Random` seeded by SHA-256
+    of ``model + "\\0" + text``, rounded to 6 decimals."""
+    digest = hashlib.sha256(f"{model}\0{text}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    values = [rng.uniform(-1, 1) for _ in range(max(1, dimensions))]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in values]
