@@ -42,7 +42,9 @@ TYPE_SETTINGS: dict[str, tuple[str, ...]] = {
     "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"),
 }
 _ALL_SETTINGS = tuple(dict.fromkeys(k for keys in TYPE_SETTINGS.values() for k in keys))
-DEFAULT_API_VERSIONS = {"azure-openai": "2024-10-21", "gemini": "v1"}
+# Gemini: v1beta, not the SDK's v1 default: v1 has no systemInstruction, tools, toolConfig,
+# response schemas or function-call parts, which translation needs.
+DEFAULT_API_VERSIONS = {"azure-openai": "2024-10-21", "gemini": "v1beta"}
 CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

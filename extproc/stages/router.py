@@ -58,6 +58,7 @@ class RouterStream:
         self.translator: Translator | None = None
         self.stream = False
         self.include_usage = False
+        self.encoding_format = "float"
         self.upstream_status = 0
         self.upstream_headers: dict[str, str] = {}
         self.stream_translator: StreamTranslator | None = None
@@ -178,6 +179,8 @@ class RouterStream:
         self.stream = up.stream
         opts = body.get("stream_options")
         self.include_usage = bool(up.stream and isinstance(opts, dict) and opts.get("include_usage"))
+        if body.get("encoding_format") == "base64":
+            self.encoding_format = "base64"
         self.dropped = up.dropped_params
         if up.dropped_params:
             log.info("request_id=%s dropped params for %s: %s", self.request_id, d.provider.name,
@@ -246,7 +249,7 @@ class RouterStream:
                 self._log_done()
             return msgs.response_body(out)
         if 200 <= self.upstream_status < 300:
-            ctx = ResponseContext(self.request_id, int(self.clock()), False)
+            ctx = ResponseContext(self.request_id, int(self.clock()), False, self.encoding_format)
             body, self.usage = tr.translate_response(m.body, d.target, ctx)
         else:
             if self.unreachable:
@@ -254,12 +257,12 @@ class RouterStream:
                                    "api_error", "provider_unreachable")
             else:
                 err = tr.translate_error(self.upstream_status, m.body, self.upstream_headers)
-            err.status = self.status
-            _, body, extra = errors.render(err, self.api)
-            if "retry-after" in extra:
-                self._log_done()
-                return msgs.response_body(body, [("content-length", str(len(body))),
-                                                 ("retry-after", extra["retry-after"])])
+            self.status, body, extra = errors.render(err, self.api)
+            self._log_done()
+            # Buffered: the headers are still held, so the translator's status can replace the
+            # provisional one set at response-headers time.
+            return msgs.response_body(body, [(":status", str(self.status)), ("content-length", str(len(body))),
+                                             *extra.items()])
         self._log_done()
         return msgs.response_body(body, [("content-length", str(len(body)))])
 

@@ -72,6 +72,7 @@ class ResponseContext:
     request_id: str
     created: int  # unix seconds, from the injected clock
     include_usage: bool = False  # OpenAI stream_options.include_usage
+    encoding_format: str = "float"  # OpenAI embeddings: "float" or "base64"
 
 
 class StreamTranslator(Protocol):
