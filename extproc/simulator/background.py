@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 from extproc.simulator.server import Simulator, start
@@ -41,6 +42,25 @@ class BackgroundSimulator:
     def reset(self) -> None:
         self._call(self.simulator.reset)
 
+    @property
+    def token_url(self) -> str:
+        return self.simulator.token_url
+
+    def add_gcp_service_account(self, path: str | Path) -> dict[str, Any]:
+        return self._call(self.simulator.add_gcp_service_account, path)
+
+    def add_aws_credentials(self, access_key_id: str, secret_access_key: str) -> None:
+        self._call(self.simulator.add_aws_credentials, access_key_id, secret_access_key)
+
+    def set_gcp_token_lifetime(self, seconds: int) -> None:
+        self._call(self.simulator.set_gcp_token_lifetime, seconds)
+
+    def revoke_gcp_tokens(self) -> int:
+        return self._call(self.simulator.revoke_gcp_tokens)
+
+    def stats(self) -> dict[str, Any]:
+        return self._call(self.simulator.stats)
+
     def stop(self) -> None:
         """Stop serving and end the thread."""
         asyncio.run_coroutine_threadsafe(self.simulator.stop(), self._loop).result()
@@ -49,7 +69,9 @@ class BackgroundSimulator:
 
 
 def start_background(host: str = "127.0.0.1", port: int = 0, api_keys: list[str] | None = None, *,
-                     seed: int = 0, clock: Clock | None = None, sleep: Sleep | None = None) -> BackgroundSimulator:
+                     seed: int = 0, clock: Clock | None = None, sleep: Sleep | None = None,
+                     gcp_service_accounts: list[str] | None = None,
+                     aws_credentials: dict[str, str] | None = None) -> BackgroundSimulator:
     """Start the simulator in a daemon thread (arguments as for `start`) and return once it listens."""
     loop = asyncio.new_event_loop()
     ready: dict[str, Any] = {}
@@ -59,7 +81,8 @@ def start_background(host: str = "127.0.0.1", port: int = 0, api_keys: list[str]
         asyncio.set_event_loop(loop)
         try:
             ready["simulator"] = loop.run_until_complete(
-                start(host, port, api_keys, seed=seed, clock=clock, sleep=sleep))
+                start(host, port, api_keys, seed=seed, clock=clock, sleep=sleep,
+                      gcp_service_accounts=gcp_service_accounts, aws_credentials=aws_credentials))
         except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
             ready["error"] = exc
             started.set()

@@ -250,6 +250,16 @@ class Simulator:
         """In-process equivalent of ``POST /_sim/aws/credentials``."""
         self.state.aws.add(access_key_id, secret_access_key)
 
+    def set_gcp_token_lifetime(self, seconds: int) -> None:
+        """In-process equivalent of ``PUT /_sim/gcp/oauth {"expires_in": seconds}``."""
+        self.state.gcp.expires_in = seconds
+
+    def revoke_gcp_tokens(self) -> int:
+        """In-process equivalent of ``DELETE /_sim/gcp/tokens``; returns how many were revoked."""
+        count = len(self.state.gcp.tokens)
+        self.state.gcp.tokens.clear()
+        return count
+
     def stats(self) -> dict[str, Any]:
         """In-process equivalent of ``GET /_sim/stats``."""
         return control.stats(self.state)

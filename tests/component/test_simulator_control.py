@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -231,8 +233,50 @@ def test_client_abandoning_a_stream_is_recorded() -> None:
     with_simulator(body)
 
 
-def test_run_serves_until_sigterm() -> None:
-    code = "from extproc.simulator import run; run('127.0.0.1', 0, ['k'])"
+def test_credentials_control_api() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        async with http.post("/_sim/aws/credentials", json={"access_key_id": "AKIA1", "secret_access_key": "s"}) as r:
+            assert r.status == 201
+        async with http.post("/_sim/aws/credentials", json={"access_key_id": "AKIA2"}) as r:
+            assert r.status == 400 and (await r.json())["problems"] == ["secret_access_key: required string"]
+        async with http.get("/_sim/aws/credentials") as r:
+            assert "AKIA1" in (await r.json())["access_key_ids"]
+        async with http.put("/_sim/gcp/oauth", json={"expires_in": 60}) as r:
+            assert r.status == 200
+        async with http.put("/_sim/gcp/oauth", json={"expires_in": "soon"}) as r:
+            assert r.status == 400
+        async with http.post("/_sim/gcp/service-accounts", json={"client_email": "a@b", "public_key_pem": "x"}) as r:
+            assert r.status == 400 and "public_key_pem" in (await r.json())["problems"][0]
+        async with http.get("/_sim/stats") as r:
+            stats = await r.json()
+            assert stats["gcp"] == {"token_requests": 0, "tokens_issued": 0, "tokens_valid": 0, "expires_in": 60}
+        async with http.delete("/_sim/gcp/tokens") as r:
+            assert (await r.json()) == {"revoked": 0}
+        async with http.put("/_sim/models/m", json={"stream_error_after": -1}) as r:
+            assert r.status == 400
+        async with http.post("/_sim/reset") as r:
+            assert r.status == 200
+        assert sim.stats()["gcp"]["expires_in"] == 3600 and "AKIA1" in sim.state.aws.secrets
+
+    with_simulator(body)
+
+
+def test_anthropic_midstream_error() -> None:
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("m", stream_error_after=1, error_status=529)
+        async with http.post("/v1/messages", json={**MESSAGE, "stream": True}, headers=ANTHROPIC_HEADERS) as r:
+            text = (await r.read()).decode()
+        assert text.count("event: content_block_delta") == 1
+        assert text.endswith('event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+                             '"message":"Overloaded"}}\n\n')
+
+    with_simulator(body)
+
+
+def test_run_serves_until_sigterm(tmp_path: Path) -> None:
+    account = tmp_path / "sa.json"
+    code = ("from extproc.simulator import run; run('127.0.0.1', 0, ['k'], "
+            f"gcp_service_accounts=[{str(account)!r}], aws_credentials={{'AKIA9': 'secret'}})")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -242,6 +286,12 @@ def test_run_serves_until_sigterm() -> None:
         url = line.strip().rsplit(" ", 1)[1]
         with openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
             assert client.chat.completions.create(**CHAT).choices[0].message.content  # type: ignore[call-overload]
+        info = json.loads(account.read_text())
+        assert info["type"] == "service_account" and info["token_uri"] == url + "/token"
+        with urllib.request.urlopen(url + "/_sim/gcp/service-accounts", timeout=5) as listed:
+            assert json.loads(listed.read())[0]["client_email"] == info["client_email"]
+        with urllib.request.urlopen(url + "/_sim/aws/credentials", timeout=5) as keys:
+            assert "AKIA9" in json.loads(keys.read())["access_key_ids"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:

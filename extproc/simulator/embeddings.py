@@ -1,0 +1,90 @@
+"""Simulated OpenAI embeddings: `POST /v1/embeddings` (JSON; `encoding_format` float or base64).
+
+Each input (a string, or a token array read as its numbers joined by spaces) gets
+`textgen.embedding(model, text, dimensions)`, 8 dimensions unless `dimensions` says otherwise;
+base64 is the little-endian float32 array. `usage.prompt_tokens` counts strings by the token rule
+of `textgen` and token arrays by their length. Empty inputs are refused as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+from aiohttp import web
+
+from extproc.schemas import openai_embedding_request_problems
+from extproc.simulator import textgen
+from extproc.simulator.common import json_response, parse_json_body
+from extproc.simulator.openai_api import ChatCompletions, error, problems_error
+from extproc.simulator.state import UNANSWERED, SimState
+
+DIMENSIONS = 8
+_INVALID_INPUT = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+
+
+def _inputs(value: Any) -> list[str | list[int]]:
+    if isinstance(value, str):
+        return [value]
+    if value and all(isinstance(v, int) for v in value):
+        return [value]
+    return list(value)
+
+
+def usage_tokens(inputs: list[str | list[int]]) -> int:
+    return sum(textgen.count_tokens(i) if isinstance(i, str) else len(i) for i in inputs)
+
+
+def encode(values: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    return values
+
+
+class Embeddings(ChatCompletions):
+    """One `POST /v1/embeddings` exchange (authentication and errors as for chat completions)."""
+
+    async def answer(self) -> web.StreamResponse:
+        rejected = self.authenticate()
+        if rejected is not None:
+            return rejected
+        body, parse_error = await parse_json_body(self.request)
+        if parse_error:
+            return error(400, f"We could not parse the JSON body of your request: {parse_error}",
+                         headers=self._headers())
+        body = self.prepare(body)
+        problems = openai_embedding_request_problems(body)
+        if problems:
+            return problems_error(problems, self._headers())
+        inputs = _inputs(body["input"])
+        if not inputs or any(len(i) == 0 for i in inputs):
+            return error(400, _INVALID_INPUT, headers=self._headers())
+        dimensions = body.get("dimensions")
+        if dimensions is not None and dimensions < 1:
+            return error(400, f"Invalid value for 'dimensions' = {dimensions}. Must be greater than 0.",
+                         param="dimensions", headers=self._headers())
+        model = body["model"]
+        behaviour = self.state.behaviour(model)
+        prompt = usage_tokens(inputs)
+        status = self.state.injected_status(behaviour)
+        if status is not None:
+            return self.status_error(status, behaviour, model, prompt)
+        if behaviour.hang:
+            await self.state.hang(self.request)
+            self.request[UNANSWERED] = True
+            return web.Response(status=503)
+        await self.state.wait_whole(behaviour, 1)
+        fmt = body.get("encoding_format") or "float"
+        data = []
+        for index, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            vector = textgen.embedding(model, text, dimensions or DIMENSIONS)
+            data.append({"object": "embedding", "index": index, "embedding": encode(vector, fmt)})
+        result = {"object": "list", "data": data, "model": model,
+                  "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+        return json_response(200, result, self._headers(self.rate_headers(behaviour, prompt, False)))
+
+
+async def embeddings(state: SimState, request: web.Request) -> web.StreamResponse:
+    return await Embeddings(state, request).answer()
