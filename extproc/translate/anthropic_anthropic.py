@@ -1,0 +1,102 @@
+"""Anthropic Messages client → Anthropic Messages provider: a passthrough.
+
+Request: the client's body with `model` replaced by the deployment's upstream model; every other
+field is kept as sent (`cache_control` included, so prompt caching works as the client set it
+up), nothing is dropped, and the provider validates the rest. Path `/v1/messages`, header
+`anthropic-version` = the anthropic SDK's API version (the client's own `anthropic-*` headers are
+the router's business).
+Responses, streamed or not, go back byte for byte; the translator only reads the token usage
+(the Message's `usage`; in a stream, message_start's usage updated by message_delta's cumulative
+counts).
+Errors: the Anthropic error body's message goes through `provider_error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from extproc.errors import BadRequest, GatewayError
+from extproc.translate import openai_anthropic_response as anthropic_response
+from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
+from extproc.translate.openai_anthropic import HEADERS, PATH
+from extproc.translate.sse import SSEDecoder
+
+
+def check_envelope(body: dict[str, Any]) -> None:
+    """What the gateway itself needs of a Messages body: a model name and a list of messages."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: must be a non-empty string.", param="model")
+    if not isinstance(body.get("messages"), list):
+        raise BadRequest("messages: must be an array of messages.", param="messages")
+
+
+def usage_from_message(body: bytes) -> Usage | None:
+    """`Usage` of a whole Message body (None when it has none or is not JSON)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    return anthropic_response.usage_from_anthropic(usage) if isinstance(usage, dict) else None
+
+
+class AnthropicPassthroughStream:
+    """Passes every byte through unchanged; reads usage from message_start and message_delta.
+
+    Lifetime: one per response stream. `usage` is None until message_start, then the provider's
+    cumulative count so far.
+    """
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self._decoder = SSEDecoder()
+        self._raw: dict[str, Any] = {}
+
+    def feed(self, chunk: bytes) -> bytes:
+        for event in self._decoder.feed(chunk):
+            if '"usage"' not in event.data:
+                continue
+            try:
+                data = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(data, dict):
+                continue
+            if data.get("type") == "message_start" and isinstance(data.get("message"), dict):
+                raw = data["message"].get("usage")
+            elif data.get("type") == "message_delta":
+                raw = data.get("usage")
+            else:
+                continue
+            if isinstance(raw, dict):
+                self._raw.update({k: v for k, v in raw.items() if v is not None})
+                self.usage = anthropic_response.usage_from_anthropic(self._raw)
+        return chunk
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class AnthropicToAnthropic:
+    """The (anthropic, anthropic) translator. Stateless; share one instance."""
+
+    passthrough = True
+
+    def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        check_envelope(body)
+        upstream = {**body, "model": target.upstream_model}
+        return UpstreamRequest(path=PATH, body=orjson.dumps(upstream), headers=HEADERS,
+                               stream=body.get("stream") is True)
+
+    def translate_response(self, body: bytes, target: Target, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
+        return body, usage_from_message(body)
+
+    def stream_translator(self, target: Target, ctx: ResponseContext) -> AnthropicPassthroughStream:
+        return AnthropicPassthroughStream()
+
+    def translate_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+        return anthropic_response.translate_error(status, body, headers.get("retry-after"))
