@@ -17,7 +17,8 @@ from aiohttp import web
 from extproc.schemas import openai_embedding_request_problems
 from extproc.simulator import textgen
 from extproc.simulator.common import json_response, parse_json_body
-from extproc.simulator.openai_api import ChatCompletions, error, problems_error
+from extproc.simulator.openai_api import ChatCompletions
+from extproc.simulator.openai_checks import error, problems_error
 from extproc.simulator.state import UNANSWERED, SimState
 
 DIMENSIONS = 8

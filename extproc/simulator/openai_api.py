@@ -25,13 +25,13 @@ from extproc.simulator.common import (
     parse_json_body,
     write,
 )
+from extproc.simulator.openai_checks import error, problems_error, semantic_problems, tool_name
 from extproc.simulator.state import UNANSWERED, Behaviour, SimState
 from extproc.simulator.textgen import Output, ToolCall
 
 REQUEST_LIMIT = 10_000
 TOKEN_LIMIT = 30_000_000
 FINISH = {"end": "stop", "length": "length", "stop_sequence": "stop", "tool": "tool_calls"}
-_TYPE_WORDS = ("a string", "an integer", "a number", "a boolean", "an array", "an object", "null")
 _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Simulated bad request.", "invalid_request_error", None),
     401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
@@ -40,94 +40,6 @@ _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
     500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
     503: ("The server is overloaded or not ready yet.", "server_error", None),
 }
-
-
-def error(status: int, message: str, *, type: str | None = None, param: str | None = None,
-          code: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
-    """An answer in OpenAI's error format."""
-    kind = type or ("server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return json_response(status, body, headers)
-
-
-def problems_error(problems: list[str], headers: dict[str, str]) -> web.Response:
-    """A 400 listing every validation problem; `param`/`code` describe the first one."""
-    unknown = [p.split(":", 1)[0] for p in problems if p.endswith(": unknown field") and "." not in
-               p.split(":", 1)[0] and "[" not in p.split(":", 1)[0]]
-    sentences: list[str] = []
-    param: str | None = None
-    code: str | None = None
-    if unknown:
-        noun = "argument" if len(unknown) == 1 else "arguments"
-        sentences.append(f"Unrecognized request {noun} supplied: {', '.join(unknown)}")
-    for problem in problems:
-        path, _, what = problem.partition(": ")
-        if path in unknown and what == "unknown field":
-            continue
-        if what == "unknown field":
-            sentence, kind = f"Unknown parameter: '{path}'.", "unknown_parameter"
-        elif what == "required field missing":
-            sentence, kind = f"Missing required parameter: '{path}'.", "missing_required_parameter"
-        elif what.startswith("must be ") and what[8:] in _TYPE_WORDS:
-            sentence, kind = f"Invalid type for '{path}': {what}.", "invalid_type"
-        else:
-            sentence, kind = f"Invalid value for '{path}': {what}.", "invalid_value"
-        if param is None and not unknown:
-            param, code = path, kind
-        sentences.append(sentence)
-    return error(400, " ".join(sentences), param=param, code=code, headers=headers)
-
-
-def semantic_problems(body: dict[str, Any]) -> list[str]:
-    """Problems OpenAI reports beyond the type schema (ranges, tool pairing, stream options)."""
-    problems: list[str] = []
-    messages = body.get("messages") or []
-    if not messages:
-        problems.append("messages: must contain at least one message")
-    if body.get("stream_options") is not None and body.get("stream") is not True:
-        problems.append("stream_options: only allowed when 'stream' is enabled")
-    for name, low, high in (("temperature", 0, 2), ("top_p", 0, 1), ("presence_penalty", -2, 2),
-                            ("frequency_penalty", -2, 2), ("n", 1, 128), ("max_tokens", 1, None),
-                            ("max_completion_tokens", 1, None)):
-        value = body.get(name)
-        if value is not None and (value < low or high is not None and value > high):
-            problems.append(f"{name}: must be between {low} and {high}" if high is not None
-                            else f"{name}: must be at least {low}")
-    tools = body.get("tools") or []
-    names = {_tool_name(t) for t in tools}
-    choice = body.get("tool_choice")
-    if choice is not None and not tools:
-        problems.append("tool_choice: only allowed when 'tools' are specified")
-    elif isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
-        wanted = (choice.get(choice["type"]) or {}).get("name")
-        if wanted not in names:
-            problems.append(f"tool_choice: no tool named '{wanted}' was specified in 'tools'")
-    pending: dict[str, int] = {}
-    for i, message in enumerate(messages):
-        role = message.get("role")
-        if role == "tool":
-            if message.get("tool_call_id") not in pending:
-                problems.append(f"messages[{i}].role: messages with role 'tool' must be a response to a "
-                                "preceding message with 'tool_calls'")
-            pending.pop(message.get("tool_call_id"), None)
-            continue
-        if pending:
-            problems.append(f"messages[{min(pending.values())}].role: an assistant message with 'tool_calls' "
-                            "must be followed by tool messages responding to each 'tool_call_id' "
-                            f"(missing: {', '.join(pending)})")
-            pending = {}
-        if role == "assistant":
-            pending = {c.get("id"): i for c in message.get("tool_calls") or []}
-    if pending:
-        problems.append(f"messages[{min(pending.values())}].role: an assistant message with 'tool_calls' "
-                        "must be followed by tool messages responding to each 'tool_call_id' "
-                        f"(missing: {', '.join(pending)})")
-    return problems
-
-
-def _tool_name(tool: dict[str, Any]) -> str | None:
-    kind = tool.get("type")
-    return (tool.get(kind) or {}).get("name") if kind in ("function", "custom") else None
 
 
 def _text_of(content: Any) -> list[str]:
@@ -158,17 +70,17 @@ def input_tokens(body: dict[str, Any]) -> int:
 def _forced_tool(tools: list[dict[str, Any]], choice: Any) -> dict[str, Any] | None:
     if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         wanted = (choice.get(choice["type"]) or {}).get("name")
-        return next((t for t in tools if _tool_name(t) == wanted), None)
+        return next((t for t in tools if tool_name(t) == wanted), None)
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = {_tool_name(t) for t in (choice.get("allowed_tools") or {}).get("tools") or []}
-        return next((t for t in tools if _tool_name(t) in allowed), None)
+        allowed = {tool_name(t) for t in (choice.get("allowed_tools") or {}).get("tools") or []}
+        return next((t for t in tools if tool_name(t) in allowed), None)
     return tools[0] if tools else None
 
 
 def plan(body: dict[str, Any], behaviour: Behaviour) -> Output:
     """What the simulated model answers (tool call or deterministic text)."""
     messages = body["messages"]
-    tools = [t for t in body.get("tools") or [] if _tool_name(t)]
+    tools = [t for t in body.get("tools") or [] if tool_name(t)]
     choice = body.get("tool_choice", "auto")
     if tools and messages[-1].get("role") == "user" and choice != "none":
         tool = _forced_tool(tools, choice)

@@ -12,7 +12,9 @@ Control API (JSON; credentials and counters in `control`):
     GET    /_sim/models           effective behaviour of every configured model
     DELETE /_sim/models/{model}   drop the model's patch
     POST   /_sim/reset            drop every behaviour and recorded request
-    GET    /_sim/requests         recorded provider requests, oldest first (last 1000)
+    GET    /_sim/requests         recorded provider requests, oldest first (last 1000): method, path
+                                  (decoded), raw_path (as sent, with query), query, headers, body
+                                  (parsed JSON or null), status (null while unanswered)
     DELETE /_sim/requests         forget recorded requests
     GET    /_sim/health           {"ok": true}
 """
@@ -31,6 +33,8 @@ import orjson
 from aiohttp import web
 
 from extproc.schemas import anthropic_messages_request_problems, openai_chat_request_problems
+from extproc.schemas.bedrock import bedrock_converse_request_problems
+from extproc.schemas.gemini import gemini_generate_request_problems
 from extproc.simulator import anthropic_api, control, gcp, openai_api
 from extproc.simulator.azure_api import azure_route
 from extproc.simulator.bedrock_api import bedrock_route
@@ -63,6 +67,7 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
     except orjson.JSONDecodeError:
         body = None
     record: dict[str, Any] = {"method": request.method, "path": request.path, "query": request.query_string,
+                              "raw_path": request.raw_path,
                               "headers": {k.lower(): v for k, v in request.headers.items()},
                               "body": body, "status": None}
     request.app[STATE_KEY].records.append(record)
@@ -271,8 +276,14 @@ class Simulator:
 
 
 def _warm_up() -> None:
+    """Build the validators once (google-genai's pydantic schemas take ~0.5 s) before listening."""
     openai_chat_request_problems({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     anthropic_messages_request_problems({"model": "m", "max_tokens": 1, "messages": []})
+    gemini_generate_request_problems({
+        "contents": [{"role": "user", "parts": [{"text": "x"}]}], "systemInstruction": {"parts": [{"text": "s"}]},
+        "tools": [{"functionDeclarations": [{"name": "f"}]}], "toolConfig": {}, "safetySettings": [],
+        "generationConfig": {}})
+    bedrock_converse_request_problems({"messages": []}, "m", False)
 
 
 async def start(host: str = "127.0.0.1", port: int = 0, api_keys: list[str] | None = None, *,

@@ -83,7 +83,8 @@ def test_converse_text_usage_and_shape(client: Any, sim: BackgroundSimulator) ->
     body = {k: v for k, v in response.items() if k != "ResponseMetadata"}
     assert bedrock_output_problems(body, "Converse") == []
     record = sim.requests()[-1]
-    assert record["path"] == f"/model/{MODEL}/converse" and "%3A" in quote(MODEL, safe="")
+    assert record["path"] == f"/model/{MODEL}/converse"
+    assert record["raw_path"] == f"/model/{quote(MODEL, safe='')}/converse"
     assert record["headers"]["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={KEY_ID}/")
 
 
