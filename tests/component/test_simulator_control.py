@@ -180,6 +180,18 @@ def test_ttft_and_pacing_use_the_injected_sleep() -> None:
         async with http.post("/v1/messages", json=MESSAGE, headers=ANTHROPIC_HEADERS) as r:
             await r.read()
         assert sleeps == [pytest.approx(0.29)]
+        sleeps.clear()
+        gemini = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+        async with http.post("/v1beta/models/m:streamGenerateContent?alt=sse", json=gemini,
+                             headers={"x-goog-api-key": "k"}) as r:
+            assert (await r.read()).count(b"\r\n\r\n") == 5
+        assert sleeps == [0.25, 0.01, 0.01, 0.01, 0.01]
+        sleeps.clear()
+        sim.set_behaviour("dep", ttft_ms=100)
+        async with http.post("/openai/deployments/dep/embeddings?api-version=2024-10-21",
+                             json={"input": "x"}, headers={"api-key": "k"}) as r:
+            assert r.status == 200
+        assert sleeps == [pytest.approx(0.1)]
 
     with_simulator(body, sleep=fake_sleep)
 
