@@ -198,8 +198,9 @@ class RouterStream:
             *credentials,
         ]
         replaced = {k for k, _ in set_headers}
-        remove = [k for k in self.request_headers if not k.startswith(":") and k not in replaced and (
-            k in _UPSTREAM_STRIP or k.startswith(_UPSTREAM_STRIP_PREFIXES))]
+        keep = getattr(self.translator, "forward_client_headers", ())
+        remove = [k for k in self.request_headers if not k.startswith(":") and k not in replaced and k not in keep
+                  and (k in _UPSTREAM_STRIP or k.startswith(_UPSTREAM_STRIP_PREFIXES))]
         return msgs.request_body(up.body, set_headers, remove, clear_route_cache=True)
 
     # -- response ---------------------------------------------------------------------------

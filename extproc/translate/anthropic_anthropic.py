@@ -85,6 +85,8 @@ class AnthropicToAnthropic:
     """The (anthropic, anthropic) translator. Stateless; share one instance."""
 
     passthrough = True
+    # The client's beta opt-ins describe this very body: they travel with it.
+    forward_client_headers = ("anthropic-beta",)
 
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         check_envelope(body)

@@ -93,6 +93,8 @@ class Translator(Protocol):
     # True when successful responses need no translation (client and provider speak the same
     # API): the router stage then lets the body bypass the ext_proc entirely.
     passthrough: bool
+    # Optional: client request headers that go upstream unchanged (others are stripped), e.g.
+    # `anthropic-beta` for Anthropic passthrough. Read with getattr(..., ()).
 
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         """Client request (parsed JSON) → upstream request. Raises GatewayError (400) on input

@@ -1,15 +1,48 @@
-"""The translators this gateway ships, by (client API, provider type)."""
+"""The translators this gateway ships, by (client API, provider API).
+
+Client APIs: "openai" (Chat Completions), "openai-embeddings", "anthropic" (Messages).
+Provider APIs: the provider types, with Vertex split by publisher ("vertex-gemini",
+"vertex-anthropic"; see `extproc.runtime.upstream_api`). Anthropic clients reach providers that
+do not speak Messages through `AnthropicVia`, which composes the Anthropic ↔ OpenAI conversion
+with that provider's OpenAI-client translator.
+"""
 
 from __future__ import annotations
 
-from extproc.translate.base import Registry
+from extproc.translate.anthropic_anthropic import AnthropicToAnthropic
+from extproc.translate.anthropic_via import AnthropicToOpenAI, AnthropicVia
+from extproc.translate.azure_openai import OpenAIToAzure
+from extproc.translate.base import Registry, Translator
 from extproc.translate.openai_anthropic import OpenAIToAnthropic
+from extproc.translate.openai_bedrock import OpenAIToBedrock
+from extproc.translate.openai_embeddings import OpenAIEmbeddingsToAzure, OpenAIEmbeddingsToOpenAI
+from extproc.translate.openai_gemini import OpenAIToGemini
+from extproc.translate.openai_gemini_embeddings import OpenAIEmbeddingsToGemini
 from extproc.translate.openai_openai import OpenAIToOpenAI
+from extproc.translate.vertex_anthropic import AnthropicToVertexAnthropic, OpenAIToVertexAnthropic
 
 
 def default_registry() -> Registry:
     """A fresh registry with every shipped translator pair."""
-    registry = Registry()
-    registry.register("openai", "openai", OpenAIToOpenAI())
-    registry.register("openai", "anthropic", OpenAIToAnthropic())
-    return registry
+    r = Registry()
+    openai_client: dict[str, Translator] = {
+        "openai": OpenAIToOpenAI(),
+        "azure-openai": OpenAIToAzure(),
+        "anthropic": OpenAIToAnthropic(),
+        "vertex-anthropic": OpenAIToVertexAnthropic(),
+        "gemini": OpenAIToGemini(),
+        "vertex-gemini": OpenAIToGemini(),
+        "bedrock": OpenAIToBedrock(),
+    }
+    for provider, translator in openai_client.items():
+        r.register("openai", provider, translator)
+    r.register("anthropic", "anthropic", AnthropicToAnthropic())
+    r.register("anthropic", "vertex-anthropic", AnthropicToVertexAnthropic())
+    r.register("anthropic", "openai", AnthropicToOpenAI())
+    for provider in ("azure-openai", "gemini", "vertex-gemini", "bedrock"):
+        r.register("anthropic", provider, AnthropicVia(openai_client[provider]))
+    r.register("openai-embeddings", "openai", OpenAIEmbeddingsToOpenAI())
+    r.register("openai-embeddings", "azure-openai", OpenAIEmbeddingsToAzure())
+    r.register("openai-embeddings", "gemini", OpenAIEmbeddingsToGemini())
+    r.register("openai-embeddings", "vertex-gemini", OpenAIEmbeddingsToGemini())
+    return r

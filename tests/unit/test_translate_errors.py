@@ -157,5 +157,5 @@ def test_registry_pairs() -> None:
     assert isinstance(registry.get("openai", "anthropic"), OpenAIToAnthropic)
     assert isinstance(registry.get("openai", "openai"), OpenAIToOpenAI)
     with pytest.raises(GatewayError) as info:
-        registry.get("anthropic", "gemini")
+        registry.get("openai-embeddings", "bedrock")
     assert info.value.status == 400
