@@ -84,7 +84,12 @@ def _cmd_extproc(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from extproc.simulator import run
 
-    run(args.address, args.port, args.api_key or None)
+    if bool(args.aws_access_key_id) != bool(args.aws_secret_access_key):
+        print("error: --aws-access-key-id and --aws-secret-access-key go together", file=sys.stderr)
+        return 2
+    aws = {args.aws_access_key_id: args.aws_secret_access_key} if args.aws_access_key_id else None
+    run(args.address, args.port, args.api_key or None, gcp_service_accounts=args.gcp_service_account or None,
+        aws_credentials=aws)
     return 0
 
 
@@ -129,11 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--port", type=int, help="with --single: the port (default: extproc.port)")
     ext.set_defaults(func=_cmd_extproc)
 
-    sim = sub.add_parser("simulate", help="the provider simulator (OpenAI and Anthropic wire formats)")
+    sim = sub.add_parser("simulate", help="the provider simulator (every provider type's wire format)",
+                         description="Simulated OpenAI, Azure OpenAI, Anthropic, Gemini, Vertex AI (with an "
+                                     "OAuth token endpoint) and Bedrock APIs on one port, with a control API "
+                                     "under /_sim/.")
     sim.add_argument("--address", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
     sim.add_argument("--port", type=int, default=18000, help="listen port (default: 18000)")
     sim.add_argument("--api-key", action="append", default=[],
                      help="accept only this provider key (repeatable; default: any non-empty key)")
+    sim.add_argument("--gcp-service-account", action="append", default=[], metavar="FILE",
+                     help="a service-account key file whose JWTs the OAuth endpoint (/token) accepts (repeatable)")
+    sim.add_argument("--aws-access-key-id", help="an AWS key id Bedrock SigV4 accepts, besides the demo pair")
+    sim.add_argument("--aws-secret-access-key", help="its secret")
     sim.set_defaults(func=_cmd_simulate)
     return p
 

@@ -115,6 +115,11 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
         cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
     if demo:
         os.environ.setdefault(SIM_KEY_ENV, SIM_KEY)
+        from extproc.simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
+
+        # The simulator always accepts its demo AWS pair: the demo's Bedrock signs with it.
+        os.environ.setdefault("INTERLOCK_SIM_AWS_ACCESS_KEY_ID", DEMO_ACCESS_KEY_ID)
+        os.environ.setdefault("INTERLOCK_SIM_AWS_SECRET_ACCESS_KEY", DEMO_SECRET_ACCESS_KEY)
     out = Path(workdir or tempfile.mkdtemp(prefix="interlock-")).resolve()
     write_files(out, {**render_files(cfg, str(out)), "active.yaml": Path(path).read_text()})
 

@@ -28,6 +28,9 @@ from tests.conftest import ROOT, free_port, free_port_run
 TENANT_KEY = "sk-it-tenant"
 LIMITED_KEY = "sk-it-limited"
 PROVIDER_KEY = "sk-it-provider-secret"
+AWS_KEY_ID = "AKIAINTEGRATIONTEST1"
+AWS_SECRET = "integration/test/secret/key"
+PROVIDER_ENV = {"IT_PROVIDER_KEY": PROVIDER_KEY, "IT_AWS_KEY_ID": AWS_KEY_ID, "IT_AWS_SECRET": AWS_SECRET}
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Simulator:
     url: str
     port: int
     process: Proc
+    gcp_key_file: Path
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -159,24 +163,72 @@ def gateway_config(sim_port: int, port: int, admin: int, extproc: int, workers: 
 
 @pytest.fixture(scope="session")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """One simulator for the session: accepts PROVIDER_KEY, the AWS pair below, and JWTs of a
+    service account it was started with (its key file is `Simulator.gcp_key_file`)."""
+    from extproc.simulator.gcp import make_service_account
+
     work = tmp_path_factory.mktemp("sim")
     port = free_port()
-    p = start_process(["simulate", "--port", str(port), "--api-key", PROVIDER_KEY], work / "sim.log")
+    key_file = work / "service-account.json"
+    make_service_account(str(key_file), f"http://127.0.0.1:{port}/token")
+    p = start_process(["simulate", "--port", str(port), "--api-key", PROVIDER_KEY, "--gcp-service-account",
+                       str(key_file), "--aws-access-key-id", AWS_KEY_ID, "--aws-secret-access-key", AWS_SECRET],
+                      work / "sim.log")
     try:
         wait_for_line(p, "listening", 30)
-        yield Simulator(f"http://127.0.0.1:{port}", port, p)
+        yield Simulator(f"http://127.0.0.1:{port}", port, p, key_file)
     finally:
         p.stop(signal.SIGTERM)
 
 
-def start_gateway(sim: Simulator, work: Path, workers: int = 2) -> Gateway:
+def every_provider_config(sim: Simulator) -> dict[str, Any]:
+    """Providers of every type, all on the simulator, and models on each."""
+    url = sim.url
+    key = {"api_key_env": "IT_PROVIDER_KEY"}
+    return {
+        "providers": [
+            {"name": "openai", "type": "openai", "endpoint": url, **key},
+            {"name": "azure", "type": "azure-openai", "endpoint": url, "api_version": "2024-10-21", **key},
+            {"name": "anthropic", "type": "anthropic", "endpoint": url, **key},
+            {"name": "gemini", "type": "gemini", "endpoint": url, **key},
+            {"name": "vertex", "type": "vertex", "endpoint": url, "project": "interlock-sim", "location": "us-east5",
+             "credentials_file": str(sim.gcp_key_file), "token_uri": f"{url}/token"},
+            {"name": "bedrock", "type": "bedrock", "endpoint": url, "region": "us-east-1",
+             "aws_access_key_id_env": "IT_AWS_KEY_ID", "aws_secret_access_key_env": "IT_AWS_SECRET"},
+        ],
+        "models": [
+            {"name": name, "provider": provider, "upstream_model": upstream, "max_output_tokens": 1024,
+             "capabilities": ["tools", "images", "json"]}
+            for name, (provider, upstream) in {
+                "gpt-4o-mini": ("openai", "gpt-4o-mini-2024-07-18"),
+                "azure-gpt-4o": ("azure", "gpt4o-deployment"),
+                "claude-haiku-4-5": ("anthropic", "claude-haiku-4-5-20251001"),
+                "gemini-2.5-flash": ("gemini", "gemini-2.5-flash"),
+                "vertex-gemini-pro": ("vertex", "gemini-2.5-pro"),
+                "vertex-claude": ("vertex", "claude-sonnet-4-5@20250929"),
+                "bedrock-claude-sonnet": ("bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            }.items()
+        ] + [
+            {"name": "text-embedding-3-small", "provider": "openai", "capabilities": ["embeddings"]},
+            {"name": "azure-embedding", "provider": "azure", "upstream_model": "embed-deployment",
+             "capabilities": ["embeddings"]},
+            {"name": "gemini-embedding", "provider": "gemini", "upstream_model": "gemini-embedding-001",
+             "capabilities": ["embeddings"]},
+        ],
+        "tenants": [{"name": "it", "api_key_sha256": [sha(TENANT_KEY)], "models": ["*"]}],
+    }
+
+
+def start_gateway(sim: Simulator, work: Path, workers: int = 2, config: dict[str, Any] | None = None) -> Gateway:
     port, admin = free_port(), free_port()
     extproc = free_port_run(workers)
     cfg = gateway_config(sim.port, port, admin, extproc, workers)
+    if config is not None:
+        cfg.update(config)
     path = work / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
     p = start_process(["run", "-c", str(path), "--workdir", str(work / "rendered"), "--drain-timeout", "3"],
-                      work / "gateway.log", env={"IT_PROVIDER_KEY": PROVIDER_KEY})
+                      work / "gateway.log", env=PROVIDER_ENV)
     wait_for_line(p, "ready: ", 90)
     return Gateway(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", path, p,
                    [extproc + i for i in range(workers)])
@@ -185,6 +237,15 @@ def start_gateway(sim: Simulator, work: Path, workers: int = 2) -> Gateway:
 @pytest.fixture(scope="session")
 def gateway(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = start_gateway(simulator, tmp_path_factory.mktemp("gw"))
+    try:
+        yield gw
+    finally:
+        gw.process.stop()
+
+
+@pytest.fixture(scope="session")
+def providers_gateway(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = start_gateway(simulator, tmp_path_factory.mktemp("gw-providers"), config=every_provider_config(simulator))
     try:
         yield gw
     finally:

@@ -8,7 +8,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -103,12 +105,25 @@ def test_demo_run_serves_openai_sdk_and_stops_clean(tmp_path: Path) -> None:
         text = run.text()
         assert "sk-interlock-demo" in text and "curl" in text
         c = openai.OpenAI(base_url="http://127.0.0.1:10000/v1", api_key="sk-interlock-demo", max_retries=0)
-        for model in ("gpt-4o-mini", "claude-haiku-4-5"):
+        a = anthropic.Anthropic(base_url="http://127.0.0.1:10000", api_key="sk-interlock-demo", max_retries=0)
+        tool: Any = {"name": "get_weather", "input_schema": {"type": "object", "properties": {
+            "city": {"type": "string"}}, "required": ["city"]}}
+        for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "bedrock-claude-sonnet"):
             done = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
             assert done.choices[0].message.content
             streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": "Hi"}], stream=True) if ch.choices)
             assert streamed == done.choices[0].message.content
+            called = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather?"}],
+                                               tools=[{"type": "function", "function": {
+                                                   "name": tool["name"], "parameters": tool["input_schema"]}}],
+                                               tool_choice="required")
+            assert called.choices[0].finish_reason == "tool_calls"
+            msg = a.messages.create(model=model, max_tokens=100, messages=[{"role": "user", "content": "Hi"}])
+            assert msg.content[0].type == "text" and msg.content[0].text
+            with a.messages.stream(model=model, max_tokens=100, tools=[tool], tool_choice={"type": "any"},
+                                   messages=[{"role": "user", "content": "Weather?"}]) as stream:
+                assert stream.get_final_message().stop_reason == "tool_use"
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url="http://127.0.0.1:10000/v1", api_key="sk-wrong", max_retries=0) \
                 .chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
