@@ -137,3 +137,28 @@ def test_anthropic_client_errors_are_anthropic_shaped(providers_gateway: Gateway
     r = httpx.post(providers_gateway.url + "/v1/messages", headers={"x-api-key": TENANT_KEY},
                    content=b"{not json")
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+# A 1x1 PNG.
+PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAA"
+       "AABJRU5ErkJggg==")
+
+
+@pytest.mark.parametrize("model", DEPLOYMENTS)
+def test_images_base64(providers_gateway: Gateway, sim: Simulator, model: str) -> None:
+    done = oai(providers_gateway).chat.completions.create(model=model, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is in this image?"}, {"type": "image_url", "image_url": {"url": PNG}}]}])
+    assert done.choices[0].message.content
+    up = sim.requests()[-1]
+    assert up["status"] == 200 and "iVBORw0KGgo" in json.dumps(up["body"])
+    msg = ant(providers_gateway).messages.create(model=model, max_tokens=100, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG.split(",", 1)[1]}},
+        {"type": "text", "text": "What is in this image?"}]}])
+    assert msg.content[0].type == "text"
+
+
+def test_image_url_to_bedrock_is_a_clear_400(providers_gateway: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(providers_gateway).chat.completions.create(model="bedrock-claude-sonnet", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+    assert isinstance(e.value.body, dict) and "image" in e.value.body["message"].lower()
