@@ -12,6 +12,7 @@ import pytest
 
 from routing import (
     CheapestPolicy,
+    ConstraintFailure,
     Deployment,
     LatencyEstimate,
     LatencyStats,
@@ -137,7 +138,7 @@ def test_yields_when_the_deployment_breaks_a_constraint() -> None:
     snap = Snapshot(100.0, estimates={**SNAP.estimates, "m@b#0": slow})
     d = decide(req(k), FLEET, POLICY, snap)
     assert d.primary != "m@b#0"
-    assert d.explanation.constraint_failures == {"m@b#0": ("ttft p90 1200 ms > 800 ms",)}
+    assert d.explanation.constraint_failures == {"m@b#0": (ConstraintFailure("ttft_p90", 1.2, 0.8),)}
     assert "m@b#0" not in d.deployments  # three others meet the constraints
 
 

@@ -13,6 +13,7 @@ from routing import (
     Deployment,
     LastNLatencyPolicy,
     ObjectivePolicy,
+    Policy,
     RoundRobinPolicy,
     WeightedPolicy,
 )
@@ -25,9 +26,10 @@ def test_kinds_and_defaults() -> None:
             p.max_attempts) == ("objective", "cost", 0.9, 0.02, True, 0.1, 3)
     assert ObjectivePolicy(maximize="quality").objective == "quality"
     assert WeightedPolicy().kind == "weighted"
-    for cls, kind in [(RoundRobinPolicy, "round_robin"), (CheapestPolicy, "cheapest"),
-                      (BestQualityPolicy, "best_quality"), (LastNLatencyPolicy, "last_n_latency")]:
-        b = cls()
+    baselines: list[tuple[Policy, str]] = [(RoundRobinPolicy(), "round_robin"), (CheapestPolicy(), "cheapest"),
+                                           (BestQualityPolicy(), "best_quality"),
+                                           (LastNLatencyPolicy(), "last_n_latency")]
+    for b, kind in baselines:
         assert b.kind == kind and b.exploration == 0.0 and b.affinity is False
     assert LastNLatencyPolicy().n == 10
 

@@ -9,6 +9,7 @@ import pytest
 from routing import (
     BestQualityPolicy,
     CheapestPolicy,
+    ConstraintFailure,
     Deployment,
     LastNLatencyPolicy,
     LatencyEstimate,
@@ -154,4 +155,12 @@ def sc(ttft_s: float) -> Scores:
     (CheapestPolicy(), 0.0, 100.0, ()),
 ])
 def test_constraint_failures(policy: Any, quality: float, ttft_s: float, failures: tuple[str, ...]) -> None:
-    assert constraint_failures(policy, dep("m@p", quality=quality), sc(ttft_s)) == failures
+    (found,) = constraint_failures(policy, [dep("m@p", quality=quality)], [sc(ttft_s)])
+    assert tuple(map(str, found)) == failures
+
+
+def test_constraint_failures_are_structured() -> None:
+    p = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8)
+    found = constraint_failures(p, [dep("a@p", quality=0.9), dep("b@p", quality=0.5)], [sc(0.5), sc(1.25)])
+    assert found == [(), (ConstraintFailure("ttft_p90", 1.25, 0.8), ConstraintFailure("quality", 0.5, 0.8))]
+    assert str(ConstraintFailure("ttft_p99.9", 0.9004, 0.25)) == "ttft p99.9 900 ms > 250 ms"

@@ -8,7 +8,15 @@ import math
 import pytest
 
 from routing import LatencyPrior, LatencyStats, Snapshot
-from routing.histogram import LAST_BUCKET, MAX_S, MIN_S, DecayedHistogram, bucket_index, bucket_quantile
+from routing.histogram import (
+    LAST_BUCKET,
+    MAX_S,
+    MIN_S,
+    DecayedHistogram,
+    bucket_index,
+    bucket_quantile,
+    bucket_quantiles,
+)
 
 
 @pytest.mark.parametrize(("value", "index"), [
@@ -35,6 +43,16 @@ def test_quantiles_of_a_uniform_sample() -> None:
     assert h.quantile(0.5) == pytest.approx(0.55, rel=0.03)
     assert h.quantile(0.9) == pytest.approx(0.91, rel=0.03)
     assert h.quantile(0.99) == pytest.approx(0.991, rel=0.03)
+
+
+@pytest.mark.parametrize("qs", [(0.5,), (0.1, 0.5, 0.9, 0.99), (0.9, 0.5), (0.5, 0.5, 0.999999)])
+def test_one_pass_quantiles_agree_with_one_at_a_time(qs: tuple[float, ...]) -> None:
+    h = DecayedHistogram(60.0)
+    for i in range(200):
+        h.add(0.05 * 1.03 ** i, float(i))
+    b = h.buckets()
+    assert bucket_quantiles(b, qs) == pytest.approx(tuple(bucket_quantile(b, q) for q in qs))
+    assert bucket_quantiles((), qs) == (None,) * len(qs)
 
 
 def test_empty_histogram() -> None:

@@ -1,0 +1,127 @@
+"""Pickers: order the eligible deployments and choose the primary.
+
+All functions work on indexes into the eligible list, with `scores` and `failures` (each deployment's
+broken constraints) aligned to it. Pure; randomness enters as `rand` (uniform in [0, 1)).
+
+- `rank`: the policy's objective order. Deployments meeting the constraints come first, then the rest;
+  within each tier by total score, then secondary scores (objective cost: latency then quality; latency:
+  cost then quality; quality: cost then latency; weighted: cost then latency; best_quality: cost), then
+  candidate order, so equal inputs always give the same order.
+- `explore`: with probability `policy.exploration` (when `rand` < it), and only for policies that read
+  latency, the primary becomes a non-best eligible deployment whose latency estimate is older than
+  `policy.stale_after_s` and which meets the quality floor (exploring cannot change a quality, so it
+  never breaks that constraint; it may try a deployment whose stale TTFT breaks the latency constraint,
+  which is how a recovered deployment is noticed). `rand / exploration` then picks uniformly among them,
+  so one draw decides both whether and where.
+- `affinity_pool` / `rendezvous`: see `routing.affinity`.
+- `with_fallbacks`: the primary, then the rest in objective order, cut to `max_attempts`. If the first
+  fallback would share the primary's provider while a deployment of another provider in the same tier
+  scores within `diversity_tolerance` of it, that one becomes the first fallback instead (objective and
+  weighted policies; baselines keep their plain order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from routing.model import ConstraintFailure, Deployment, Scores
+from routing.policy import (
+    CONSTRAINED,
+    BestQualityPolicy,
+    ObjectivePolicy,
+    Policy,
+    WeightedPolicy,
+    uses_latency,
+)
+from routing.snapshot import Snapshot
+
+_SECONDARY = {"cost": (1, 2), "latency": (0, 2), "quality": (0, 1)}
+
+
+def rank(policy: Policy, scores: Sequence[Scores], failures: Sequence[tuple[ConstraintFailure, ...]]) -> list[int]:
+    """Eligible indexes in objective order (see the module docstring)."""
+    if isinstance(policy, ObjectivePolicy):
+        a, b = _SECONDARY[policy.objective]
+    elif isinstance(policy, WeightedPolicy):
+        a, b = 0, 1
+    elif isinstance(policy, BestQualityPolicy):
+        a, b = 0, 0
+    else:
+        keys = [(-s[3], i) for i, s in enumerate(scores)]
+        keys.sort()
+        return [k[1] for k in keys]
+    full = [(bool(f), -s[3], -s[a], -s[b], i) for i, (s, f) in enumerate(zip(scores, failures, strict=True))]
+    full.sort()
+    return [k[4] for k in full]
+
+
+def last_n_tie_break(ranked: list[int], scores: Sequence[Scores], rand: float) -> list[int]:
+    """LiteLLM picks at random among the deployments of equal lowest latency: `rand` picks which one
+    leads; the order of the rest is unchanged."""
+    top = scores[ranked[0]].total
+    k = 1
+    while k < len(ranked) and scores[ranked[k]].total == top:
+        k += 1
+    if k == 1:
+        return ranked
+    j = min(int(rand * k), k - 1)
+    return [ranked[j], *ranked[:j], *ranked[j + 1:]]
+
+
+def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment], snapshot: Snapshot,
+            now: float, rand: float) -> int | None:
+    """The index to explore, or None when this request should not explore."""
+    rate = policy.exploration
+    if rand >= rate or len(ranked) < 2 or not uses_latency(policy):
+        return None
+    floor = policy.min_quality if isinstance(policy, CONSTRAINED) else None
+    stale_after = policy.stale_after_s
+    pool = [i for i in ranked[1:]
+            if (floor is None or eligible[i].quality >= floor)
+            and snapshot.staleness(eligible[i].id, now) >= stale_after]
+    if not pool:
+        return None
+    return pool[min(int(rand / rate * len(pool)), len(pool) - 1)]
+
+
+def affinity_pool(policy: Policy, ranked: Sequence[int], scores: Sequence[Scores],
+                  failures: Sequence[tuple[ConstraintFailure, ...]]) -> list[int]:
+    """The ranked indexes within the policy: meeting every constraint, and at most `affinity_tolerance`
+    below the best total among those. Empty when none meets the constraints."""
+    if not ranked or failures[ranked[0]]:
+        return []
+    floor = scores[ranked[0]].total - policy.affinity_tolerance
+    out = []
+    for i in ranked:
+        if failures[i] or scores[i].total < floor:
+            break
+        out.append(i)
+    return out
+
+
+def with_fallbacks(policy: Policy, primary: int, ranked: Sequence[int], eligible: Sequence[Deployment],
+                   scores: Sequence[Scores], failures: Sequence[tuple[ConstraintFailure, ...]]) -> list[int]:
+    """The primary, then the rest in `ranked` order with provider diversity for the first fallback."""
+    rest = [i for i in ranked if i != primary]
+    limit = policy.max_attempts - 1
+    if limit <= 0 or not rest:
+        return [primary]
+    provider = eligible[primary].provider
+    head = rest[0]
+    if eligible[head].provider == provider and isinstance(policy, CONSTRAINED):
+        tier = bool(failures[head])
+        floor = scores[head].total - policy.diversity_tolerance
+        for j in range(1, len(rest)):
+            i = rest[j]
+            if bool(failures[i]) != tier or scores[i].total < floor:
+                break
+            if eligible[i].provider != provider:
+                rest.insert(0, rest.pop(j))
+                break
+    return [primary, *rest[:limit]]
+
+
+def round_robin(n: int, rr_counter: int, max_attempts: int) -> list[int]:
+    """Indexes starting at `rr_counter` mod n, wrapping around, at most `max_attempts` long."""
+    start = rr_counter % n
+    return [(start + k) % n for k in range(min(n, max_attempts))]

@@ -1,0 +1,231 @@
+"""Online latency and health statistics per deployment, learned from real responses.
+
+Theory of operation. Each deployment keeps two forward-decayed log histograms (`routing.histogram`):
+time to first token (TTFT) and time per output token (TPOT), both in seconds, with one half-life
+(default 60 s: a sample a minute old counts half as much as a fresh one). Estimates blend the histogram
+quantile with a prior by weight, so an unseen deployment reads as its prior and one not observed for many
+half-lives drifts back to it — which is how traffic returns to a deployment that was once slow, together
+with exploration (`routing.pickers`). A ring of the last `last_n` raw TTFT samples serves the
+LiteLLM-style baseline.
+
+Health: `record_failure` starts a cool-down of base × 2^(consecutive failures − 1) seconds, raised to the
+provider's Retry-After when longer, capped at `cooldown_max_s`; `record_success` resets the streak but
+does not end a cool-down already running (answers to requests sent before it still arrive).
+`set_circuit_open` is the hook for breaker state learned elsewhere.
+
+`snapshot(now)` returns an immutable `Snapshot` for `decide`, cheap enough to take per request: the
+previous one is returned while nothing changed and it is younger than `snapshot_max_age_s`; otherwise
+only the deployments observed since the last build are re-estimated, and every deployment is re-blended
+with its prior (which depends on age) once per `snapshot_max_age_s`. So a snapshot's estimates are at
+most `snapshot_max_age_s` behind its `taken_at` in their decay, never in their data.
+
+Lifetime and concurrency: one instance per worker process, owned by its asyncio loop; not thread-safe.
+Workers do not share statistics (each learns from the responses it sees). Every method takes the time
+explicitly (`now`, seconds, monotonic) and never reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from routing.histogram import DecayedHistogram, bucket_quantiles
+from routing.snapshot import LatencyEstimate, LatencyPrior, Snapshot, Unavailable, blend
+
+DEFAULT_PRIOR = LatencyPrior()
+"""TTFT 1 s, TPOT 20 ms: what an unobserved deployment is assumed to do."""
+
+
+class _Deployment:
+    __slots__ = ("ttft", "tpot", "recent", "last_observed", "failures", "cooldown_until", "circuit_open",
+                 "dirty", "ttft_q", "tpot_p50", "buckets")
+
+    def __init__(self, half_life_s: float, last_n: int) -> None:
+        self.ttft = DecayedHistogram(half_life_s)
+        self.tpot = DecayedHistogram(half_life_s)
+        self.recent: deque[float] = deque(maxlen=last_n)
+        self.last_observed = -math.inf
+        self.failures = 0
+        self.cooldown_until = -math.inf
+        self.circuit_open = False
+        self.dirty = True
+        self.ttft_q: tuple[float | None, ...] = ()
+        self.tpot_p50: float | None = None
+        self.buckets: tuple[tuple[int, float], ...] = ()
+
+
+class LatencyStats:
+    """Per-deployment latency estimates and cool-downs; see the module docstring for the contract.
+
+    `quantiles` are the TTFT quantiles every snapshot precomputes (0.5 is always added); include each
+    route policy's `ttft_quantile` (others are computed on demand, more slowly).
+    """
+
+    def __init__(self, *, half_life_s: float = 60.0, prior: LatencyPrior = DEFAULT_PRIOR,
+                 priors: Mapping[str, LatencyPrior] | None = None, prior_weight: float = 1.0,
+                 quantiles: Iterable[float] = (0.5, 0.9, 0.95, 0.99), last_n: int = 10,
+                 cooldown_base_s: float = 1.0, cooldown_max_s: float = 60.0,
+                 snapshot_max_age_s: float = 1.0) -> None:
+        if half_life_s <= 0 or prior_weight <= 0 or last_n < 1 or cooldown_base_s < 0:
+            raise ValueError("half_life_s, prior_weight must be > 0; last_n >= 1; cooldown_base_s >= 0")
+        qs = sorted({0.5, *quantiles})
+        if not all(0.0 < q < 1.0 for q in qs):
+            raise ValueError("quantiles: each must be in (0, 1)")
+        self.half_life_s = half_life_s
+        self.prior = prior
+        self.priors = dict(priors or {})
+        self.prior_weight = prior_weight
+        self.quantiles = tuple(qs)
+        self.last_n = last_n
+        self.cooldown_base_s = cooldown_base_s
+        self.cooldown_max_s = cooldown_max_s
+        self.snapshot_max_age_s = snapshot_max_age_s
+        self._deps: dict[str, _Deployment] = {}
+        self._changed = True
+        self._snapshot: Snapshot | None = None
+        self._prior_estimate = LatencyEstimate.from_prior(prior, self.quantiles, prior_weight)
+        self._estimates: dict[str, LatencyEstimate] = {
+            k: LatencyEstimate.from_prior(p, self.quantiles, prior_weight) for k, p in self.priors.items()}
+        self._pending: set[str] = set()
+        self._blended_at = -math.inf
+
+    def _dep(self, deployment_id: str) -> _Deployment:
+        d = self._deps.get(deployment_id)
+        if d is None:
+            d = self._deps[deployment_id] = _Deployment(self.half_life_s, self.last_n)
+        return d
+
+    def _prior(self, deployment_id: str) -> LatencyPrior:
+        return self.priors.get(deployment_id, self.prior)
+
+    # -- observations -------------------------------------------------------------------------------
+
+    def observe(self, deployment_id: str, ttft_s: float, tpot_s: float | None, now: float) -> None:
+        """Record one successful response: its time to first token and, when the answer had more than one
+        output token, its mean time per output token after the first (both seconds)."""
+        d = self._dep(deployment_id)
+        d.ttft.add(ttft_s, now)
+        d.recent.append(ttft_s)
+        if tpot_s is not None:
+            d.tpot.add(tpot_s, now)
+        d.last_observed = max(d.last_observed, now)
+        d.dirty = True
+        self._pending.add(deployment_id)
+        self._changed = True
+
+    def quantile(self, deployment_id: str, q: float, now: float, *, metric: str = "ttft") -> float:
+        """The q-quantile of TTFT (or of TPOT with ``metric="tpot"``) at `now`, seconds, blended with the
+        prior (the prior alone for a deployment without data)."""
+        prior = self._prior(deployment_id)
+        d = self._deps.get(deployment_id)
+        if metric not in ("ttft", "tpot"):
+            raise ValueError("metric: must be ttft or tpot")
+        p = prior.ttft_s if metric == "ttft" else prior.tpot_s
+        if d is None:
+            return p
+        h = d.ttft if metric == "ttft" else d.tpot
+        return blend(h.quantile(q), h.weight(now), p, self.prior_weight)
+
+    def weight(self, deployment_id: str, now: float) -> float:
+        """The effective (decayed) number of TTFT observations at `now`."""
+        d = self._deps.get(deployment_id)
+        return 0.0 if d is None else d.ttft.weight(now)
+
+    def staleness(self, deployment_id: str, now: float) -> float:
+        """Seconds since the newest observation; inf when never observed."""
+        d = self._deps.get(deployment_id)
+        return math.inf if d is None else now - d.last_observed
+
+    def last_n_mean(self, deployment_id: str, n: int | None = None) -> float | None:
+        """Mean of the last `n` (default `last_n`, at most `last_n`) TTFT samples; None without data."""
+        d = self._deps.get(deployment_id)
+        if d is None or not d.recent:
+            return None
+        samples = list(d.recent)[-(n or self.last_n):]
+        return sum(samples) / len(samples)
+
+    # -- health -------------------------------------------------------------------------------------
+
+    def record_failure(self, deployment_id: str, now: float, retry_after_s: float | None = None) -> float:
+        """Count a failed attempt and start (or extend) a cool-down; returns when it ends (seconds)."""
+        d = self._dep(deployment_id)
+        d.failures += 1
+        backoff = self.cooldown_base_s * 2.0 ** min(d.failures - 1, 62)
+        duration = min(self.cooldown_max_s, max(backoff, retry_after_s or 0.0))
+        d.cooldown_until = max(d.cooldown_until, now + duration)
+        self._changed = True
+        return d.cooldown_until
+
+    def record_success(self, deployment_id: str, now: float) -> None:
+        """Reset the consecutive-failure streak (the next failure backs off from the base again)."""
+        d = self._deps.get(deployment_id)
+        if d is not None and d.failures:
+            d.failures = 0
+            self._changed = True
+
+    def cooling_down(self, deployment_id: str, now: float) -> bool:
+        d = self._deps.get(deployment_id)
+        return d is not None and d.cooldown_until > now
+
+    def set_circuit_open(self, deployment_id: str, is_open: bool) -> None:
+        """Mark a deployment's circuit open (dropped by the health filter) or closed."""
+        d = self._dep(deployment_id)
+        if d.circuit_open != is_open:
+            d.circuit_open = is_open
+            self._changed = True
+
+    def retain(self, deployment_ids: Iterable[str]) -> None:
+        """Forget every deployment not listed (after a config reload removed some)."""
+        keep = set(deployment_ids)
+        for k in [k for k in self._deps if k not in keep]:
+            del self._deps[k]
+            self._pending.discard(k)
+            if k not in self.priors:
+                self._estimates.pop(k, None)
+            self._changed = True
+
+    # -- snapshot -----------------------------------------------------------------------------------
+
+    def snapshot(self, now: float) -> Snapshot:
+        """An immutable view for `decide` as of `now` (see the module docstring for caching)."""
+        s = self._snapshot
+        max_age = self.snapshot_max_age_s
+        if s is not None and not self._changed and 0.0 <= now - s.taken_at < max_age:
+            return s
+        if 0.0 <= now - self._blended_at < max_age:
+            todo: Iterable[str] = self._pending
+        else:
+            todo = list(self._deps)
+            self._blended_at = now
+        for dep_id in todo:
+            d = self._deps[dep_id]
+            if d.last_observed != -math.inf:
+                self._estimates[dep_id] = self._estimate(dep_id, d, now)
+        self._pending.clear()
+        unavailable: dict[str, Unavailable] = {}
+        for dep_id, d in self._deps.items():
+            if d.circuit_open:
+                unavailable[dep_id] = Unavailable(math.inf, "circuit open")
+            elif d.cooldown_until > now:
+                unavailable[dep_id] = Unavailable(
+                    d.cooldown_until, f"{d.failures} consecutive failure{'s' if d.failures != 1 else ''}")
+        s = self._snapshot = Snapshot(now, self._prior_estimate, MappingProxyType(dict(self._estimates)),
+                                      MappingProxyType(unavailable))
+        self._changed = False
+        return s
+
+    def _estimate(self, dep_id: str, d: _Deployment, now: float) -> LatencyEstimate:
+        qs = self.quantiles
+        w0 = self.prior_weight
+        if d.dirty:
+            d.buckets = d.ttft.buckets()
+            d.ttft_q = bucket_quantiles(d.buckets, qs)
+            d.tpot_p50 = d.tpot.quantile(0.5)
+            d.dirty = False
+        prior = self._prior(dep_id)
+        w = d.ttft.weight(now)
+        ttft = MappingProxyType({q: blend(v, w, prior.ttft_s, w0) for q, v in zip(qs, d.ttft_q, strict=True)})
+        tpot = blend(d.tpot_p50, d.tpot.weight(now), prior.tpot_s, w0)
+        return LatencyEstimate(ttft, ttft[0.5], tpot, w, d.last_observed, tuple(d.recent), prior, w0, d.buckets)

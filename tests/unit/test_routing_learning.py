@@ -1,0 +1,151 @@
+"""Learning from real responses: slow TTFTs move traffic away, decay plus fresh fast samples bring it
+back, and exploration keeps stale estimates fresh at the configured rate. Time and randomness are
+injected: a simulated clock and a seeded generator."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from routing import (
+    Deployment,
+    LatencyEstimate,
+    LatencyPrior,
+    LatencyStats,
+    ObjectivePolicy,
+    RouteRequest,
+    Snapshot,
+    WeightedPolicy,
+    decide,
+)
+
+A = Deployment(id="cheap@a#0", model="cheap", provider="a", input_per_mtok=1.0, output_per_mtok=4.0, quality=0.85)
+B = Deployment(id="dear@b#0", model="dear", provider="b", input_per_mtok=2.0, output_per_mtok=8.0, quality=0.85)
+C = Deployment(id="other@c#0", model="other", provider="c", input_per_mtok=3.0, output_per_mtok=12.0, quality=0.9)
+LOW = Deployment(id="low@d#0", model="low", provider="d", input_per_mtok=5.0, output_per_mtok=20.0, quality=0.5)
+EXAMPLE = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.0)
+
+
+def req(now: float) -> RouteRequest:
+    return RouteRequest(est_input_tokens=1000, max_output_tokens=400, now=now)
+
+
+def feed(stats: LatencyStats, dep: Deployment, ttft_s: float, n: int, now: float) -> None:
+    for _ in range(n):
+        stats.observe(dep.id, ttft_s, 0.01, now)
+
+
+def test_slow_ttfts_move_traffic_away_and_decay_brings_it_back() -> None:
+    stats = LatencyStats(half_life_s=30.0)
+    feed(stats, A, 0.3, 20, 0.0)
+    feed(stats, B, 0.4, 20, 0.0)
+    assert decide(req(1.0), [A, B], EXAMPLE, stats.snapshot(1.0)).primary == A.id
+
+    feed(stats, A, 2.0, 40, 10.0)
+    d = decide(req(10.0), [A, B], EXAMPLE, stats.snapshot(10.0))
+    assert d.primary == B.id and d.deployments == (B.id, A.id)
+    (failure,) = d.explanation.constraint_failures[A.id]
+    assert failure.constraint == "ttft_p90" and failure.value > 1.5 and failure.limit == 0.8
+
+    # a few fast samples right away do not outweigh forty slow ones ...
+    fresh = LatencyStats(half_life_s=30.0)
+    feed(fresh, B, 0.4, 20, 0.0)
+    feed(fresh, A, 2.0, 40, 10.0)
+    feed(fresh, A, 0.3, 5, 10.0)
+    assert decide(req(10.0), [A, B], EXAMPLE, fresh.snapshot(10.0)).primary == B.id
+    # ... but the same samples ten half-lives later do: the slow ones now weigh 40/1024
+    feed(stats, A, 0.3, 5, 310.0)
+    d = decide(req(310.0), [A, B], EXAMPLE, stats.snapshot(310.0))
+    assert d.primary == A.id and d.explanation.chosen_by == "objective"
+
+
+def test_latency_objective_follows_the_learned_estimates() -> None:
+    stats = LatencyStats(half_life_s=30.0)
+    policy = ObjectivePolicy(minimize="latency", exploration=0.0)
+    feed(stats, A, 0.3, 10, 0.0)
+    feed(stats, B, 0.6, 10, 0.0)
+    assert decide(req(0.0), [A, B], policy, stats.snapshot(0.0)).primary == A.id
+    feed(stats, A, 1.5, 30, 5.0)
+    d = decide(req(5.0), [A, B], policy, stats.snapshot(5.0))
+    assert d.primary == B.id
+    assert d.explanation.scores[A.id].latency_s > d.explanation.scores[B.id].latency_s
+
+
+def test_closed_loop_traffic_leaves_a_slow_deployment_and_returns_when_it_recovers() -> None:
+    """Ten requests a second for 400 simulated seconds; A is slow from t=100 to t=200. Each response
+    is observed; exploration is the only way A gets traffic while it looks slow."""
+    rng = random.Random(7)
+    stats = LatencyStats(half_life_s=20.0)
+    policy = ObjectivePolicy(minimize="cost", max_ttft_ms=800, exploration=0.05, stale_after_s=10.0)
+    share: dict[int, Counter[str]] = {phase: Counter() for phase in range(4)}
+    for step in range(4000):
+        now = step / 10
+        d = decide(req(now), [A, B], policy, stats.snapshot(now), rand=rng.random())
+        primary = d.primary
+        assert primary is not None
+        slow = primary == A.id and 100 <= now < 200
+        stats.observe(primary, (2.0 if slow else 0.3) * rng.uniform(0.9, 1.1), 0.01, now)
+        share[int(now // 100)][primary] += 1
+    assert share[0][A.id] / 1000 > 0.99
+    assert share[1][A.id] / 1000 < 0.1  # a few slow answers, then only explorations
+    assert share[1][A.id] > 0
+    assert share[3][A.id] / 1000 > 0.95  # back after recovering
+
+
+def stale_snapshot(now: float) -> Snapshot:
+    fresh = LatencyEstimate.of({0.5: 0.3, 0.9: 0.5}, 0.01, last_observed=now - 1.0)
+    stale = LatencyEstimate.of({0.5: 0.3, 0.9: 0.5}, 0.01, last_observed=now - 100.0)
+    return Snapshot(now, estimates={A.id: fresh, B.id: stale, LOW.id: stale})  # C never observed: stale
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.1, 0.25])
+def test_exploration_happens_at_the_configured_rate(rate: float) -> None:
+    policy = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=rate,
+                             stale_after_s=30.0)
+    n = 2000
+    counts: Counter[str] = Counter()
+    for k in range(n):
+        d = decide(req(500.0), [A, B, C, LOW], policy, stale_snapshot(500.0), rand=k / n)
+        if d.explanation.chosen_by == "exploration":
+            counts[d.primary or ""] += 1
+            assert d.deployments[1] == A.id  # the best follows as the first fallback
+        else:
+            assert d.primary == A.id
+    assert sum(counts.values()) == round(rate * n)
+    # uniform over the stale deployments that meet the quality floor (never LOW, never the best)
+    assert set(counts) == {B.id, C.id} and abs(counts[B.id] - counts[C.id]) <= 1
+
+
+def test_exploration_with_a_seeded_generator() -> None:
+    rng = random.Random(11)
+    policy = ObjectivePolicy(minimize="latency", exploration=0.1, stale_after_s=30.0)
+    explored = sum(decide(req(500.0), [A, B, C], policy, stale_snapshot(500.0), rand=rng.random())
+                   .explanation.chosen_by == "exploration" for _ in range(3000))
+    assert 240 <= explored <= 360
+
+
+def test_no_exploration_without_stale_candidates_or_latency_in_the_policy() -> None:
+    now = 500.0
+    fresh = Snapshot(now, estimates={x.id: LatencyEstimate.of(0.3, 0.01, last_observed=now - 1) for x in (A, B, C)})
+    policy = ObjectivePolicy(minimize="latency", exploration=1.0, stale_after_s=30.0)
+    assert decide(req(now), [A, B, C], policy, fresh, rand=0.0).explanation.chosen_by == "objective"
+    cost_only = ObjectivePolicy(minimize="cost", exploration=1.0)
+    assert decide(req(now), [A, B, C], cost_only, stale_snapshot(now), rand=0.0).primary == A.id
+    weighted = WeightedPolicy(latency=1.0, exploration=1.0)
+    assert decide(req(now), [A, B, C], weighted, stale_snapshot(now), rand=0.0).explanation.chosen_by == "exploration"
+
+
+def test_exploration_refreshes_a_stale_estimate() -> None:
+    stats = LatencyStats(half_life_s=30.0, prior=LatencyPrior(1.0, 0.02))
+    policy = ObjectivePolicy(minimize="cost", max_ttft_ms=800, exploration=0.02, stale_after_s=30.0)
+    feed(stats, A, 2.0, 30, 0.0)
+    feed(stats, B, 0.4, 30, 0.0)
+    now = 40.0
+    assert decide(req(now), [A, B], policy, stats.snapshot(now), rand=0.5).primary == B.id
+    d = decide(req(now), [A, B], policy, stats.snapshot(now), rand=0.01)
+    assert d.primary == A.id and d.explanation.chosen_by == "exploration"
+    feed(stats, A, 0.3, 1, now)
+    assert stats.staleness(A.id, now) == 0.0
+    assert decide(req(now), [A, B], policy, stats.snapshot(now), rand=0.01).primary == B.id  # A no longer stale
