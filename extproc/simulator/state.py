@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import string
 import time
@@ -32,6 +33,10 @@ class Behaviour:
 
     ttft_ms: delay of a successful answer: before its first byte when streaming, else before the
         whole answer (which also waits for the paced tokens). Error answers are immediate.
+    ttft_ms_per_ktok: added to `ttft_ms` per 1,000 prompt tokens (prefill time); 0 = none.
+    ttft_sigma: per-request log-normal spread of that delay: it is multiplied by exp(sigma · z), z a
+        standard normal draw from the latency RNG (seeded with the simulator's seed, separate from
+        the error RNG), so `ttft_ms` stays the median; 0 = every request waits exactly (default).
     tokens_per_s: pacing between streamed tokens; 0 = no pacing.
     output_tokens: length of a text reply before limits and stop sequences.
     status: fixed HTTP status to answer every request with (None = normal answers).
@@ -43,6 +48,8 @@ class Behaviour:
     """
 
     ttft_ms: float = 0
+    ttft_ms_per_ktok: float = 0
+    ttft_sigma: float = 0
     tokens_per_s: float = 0
     output_tokens: int = 12
     status: int | None = None
@@ -54,7 +61,7 @@ class Behaviour:
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "ttft_ms": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
+    "ttft_ms": (int, float), "ttft_ms_per_ktok": (int, float), "ttft_sigma": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
     "status": (int, type(None)), "error_rate": (int, float), "error_status": (int,),
     "retry_after_s": (int, float), "hang": (bool,), "stream_error_after": (int, type(None)),
 }
@@ -79,7 +86,7 @@ def validate_patch(patch: Any) -> list[str]:
             problems.append("error_rate: must be between 0 and 1")
         elif key in ("status", "error_status") and number is not None and not 100 <= number <= 599:
             problems.append(f"{key}: must be an HTTP status")
-        elif key in ("ttft_ms", "tokens_per_s", "output_tokens", "retry_after_s", "stream_error_after") and (
+        elif key in ("ttft_ms", "ttft_ms_per_ktok", "ttft_sigma", "tokens_per_s", "output_tokens", "retry_after_s", "stream_error_after") and (
                 number is not None and number < 0):
             problems.append(f"{key}: must not be negative")
     return problems
@@ -129,6 +136,7 @@ class SimState:
         self.seen_models: dict[str, None] = {}
         self.seed = seed
         self.rng = random.Random(seed)
+        self.latency_rng = random.Random(f"latency:{seed}")
         self.clock: Clock = clock or time.time
         self.sleep: Sleep = sleep or asyncio.sleep
         self.stopping = asyncio.Event()
@@ -138,6 +146,7 @@ class SimState:
         self.records.clear()
         self.seen_models.clear()
         self.rng = random.Random(self.seed)
+        self.latency_rng = random.Random(f"latency:{self.seed}")
         self.gcp.reset_counters()
 
     def key_accepted(self, key: str | None) -> bool:
@@ -169,17 +178,26 @@ class SimState:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.05)
 
-    async def wait_first(self, behaviour: Behaviour) -> None:
-        if behaviour.ttft_ms > 0:
-            await self.sleep(behaviour.ttft_ms / 1000)
+    def first_delay_s(self, behaviour: Behaviour, prompt_tokens: int = 0) -> float:
+        """This request's delay before its first byte, seconds: `ttft_ms` plus prefill for
+        `prompt_tokens`, spread by `ttft_sigma` (one draw from the latency RNG when sigma > 0)."""
+        ms = behaviour.ttft_ms + behaviour.ttft_ms_per_ktok * prompt_tokens / 1000
+        if behaviour.ttft_sigma > 0 and ms > 0:
+            ms *= math.exp(behaviour.ttft_sigma * self.latency_rng.gauss(0.0, 1.0))
+        return ms / 1000
+
+    async def wait_first(self, behaviour: Behaviour, prompt_tokens: int = 0) -> None:
+        delay = self.first_delay_s(behaviour, prompt_tokens)
+        if delay > 0:
+            await self.sleep(delay)
 
     async def wait_token(self, behaviour: Behaviour) -> None:
         if behaviour.tokens_per_s > 0:
             await self.sleep(1 / behaviour.tokens_per_s)
 
-    async def wait_whole(self, behaviour: Behaviour, tokens: int) -> None:
-        """The delay of a non-streamed answer: ttft plus the paced generation of `tokens`."""
-        delay = behaviour.ttft_ms / 1000
+    async def wait_whole(self, behaviour: Behaviour, tokens: int, prompt_tokens: int = 0) -> None:
+        """The delay of a non-streamed answer: the first-byte delay plus the paced generation of `tokens`."""
+        delay = self.first_delay_s(behaviour, prompt_tokens)
         if behaviour.tokens_per_s > 0:
             delay += max(0, tokens - 1) / behaviour.tokens_per_s
         if delay > 0:

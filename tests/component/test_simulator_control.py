@@ -196,6 +196,51 @@ def test_ttft_and_pacing_use_the_injected_sleep() -> None:
     with_simulator(body, sleep=fake_sleep)
 
 
+def test_ttft_prefill_and_spread() -> None:
+    """`ttft_ms_per_ktok` adds prefill per prompt token; `ttft_sigma` spreads the delay log-normally
+    around `ttft_ms` with draws seeded by the simulator's seed and kept apart from error draws."""
+    from extproc.simulator.openai_api import input_tokens
+
+    long_chat = {"model": "m", "messages": [{"role": "user", "content": "word " * 2000}]}
+    prompt = input_tokens(long_chat)
+
+    def run(seed: int, sigma: float) -> tuple[list[float], list[int]]:
+        sleeps: list[float] = []
+        statuses: list[int] = []
+
+        async def fake_sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+
+        async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+            sim.set_behaviour("m", ttft_ms=100, ttft_ms_per_ktok=50, ttft_sigma=sigma, error_rate=0.3)
+            for _ in range(40):
+                async with http.post("/v1/chat/completions", json=long_chat,
+                                     headers={"Authorization": "Bearer k"}) as r:
+                    statuses.append(r.status)
+                    await r.read()
+
+        with_simulator(body, seed=seed, sleep=fake_sleep)
+        return sleeps, statuses
+
+    fixed, fixed_statuses = run(3, 0)
+    assert fixed and all(s == pytest.approx((100 + 50 * prompt / 1000) / 1000) for s in fixed)
+    spread, statuses = run(3, 0.5)
+    assert (spread, statuses) == run(3, 0.5)
+    assert statuses == fixed_statuses  # latency draws do not disturb the error draws
+    assert len(set(spread)) == len(spread) and spread != run(4, 0.5)[0]
+    median = sorted(spread)[len(spread) // 2]
+    assert 0.5 * fixed[0] < median < 2 * fixed[0] and max(spread) > 1.2 * fixed[0] > 1.2 * min(spread)
+
+    async def invalid(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        async with http.put("/_sim/models/m", json={"ttft_sigma": -1, "ttft_ms_per_ktok": "x"}) as r:
+            assert r.status == 400
+            assert [p.split(":")[0] for p in (await r.json())["problems"]] == ["ttft_sigma", "ttft_ms_per_ktok"]
+        async with http.put("/_sim/models/m", json={}) as r:
+            assert (await r.json())["ttft_sigma"] == 0 and (await r.json())["ttft_ms_per_ktok"] == 0
+
+    with_simulator(invalid)
+
+
 def test_ttft_in_real_time() -> None:
     async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
         sim.set_behaviour("m", ttft_ms=200)
