@@ -111,7 +111,7 @@ class MessagesExchange:
         message = self._message(body, output, prompt)
         if body.get("stream") is True:
             return await self._stream(behaviour, message, output, headers)
-        await self.state.wait_whole(behaviour, output.output_tokens, prompt)
+        await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
         return json_response(200, message, headers)
 
     def prepare(self, body: Any) -> tuple[Any, list[str]]:
@@ -146,7 +146,8 @@ class MessagesExchange:
 
         start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
                  "usage": {**message["usage"], "output_tokens": 1}}
-        await self.state.wait_first(behaviour, message["usage"]["input_tokens"])
+        await self.state.wait_first(behaviour, message["model"], await self.request.read(),
+                                   message["usage"]["input_tokens"])
         response = await open_stream(self.request, headers)
         try:
             await write(response, event("message_start", {"message": start}))

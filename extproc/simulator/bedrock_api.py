@@ -182,7 +182,7 @@ class ConverseExchange:
         prompt = input_tokens(body)
         if self.stream:
             return await self._stream(behaviour, output, prompt)
-        await self.state.wait_whole(behaviour, output.output_tokens, prompt)
+        await self.state.wait_whole(behaviour, output.output_tokens, self.model, await self.request.read(), prompt)
         content: list[dict[str, Any]] = [{"toolUse": {"toolUseId": self._tool_use_id(), "name": c.name,
                                                       "input": orjson.loads(c.arguments)}}
                                          for c in output.tool_calls]
@@ -218,7 +218,7 @@ class ConverseExchange:
             deltas = [{"text": piece} for piece in output.pieces]
         tail = [self._event("contentBlockStop", {"contentBlockIndex": 0}),
                 self._event("messageStop", {"stopReason": STOP_REASONS[output.stop]})]
-        await self.state.wait_first(behaviour, prompt)
+        await self.state.wait_first(behaviour, self.model, await self.request.read(), prompt)
         response = web.StreamResponse(status=200, headers={"content-type": STREAM_TYPE,
                                                            "x-amzn-RequestId": self.request_id})
         await response.prepare(self.request)

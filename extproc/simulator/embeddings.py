@@ -75,7 +75,7 @@ class Embeddings(ChatCompletions):
             await self.state.hang(self.request)
             self.request[UNANSWERED] = True
             return web.Response(status=503)
-        await self.state.wait_whole(behaviour, 1, prompt)
+        await self.state.wait_whole(behaviour, 1, model, await self.request.read(), prompt)
         fmt = body.get("encoding_format") or "float"
         data = []
         for index, item in enumerate(inputs):

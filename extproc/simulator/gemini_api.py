@@ -175,7 +175,8 @@ class GeminiExchange:
         count = int(_get(_get(body, "generation_config"), "candidate_count") or 1)
         if self.target.method == "streamGenerateContent":
             return await self._stream(behaviour, output, prompt, count)
-        await self.state.wait_whole(behaviour, output.output_tokens, prompt)
+        await self.state.wait_whole(behaviour, output.output_tokens, self.target.model, await self.request.read(),
+                                     prompt)
         result = self._response(self._candidates(output, count, output.pieces, True), prompt,
                                 output.output_tokens * count)
         return json_response(200, result, GOOGLE_HEADERS)
@@ -262,7 +263,7 @@ class GeminiExchange:
                 emitted = textgen.count_all(output.pieces[:i + 1]) * count
                 steps.append(self._response(self._candidates(output, count, output.pieces[i:i + 1], final), prompt,
                                             emitted))
-        await self.state.wait_first(behaviour, prompt)
+        await self.state.wait_first(behaviour, self.target.model, await self.request.read(), prompt)
         if sse:
             response = await open_stream(self.request, {**GOOGLE_HEADERS, "content-disposition": "attachment"})
         else:

@@ -198,7 +198,7 @@ class ChatCompletions:
         n = body.get("n") or 1
         if body.get("stream") is True:
             return await self._stream(body, behaviour, output, prompt, n)
-        await self.state.wait_whole(behaviour, output.output_tokens, prompt)
+        await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
         result = self.decorate(self._completion(body, output, prompt, n))
         return json_response(200, result, self._headers(self.rate_headers(behaviour, prompt, False)))
 
@@ -280,7 +280,7 @@ class ChatCompletions:
         else:
             opening = {"role": "assistant", "content": "", "refusal": None}
             steps = [{"content": piece} for piece in output.pieces]
-        await self.state.wait_first(behaviour, prompt)
+        await self.state.wait_first(behaviour, body["model"], await self.request.read(), prompt)
         response = await open_stream(self.request, self._headers(self.rate_headers(behaviour, prompt, False)))
         try:
             for early in self.prelude(envelope):

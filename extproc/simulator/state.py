@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import random
 import string
@@ -11,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
+from statistics import NormalDist
 from typing import Any
 
 from aiohttp import web
@@ -35,8 +37,9 @@ class Behaviour:
         whole answer (which also waits for the paced tokens). Error answers are immediate.
     ttft_ms_per_ktok: added to `ttft_ms` per 1,000 prompt tokens (prefill time); 0 = none.
     ttft_sigma: per-request log-normal spread of that delay: it is multiplied by exp(sigma · z), z a
-        standard normal draw from the latency RNG (seeded with the simulator's seed, separate from
-        the error RNG), so `ttft_ms` stays the median; 0 = every request waits exactly (default).
+        standard normal draw keyed by the simulator's seed, the model and the request body (the same
+        request to the same model waits the same in every run: runs compared on one trace share their
+        luck), so `ttft_ms` stays the median; 0 = every request waits exactly (default).
     tokens_per_s: pacing between streamed tokens; 0 = no pacing.
     output_tokens: length of a text reply before limits and stop sequences.
     status: fixed HTTP status to answer every request with (None = normal answers).
@@ -136,7 +139,6 @@ class SimState:
         self.seen_models: dict[str, None] = {}
         self.seed = seed
         self.rng = random.Random(seed)
-        self.latency_rng = random.Random(f"latency:{seed}")
         self.clock: Clock = clock or time.time
         self.sleep: Sleep = sleep or asyncio.sleep
         self.stopping = asyncio.Event()
@@ -146,7 +148,6 @@ class SimState:
         self.records.clear()
         self.seen_models.clear()
         self.rng = random.Random(self.seed)
-        self.latency_rng = random.Random(f"latency:{self.seed}")
         self.gcp.reset_counters()
 
     def key_accepted(self, key: str | None) -> bool:
@@ -178,16 +179,23 @@ class SimState:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.05)
 
-    def first_delay_s(self, behaviour: Behaviour, prompt_tokens: int = 0) -> float:
+    def latency_draw(self, model: str, key: bytes) -> float:
+        """A standard normal draw fixed by the seed, the model and `key` (the request body)."""
+        h = hashlib.blake2b(key, digest_size=8, key=f"{self.seed}\0{model}".encode()[:64]).digest()
+        return NormalDist().inv_cdf((int.from_bytes(h, "big") + 0.5) / 2.0**64)
+
+    def first_delay_s(self, behaviour: Behaviour, model: str = "", key: bytes = b"", prompt_tokens: int = 0) -> float:
         """This request's delay before its first byte, seconds: `ttft_ms` plus prefill for
-        `prompt_tokens`, spread by `ttft_sigma` (one draw from the latency RNG when sigma > 0)."""
+        `prompt_tokens`, spread by `ttft_sigma` (see `Behaviour`)."""
         ms = behaviour.ttft_ms + behaviour.ttft_ms_per_ktok * prompt_tokens / 1000
         if behaviour.ttft_sigma > 0 and ms > 0:
-            ms *= math.exp(behaviour.ttft_sigma * self.latency_rng.gauss(0.0, 1.0))
+            ms *= math.exp(behaviour.ttft_sigma * self.latency_draw(model, key))
         return ms / 1000
 
-    async def wait_first(self, behaviour: Behaviour, prompt_tokens: int = 0) -> None:
-        delay = self.first_delay_s(behaviour, prompt_tokens)
+    async def wait_first(self, behaviour: Behaviour, model: str = "", key: bytes = b"",
+                         prompt_tokens: int = 0) -> None:
+        """The delay before a streamed answer's first byte (`model`, `key`: see `latency_draw`)."""
+        delay = self.first_delay_s(behaviour, model, key, prompt_tokens)
         if delay > 0:
             await self.sleep(delay)
 
@@ -195,9 +203,10 @@ class SimState:
         if behaviour.tokens_per_s > 0:
             await self.sleep(1 / behaviour.tokens_per_s)
 
-    async def wait_whole(self, behaviour: Behaviour, tokens: int, prompt_tokens: int = 0) -> None:
+    async def wait_whole(self, behaviour: Behaviour, tokens: int, model: str = "", key: bytes = b"",
+                         prompt_tokens: int = 0) -> None:
         """The delay of a non-streamed answer: the first-byte delay plus the paced generation of `tokens`."""
-        delay = self.first_delay_s(behaviour, prompt_tokens)
+        delay = self.first_delay_s(behaviour, model, key, prompt_tokens)
         if behaviour.tokens_per_s > 0:
             delay += max(0, tokens - 1) / behaviour.tokens_per_s
         if delay > 0:

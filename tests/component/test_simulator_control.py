@@ -198,13 +198,15 @@ def test_ttft_and_pacing_use_the_injected_sleep() -> None:
 
 def test_ttft_prefill_and_spread() -> None:
     """`ttft_ms_per_ktok` adds prefill per prompt token; `ttft_sigma` spreads the delay log-normally
-    around `ttft_ms` with draws seeded by the simulator's seed and kept apart from error draws."""
+    around `ttft_ms`, drawn from (seed, model, request body): repeatable, and apart from error draws."""
     from extproc.simulator.openai_api import input_tokens
 
-    long_chat = {"model": "m", "messages": [{"role": "user", "content": "word " * 2000}]}
-    prompt = input_tokens(long_chat)
+    def chat(i: int) -> dict[str, Any]:
+        return {"model": "m", "messages": [{"role": "user", "content": f"request {i} " + "word " * 2000}]}
 
-    def run(seed: int, sigma: float) -> tuple[list[float], list[int]]:
+    prompt = input_tokens(chat(0))
+
+    def run(seed: int, sigma: float, ids: range = range(40)) -> tuple[list[float], list[int]]:
         sleeps: list[float] = []
         statuses: list[int] = []
 
@@ -213,8 +215,8 @@ def test_ttft_prefill_and_spread() -> None:
 
         async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
             sim.set_behaviour("m", ttft_ms=100, ttft_ms_per_ktok=50, ttft_sigma=sigma, error_rate=0.3)
-            for _ in range(40):
-                async with http.post("/v1/chat/completions", json=long_chat,
+            for i in ids:
+                async with http.post("/v1/chat/completions", json=chat(i),
                                      headers={"Authorization": "Bearer k"}) as r:
                     statuses.append(r.status)
                     await r.read()
@@ -230,6 +232,9 @@ def test_ttft_prefill_and_spread() -> None:
     assert len(set(spread)) == len(spread) and spread != run(4, 0.5)[0]
     median = sorted(spread)[len(spread) // 2]
     assert 0.5 * fixed[0] < median < 2 * fixed[0] and max(spread) > 1.2 * fixed[0] > 1.2 * min(spread)
+    same, _ = run(3, 0.5, range(5, 6))
+    again, _ = run(3, 0.5, range(5, 6))
+    assert same == again and len(same) in (0, 1)
 
     async def invalid(sim: Simulator, http: aiohttp.ClientSession) -> None:
         async with http.put("/_sim/models/m", json={"ttft_sigma": -1, "ttft_ms_per_ktok": "x"}) as r:
@@ -239,6 +244,38 @@ def test_ttft_prefill_and_spread() -> None:
             assert (await r.json())["ttft_sigma"] == 0 and (await r.json())["ttft_ms_per_ktok"] == 0
 
     with_simulator(invalid)
+
+
+def test_ttft_spread_is_keyed_by_model_and_body() -> None:
+    """Every provider format draws its spread from (model, body): the same request waits the same."""
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        sim.set_behaviour("*", ttft_ms=100, ttft_sigma=0.4, output_tokens=1)
+        gemini = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+        calls = [("/v1/chat/completions", {**CHAT, "stream": True}, {"Authorization": "Bearer k"}),
+                 ("/v1/chat/completions", CHAT, {"Authorization": "Bearer k"}),
+                 ("/v1/messages", {**MESSAGE, "stream": True}, ANTHROPIC_HEADERS),
+                 ("/v1/messages", MESSAGE, ANTHROPIC_HEADERS),
+                 ("/v1beta/models/m:streamGenerateContent?alt=sse", gemini, {"x-goog-api-key": "k"}),
+                 ("/v1beta/models/m:generateContent", gemini, {"x-goog-api-key": "k"}),
+                 ("/v1beta/models/other:generateContent", gemini, {"x-goog-api-key": "k"})]
+        seen = []
+        for path, payload, headers in calls:
+            for _ in range(2):
+                async with http.post(path, json=payload, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+            assert len(sleeps) == 2 and sleeps[0] == sleeps[1] != 0.1
+            seen.append(sleeps[0])
+            sleeps.clear()
+        assert seen[4] == seen[5]  # Gemini streams or not on the same body: the same request
+        assert len(set(seen)) == len(seen) - 1
+
+    with_simulator(body, sleep=fake_sleep)
 
 
 def test_ttft_in_real_time() -> None:
