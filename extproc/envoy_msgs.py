@@ -8,6 +8,7 @@ needs `clear_route_cache`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from envoy.config.core.v3 import base_pb2
@@ -64,9 +65,14 @@ def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> pb
 
 
 def request_body(body: bytes | None, set_headers: Headers = (), remove: Iterable[str] = (),
-                 clear_route_cache: bool = False) -> pb.ProcessingResponse:
+                 clear_route_cache: bool = False,
+                 dynamic_metadata: dict[str, dict[str, str]] | None = None) -> pb.ProcessingResponse:
+    """`dynamic_metadata`: {namespace: {key: value}}, emitted for later filters (the namespace
+    must be in the filter's `metadata_options.receiving_namespaces`)."""
     resp = pb.ProcessingResponse()
     resp.request_body.response.CopyFrom(_common(set_headers, remove, body, clear_route_cache))
+    if dynamic_metadata:
+        resp.dynamic_metadata.update(dynamic_metadata)
     return resp
 
 
@@ -101,3 +107,20 @@ def immediate(status: int, body: bytes, headers: Headers = ()) -> pb.ProcessingR
 
 
 _STATUS_NAMES = {v: k for k, v in http_status_pb2.StatusCode.items() if v}
+
+
+def answering_provider(req: pb.ProcessingRequest) -> str | None:
+    """The provider of the host picked for this attempt (or that answered), from the
+    `xds.upstream_host_metadata` attribute
+    (a protobuf text-format Metadata string) Envoy sends when asked to."""
+    attrs = req.attributes.get("envoy.filters.http.ext_proc")
+    if attrs is None:
+        return None
+    value = attrs.fields.get("xds.upstream_host_metadata")
+    if value is None:
+        return None
+    m = _PROVIDER.search(value.string_value)
+    return m.group(1) if m else None
+
+
+_PROVIDER = re.compile(r'key: "provider"\s+value \{\s*string_value: "([^"]*)"')

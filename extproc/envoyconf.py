@@ -30,6 +30,8 @@ import yaml
 
 from extproc import metadata
 from extproc.config.model import GatewayConfig, Limits, Provider
+from extproc.envoyconf_fallback import aggregate_cluster, aggregate_route, host_metadata, upstream_filters
+from extproc.fallback import provider_orders
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -100,14 +102,19 @@ def _local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
-def route_config(providers: Iterable[Provider]) -> dict[str, Any]:
-    """One route per provider, chosen by the cluster header the router stage sets."""
+def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]] = ()) -> dict[str, Any]:
+    """One route per provider and per fallback order, chosen by the cluster header the router
+    stage sets."""
+    providers = list(providers)
+    by_name = {p.name: p for p in providers}
+    fallback = [aggregate_route(o, by_name, _duration) for o in orders]
     return {
         "name": ROUTE_CONFIG,
         "virtual_hosts": [{
             "name": "interlock",
             "domains": ["*"],
-            "routes": [_route(p) for p in providers] + [{
+            "include_attempt_count_in_response": True,
+            "routes": [_route(p) for p in providers] + fallback + [{
                 # No cluster chosen: the ext_proc answered or failed before routing.
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 404, "body": {"inline_string": "Not found."}},
@@ -129,6 +136,10 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
         "allow_mode_override": True,
         "mutation_rules": {"allow_all_routing": True},
         "status_on_error": {"code": "ServiceUnavailable"},
+        # Who answered (the attempt that succeeded) is read per response.
+        "response_attributes": ["xds.upstream_host_metadata"],
+        # The original request travels to the upstream stage in this namespace.
+        "metadata_options": {"receiving_namespaces": {"untyped": [metadata.NAMESPACE]}},
     }
     hcm = {
         "@type": _HCM,
@@ -146,7 +157,8 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
             "typed_config": {"@type": _EARLY_MUTATION, "mutations": [{"remove": metadata.CLUSTER_HEADER}]}}],
         "http_filters": [
             {"name": "envoy.filters.http.ext_proc", "typed_config": {"@type": _EXT_PROC, **ext_proc}},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": _ROUTER, "upstream_http_filters": upstream_filters(cfg.extproc, _duration)}},
         ],
         "local_reply_config": _local_reply_config(),
         **rds,
@@ -192,7 +204,8 @@ def provider_cluster(p: Provider, limits: Limits) -> dict[str, Any]:
         "dns_lookup_family": "V4_PREFERRED",
         "per_connection_buffer_limit_bytes": limits.max_response_bytes,
         "load_assignment": {"cluster_name": p.cluster_name, "endpoints": [{"lb_endpoints": [{
-            "endpoint": {"address": _socket(ep.host, ep.port), "hostname": ep.authority}}]}]},
+            "endpoint": {"address": _socket(ep.host, ep.port), "hostname": ep.authority},
+            "metadata": host_metadata(p)}]}]},
         "circuit_breakers": {"thresholds": [{
             "priority": "DEFAULT", "max_connections": c.max_connections,
             "max_pending_requests": c.max_pending_requests, "max_requests": c.max_requests,
@@ -258,9 +271,10 @@ def _file_source(out_dir: str, name: str) -> dict[str, Any]:
 
 def render(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, dict[str, Any]]:
     """Every file for `cfg` as data, by file name. Paths inside point into `out_dir`."""
-    clusters = [provider_cluster(p, cfg.limits) for p in cfg.providers]
+    orders = provider_orders(cfg)
+    clusters = _clusters(cfg.providers, orders, cfg.limits)
     if static:
-        rds: dict[str, Any] = {"route_config": route_config(cfg.providers)}
+        rds: dict[str, Any] = {"route_config": route_config(cfg.providers, orders)}
     else:
         rds = {"rds": {"route_config_name": ROUTE_CONFIG, "config_source": _file_source(out_dir, "rds.yaml")}}
     bootstrap: dict[str, Any] = {
@@ -277,16 +291,25 @@ def render(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, 
     if static:
         return {"envoy.yaml": bootstrap}
     bootstrap["dynamic_resources"] = {"cds_config": _file_source(out_dir, "cds.yaml")}
-    return {"envoy.yaml": bootstrap, **dynamic_resources(cfg.providers, cfg.limits, "1")}
+    return {"envoy.yaml": bootstrap, **dynamic_resources(cfg.providers, orders, cfg.limits, "1")}
 
 
-def dynamic_resources(providers: Iterable[Provider], limits: Limits, version: str) -> dict[str, dict[str, Any]]:
-    """`cds.yaml` and `rds.yaml` for these providers, as Envoy's file-based xDS reads them."""
+def _clusters(providers: Iterable[Provider], orders: list[tuple[str, ...]], limits: Limits) -> list[dict[str, Any]]:
+    providers = list(providers)
+    by_name = {p.name: p for p in providers}
+    return [provider_cluster(p, limits) for p in providers] + [aggregate_cluster(o, by_name) for o in orders]
+
+
+def dynamic_resources(providers: Iterable[Provider], orders: list[tuple[str, ...]], limits: Limits,
+                      version: str) -> dict[str, dict[str, Any]]:
+    """`cds.yaml` and `rds.yaml` (provider and fallback clusters and their routes), as Envoy's
+    file-based xDS reads them."""
     providers = list(providers)
     return {
         "cds.yaml": {"version_info": version, "resources": [
-            {"@type": _CLUSTER, **provider_cluster(p, limits)} for p in providers]},
-        "rds.yaml": {"version_info": version, "resources": [{"@type": _ROUTE_CONFIG, **route_config(providers)}]},
+            {"@type": _CLUSTER, **c} for c in _clusters(providers, orders, limits)]},
+        "rds.yaml": {"version_info": version, "resources": [
+            {"@type": _ROUTE_CONFIG, **route_config(providers, orders)}]},
     }
 
 

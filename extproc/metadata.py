@@ -9,3 +9,11 @@ EXTPROC_CLUSTER = "interlock_extproc"
 LISTENER_NAME = "interlock"
 # Details string on ext_proc immediate responses, so local-reply mappers leave them alone.
 IMMEDIATE_DETAILS = "interlock"
+ATTEMPTS_HEADER = "x-interlock-attempts"
+# The provider whose API the request body is in; the upstream stage runs when the host Envoy
+# picked for an attempt belongs to another provider.
+TRANSLATED_FOR_HEADER = "x-interlock-translated-for"
+NAMESPACE = "interlock"  # dynamic-metadata namespace and host-metadata key
+STAGE_METADATA = "x-interlock-stage"  # gRPC initial metadata naming the ext_proc stage
+ENVOY_ATTEMPT_COUNT = "x-envoy-attempt-count"
+ROUTE_HEADER = "x-interlock-route"  # the route name, when the model was chosen per request

@@ -30,6 +30,7 @@ from pathlib import Path
 from extproc.config import ConfigError, GatewayConfig, load_text
 from extproc.config.model import Provider
 from extproc.envoyconf import dynamic_resources, to_yaml, write_files
+from extproc.fallback import provider_orders
 
 log = logging.getLogger("interlock.reload")
 
@@ -71,7 +72,7 @@ class Reloader:
             self._cleanup_at = None
             self._retired = {}
             if self.envoy_dir is not None:
-                self._write_envoy(self.current.providers)
+                self._write_envoy(self.current.providers, provider_orders(self.current))
                 log.info("removed the clusters of providers no longer configured")
 
     def _reload(self) -> None:
@@ -94,7 +95,7 @@ class Reloader:
         for name in new_names:
             self._retired.pop(name, None)
         if self.envoy_dir is not None:
-            version = self._write_envoy([*cfg.providers, *self._retired.values()])
+            version = self._write_envoy([*cfg.providers, *self._retired.values()], provider_orders(cfg))
             if not self._wait_acked(version):
                 self._fail([f"Envoy did not load provider resources version {version} within "
                             f"{self.ack_timeout:.0f} s"])
@@ -113,10 +114,10 @@ class Reloader:
         for problem in problems:
             log.error("config reload refused, keeping the last good config: %s", problem)
 
-    def _write_envoy(self, providers: list[Provider] | tuple[Provider, ...]) -> str:
+    def _write_envoy(self, providers: list[Provider] | tuple[Provider, ...], orders: list[tuple[str, ...]]) -> str:
         assert self.envoy_dir is not None
         version = f"{self.stats.generation + 1}-{int(time.time() * 1000)}"
-        files = dynamic_resources(providers, self.current.limits, version)
+        files = dynamic_resources(providers, orders, self.current.limits, version)
         write_files(self.envoy_dir, {name: to_yaml(doc) for name, doc in files.items()})
         return version
 

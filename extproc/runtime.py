@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import routing
 from extproc.auth.credentials import Credential, credential_for
 from extproc.config.model import GatewayConfig, Model, Provider, Tenant
 from extproc.translate.base import Registry, Target
@@ -34,6 +35,18 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class RouteRuntime:
+    """A public name decided per request: its deployments (as the gateway and as the routing
+    core see them, same order) and its policy."""
+
+    name: str
+    deployments: tuple[Deployment, ...]
+    candidates: tuple[routing.Deployment, ...]
+    policy: routing.Policy
+    by_id: dict[str, Deployment]
+
+
+@dataclass(frozen=True)
 class Runtime:
     config: GatewayConfig
     registry: Registry
@@ -41,10 +54,16 @@ class Runtime:
     deployments: dict[str, tuple[Deployment, ...]]  # public model name → deployments, config order
     providers: dict[str, ProviderRuntime] = field(default_factory=dict)
     generation: int = 0  # bumped by every successful reload
+    routes: dict[str, RouteRuntime] = field(default_factory=dict)  # routes and multi-deployment models
 
-    def models_for(self, tenant: Tenant) -> list[Deployment]:
-        """First deployment of every public model the tenant may use, in config order."""
-        return [deps[0] for name, deps in self.deployments.items() if tenant.allows(name)]
+    def public_names(self) -> list[str]:
+        return [*self.deployments, *(r for r in self.routes if r not in self.deployments)]
+
+    def models_for(self, tenant: Tenant) -> list[tuple[str, str]]:
+        """(public name, owner) of every model and route the tenant may use, in config order."""
+        out = [(name, deps[0].provider.name) for name, deps in self.deployments.items() if tenant.allows(name)]
+        return out + [(name, "interlock") for name in self.routes
+                      if name not in self.deployments and tenant.allows(name)]
 
 
 def upstream_api(p: Provider, m: Model) -> str:
@@ -71,4 +90,25 @@ def compile_runtime(cfg: GatewayConfig, registry: Registry, environ: Mapping[str
                         provider_options(p))
         deployments.setdefault(m.name, []).append(Deployment(m, providers[m.provider], target))
     tenants = {h: t for t in cfg.tenants for h in t.api_key_sha256}
-    return Runtime(cfg, registry, tenants, {k: tuple(v) for k, v in deployments.items()}, providers, generation)
+    routes: dict[str, RouteRuntime] = {}
+    for name, deps in deployments.items():
+        if len(deps) > 1:
+            routes[name] = _route(name, deps, cfg.default_policy)
+    for r in cfg.routes:
+        routes[r.name] = _route(r.name, [d for c in r.candidates for d in deployments[c]], r.policy)
+    return Runtime(cfg, registry, tenants, {k: tuple(v) for k, v in deployments.items()}, providers, generation,
+                   routes)
+
+
+def deployment_id(d: Deployment) -> str:
+    """Stable across reloads while the model keeps its provider and upstream model."""
+    return f"{d.model.name}@{d.provider.name}:{d.model.upstream_model}"
+
+
+def _route(name: str, deps: list[Deployment], policy: routing.Policy) -> RouteRuntime:
+    candidates = tuple(routing.Deployment(
+        id=deployment_id(d), model=d.model.name, provider=d.provider.name,
+        input_per_mtok=d.model.price.input_per_mtok, output_per_mtok=d.model.price.output_per_mtok,
+        quality=d.model.quality, context_window=d.model.context_window,
+        max_output_tokens=d.model.max_output_tokens, capabilities=d.model.capabilities) for d in deps)
+    return RouteRuntime(name, tuple(deps), candidates, policy, {deployment_id(d): d for d in deps})

@@ -17,19 +17,29 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc import metadata
 from extproc.runtime import Runtime
+from extproc.stages.decide import RoutingState
 from extproc.stages.router import RouterStream
+from extproc.stages.upstream import UpstreamStream
 
 log = logging.getLogger("interlock.server")
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    """Serves both stages; Envoy names the stage in the call's metadata (`x-interlock-stage`)."""
+
     def __init__(self, runtime: Callable[[], Runtime]) -> None:
         self._runtime = runtime
+        self._routing = RoutingState()
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
-        stream = RouterStream(self._runtime())
+        stream: RouterStream | UpstreamStream
+        if any(k == metadata.STAGE_METADATA and v == "upstream" for k, v in context.invocation_metadata() or ()):
+            stream = UpstreamStream(self._runtime())
+        else:
+            stream = RouterStream(self._runtime(), self._routing)
         async for req in request_iterator:
             yield await stream.handle(req)
 

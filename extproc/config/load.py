@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.config.model import (
+    DEFAULT_POLICY,
     Admin,
     ClusterSettings,
     Endpoint,
@@ -27,8 +28,10 @@ from extproc.config.model import (
     OutlierDetection,
     Price,
     Provider,
+    Route,
     Tenant,
 )
+from routing.policy import Policy
 
 PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock")
 _KEYED = ("api_key_env", "api_key_file")
@@ -292,7 +295,7 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
 
 def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> Model | None:
     d = r.mapping(raw, path, ("name", "provider", "upstream_model", "price", "context_window",
-                              "max_output_tokens", "capabilities"))
+                              "max_output_tokens", "capabilities", "quality"))
     if d is None:
         return None
     name = r.string(d, "name", path, required=True)
@@ -314,9 +317,96 @@ def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> M
             r.fail(f"{path}.capabilities[{i}]", f"must be one of: {', '.join(CAPABILITIES)}")
         else:
             caps.append(cap)
+    quality = r.number(d, "quality", path, 0.5, minimum=0, maximum=1)
     if not (name and provider and upstream) or provider not in providers:
         return None
-    return Model(name, provider, upstream, price, context_window, max_output, frozenset(caps))
+    return Model(name, provider, upstream, price, context_window, max_output, frozenset(caps), float(quality))
+
+
+_POLICY_KINDS = ("objective", "weighted", "round_robin", "cheapest", "best_quality", "last_n_latency")
+_COMMON_POLICY_KEYS = ("kind", "exploration", "stale_after", "affinity", "affinity_tolerance",
+                       "diversity_tolerance", "max_attempts")
+_CONSTRAINT_KEYS = ("max_ttft", "ttft_quantile", "min_quality")
+_POLICY_KEYS = {
+    "objective": (*_COMMON_POLICY_KEYS, *_CONSTRAINT_KEYS, "minimize", "maximize"),
+    "weighted": (*_COMMON_POLICY_KEYS, *_CONSTRAINT_KEYS, "weights"),
+    "round_robin": _COMMON_POLICY_KEYS,
+    "cheapest": _COMMON_POLICY_KEYS,
+    "best_quality": _COMMON_POLICY_KEYS,
+    "last_n_latency": (*_COMMON_POLICY_KEYS, "n"),
+}
+
+
+def _policy(r: _Reader, raw: Any, path: str) -> Policy | None:
+    """A routing policy (typed union by `kind`); durations in YAML, milliseconds/seconds inside."""
+    import routing
+
+    if not isinstance(raw, dict):
+        r.fail(path, "must be a mapping with a kind")
+        return None
+    if raw.get("kind", "objective") not in _POLICY_KINDS:
+        r.fail(_join(path, "kind"), f"must be one of: {', '.join(_POLICY_KINDS)}")
+        return None
+    kind = r.string(raw, "kind", path, default="objective") or "objective"
+    d = r.mapping(raw, path, _POLICY_KEYS[kind]) or {}
+    args: dict[str, Any] = {}
+    for key in ("exploration", "affinity_tolerance", "diversity_tolerance", "ttft_quantile", "min_quality"):
+        if key in d and key in _POLICY_KEYS[kind]:
+            args[key] = r.number(d, key, path, 0.0, minimum=0)
+    if "max_attempts" in d:
+        args["max_attempts"] = r.number(d, "max_attempts", path, 3, integer=True, minimum=1, maximum=5)
+    if "n" in d:
+        args["n"] = r.number(d, "n", path, 10, integer=True, minimum=1)
+    if "affinity" in d:
+        if not isinstance(d["affinity"], bool):
+            r.fail(_join(path, "affinity"), "must be true or false")
+        else:
+            args["affinity"] = d["affinity"]
+    if "stale_after" in d:
+        args["stale_after_s"] = r.duration(d, "stale_after", path, 30.0)
+    if "max_ttft" in d:
+        args["max_ttft_ms"] = r.duration(d, "max_ttft", path, 1.0, allow_zero=False) * 1000
+    if kind == "objective":
+        if "minimize" in d:
+            args["minimize"] = r.string(d, "minimize", path, choices=("cost", "latency"))
+        if "maximize" in d:
+            args["maximize"] = r.string(d, "maximize", path, choices=("quality",))
+        if ("minimize" in d) == ("maximize" in d):
+            r.fail(path, "an objective policy takes exactly one of minimize (cost, latency) or maximize (quality)")
+            return None
+    if kind == "weighted":
+        wd = r.mapping(d.get("weights"), _join(path, "weights"), ("cost", "latency", "quality")) or {}
+        for key in ("cost", "latency", "quality"):
+            args[key] = r.number(wd, key, _join(path, "weights"), 1.0, minimum=0)
+    cls = {"objective": routing.ObjectivePolicy, "weighted": routing.WeightedPolicy,
+           "round_robin": routing.RoundRobinPolicy, "cheapest": routing.CheapestPolicy,
+           "best_quality": routing.BestQualityPolicy, "last_n_latency": routing.LastNLatencyPolicy}[kind]
+    try:
+        return cls(**args)  # type: ignore[no-any-return]
+    except (ValueError, TypeError) as e:
+        r.fail(path, str(e).split(": ", 1)[-1])
+        return None
+
+
+def _route(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Route | None:
+    d = r.mapping(raw, path, ("name", "candidates", "policy"))
+    if d is None:
+        return None
+    name = r.string(d, "name", path, required=True)
+    if name in model_names:
+        r.fail(_join(path, "name"), f"{name!r} is already a model name; a route needs a name of its own")
+    candidates = []
+    for i, c in enumerate(r.seq(d, "candidates", path, required=True)):
+        if not isinstance(c, str) or c not in model_names:
+            r.fail(f"{path}.candidates[{i}]", f"unknown model {c!r}")
+        elif c in candidates:
+            r.fail(f"{path}.candidates[{i}]", f"{c!r} is listed twice")
+        else:
+            candidates.append(c)
+    policy = _policy(r, d.get("policy", {"kind": "objective", "minimize": "cost"}), _join(path, "policy"))
+    if not name or not candidates or policy is None:
+        return None
+    return Route(name, tuple(candidates), policy)
 
 
 def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | None:
@@ -358,7 +448,7 @@ def validate(doc: Any) -> GatewayConfig:
     """Parsed YAML → GatewayConfig; raises ConfigError with every problem."""
     r = _Reader()
     top = r.mapping(doc, "", ("listen", "providers", "models", "tenants", "extproc", "limits", "admin",
-                              "metrics"))
+                              "metrics", "routes", "default_policy"))
     if top is None:
         raise ConfigError(r.problems or [": the config must be a mapping"])
     address, port = _listen(r, top.get("listen"), "listen", 10000)
@@ -369,6 +459,11 @@ def validate(doc: Any) -> GatewayConfig:
     models = [_model(r, m, f"models[{i}]", by_name) for i, m in enumerate(r.seq(top, "models", "", required=True))]
     _unique(r, models, lambda m: (m.name, m.provider, m.upstream_model), "models", "deployment")
     names = {m.name for m in models if m}
+    routes = [_route(r, x, f"routes[{i}]", names) for i, x in enumerate(r.seq(top, "routes", ""))]
+    _unique(r, routes, lambda x: x.name, "routes", "route name")
+    default_policy = (_policy(r, top["default_policy"], "default_policy") if "default_policy" in top
+                      else DEFAULT_POLICY)
+    names |= {x.name for x in routes if x}
     tenants = [_tenant(r, t, f"tenants[{i}]", names) for i, t in enumerate(r.seq(top, "tenants", "", required=True))]
     _unique(r, tenants, lambda t: t.name, "tenants", "tenant name")
     key_owner: dict[str, str] = {}
@@ -406,6 +501,7 @@ def validate(doc: Any) -> GatewayConfig:
         models=tuple(m for m in models if m),
         tenants=tuple(t for t in tenants if t),
         extproc=extproc, limits=limits, admin=Admin(aaddr, aport), metrics=Metrics(maddr, mport),
+        routes=tuple(x for x in routes if x), default_policy=default_policy or DEFAULT_POLICY,
     )
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from routing.policy import Policy, WeightedPolicy
+
+# Deployments of one model name (same quality) are chosen by cost and latency by default.
+DEFAULT_POLICY: Policy = WeightedPolicy(cost=1.0, latency=1.0, quality=0.0)
+
 
 @dataclass(frozen=True)
 class Listen:
@@ -99,6 +104,16 @@ class Model:
     context_window: int = 128000
     max_output_tokens: int = 4096
     capabilities: frozenset[str] = frozenset()
+    quality: float = 0.5  # 0..1, the operator's judgement; read by routing policies
+
+
+@dataclass(frozen=True)
+class Route:
+    """A public model name served by choosing among candidate models per request."""
+
+    name: str
+    candidates: tuple[str, ...]  # public model names (each may have several deployments)
+    policy: Policy
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,8 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     admin: Admin = field(default_factory=Admin)
     metrics: Metrics = field(default_factory=Metrics)
+    routes: tuple[Route, ...] = ()
+    default_policy: Policy = DEFAULT_POLICY
 
     def provider(self, name: str) -> Provider:
         return next(p for p in self.providers if p.name == name)

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -29,7 +30,9 @@ from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
 from extproc.config.model import Tenant
 from extproc.errors import GatewayError
-from extproc.runtime import Deployment, Runtime
+from extproc.fallback import aggregate_name
+from extproc.runtime import Deployment, RouteRuntime, Runtime, deployment_id
+from extproc.stages.decide import RoutingState, route_request
 from extproc.translate.base import ResponseContext, StreamTranslator, Translator, Usage, client_status_for
 
 log = logging.getLogger("interlock.router")
@@ -45,9 +48,15 @@ _UPSTREAM_STRIP = ("authorization", "x-api-key", "api-key", "accept-encoding", "
 class RouterStream:
     """The router stage for one request. Not thread-safe; owned by one gRPC stream task."""
 
-    def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, runtime: Runtime, state: RoutingState | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.rt = runtime
+        self.state = state or RoutingState()
         self.clock = clock
+        self.chain: list[Deployment] = []  # the deployments to try, primary first (distinct providers)
+        self.route: str | None = None
+        self.sent_at = 0.0  # monotonic, when the request went upstream
+        self.headers_at = 0.0  # monotonic, when the response headers came back
         self.started = clock()
         self.api = errors.OPENAI
         self.request_id = ""
@@ -78,7 +87,7 @@ class RouterStream:
             if phase == "request_body":
                 return await self.on_request_body(req.request_body)
             if phase == "response_headers":
-                return self.on_response_headers(req.response_headers)
+                return self.on_response_headers(req.response_headers, msgs.answering_provider(req))
             if phase == "response_body":
                 return self.on_response_body(req.response_body)
             raise RuntimeError(f"unexpected ext_proc phase {phase}")
@@ -103,7 +112,10 @@ class RouterStream:
         d = self.deployment
         if d is None:
             return []
-        return [(metadata.PROVIDER_HEADER, d.provider.name), (metadata.MODEL_HEADER, d.model.name)]
+        out = [(metadata.PROVIDER_HEADER, d.provider.name), (metadata.MODEL_HEADER, d.model.name)]
+        if self.route:
+            out.append((metadata.ROUTE_HEADER, self.route))
+        return out
 
     # -- request ----------------------------------------------------------------------------
 
@@ -143,16 +155,15 @@ class RouterStream:
 
     def _models_list(self, tenant: Tenant, anthropic: bool) -> msgs.ProcessingResponse:
         """OpenAI's list format, or Anthropic's when the caller is an Anthropic client."""
-        deployments = self.rt.models_for(tenant)
+        models = self.rt.models_for(tenant)
         if anthropic:
-            data = [{"type": "model", "id": d.model.name, "display_name": d.model.name,
-                     "created_at": "1970-01-01T00:00:00Z"} for d in deployments]
+            data = [{"type": "model", "id": name, "display_name": name,
+                     "created_at": "1970-01-01T00:00:00Z"} for name, _ in models]
             body = orjson.dumps({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
                                  "last_id": data[-1]["id"] if data else None})
         else:
             body = orjson.dumps({"object": "list", "data": [
-                {"id": d.model.name, "object": "model", "created": 0, "owned_by": d.provider.name}
-                for d in deployments]})
+                {"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in models]})
         return msgs.immediate(200, body, [("content-type", "application/json"),
                                           (metadata.REQUEST_ID_HEADER, self.request_id)])
 
@@ -166,12 +177,18 @@ class RouterStream:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise errors.BadRequest("Missing required parameter: 'model'.", param="model")
-        deployments = self.rt.deployments.get(model)
         tenant = self.tenant_config
-        if not deployments or tenant is None or not tenant.allows(model):
+        route = self.rt.routes.get(model)
+        deployments = self.rt.deployments.get(model)
+        if (route is None and not deployments) or tenant is None or not tenant.allows(model):
             raise errors.NotFound(f"The model `{model}` does not exist or you do not have access to it.",
                                   code="model_not_found", param="model")
-        d = self.deployment = deployments[0]
+        if route is not None:
+            self.chain = self._decide(route, body, len(m.body), tenant)
+        else:
+            assert deployments is not None
+            self.chain = [deployments[0]]
+        d = self.deployment = self.chain[0]
         if self.api == "openai-embeddings" and "embeddings" not in d.model.capabilities:
             raise errors.BadRequest(f"The model `{model}` does not serve embeddings.", param="model")
         self.translator = self.rt.registry.get(self.api, d.target.provider_type)
@@ -190,10 +207,20 @@ class RouterStream:
         protocol = [("content-type", "application/json"), *p.headers, *up.headers]
         credentials = await d.provider.credential.headers("POST", p.endpoint.authority, path, dict(protocol),
                                                           up.body)
+        cluster = p.cluster_name
+        fallback = None
+        if len(self.chain) > 1:
+            cluster = aggregate_name(tuple(x.provider.name for x in self.chain))
+            # What the upstream stage needs to translate the original request afresh for
+            # whichever provider a retry lands on.
+            fallback = {metadata.NAMESPACE: {
+                "request": m.body.decode("utf-8", "replace"), "api": self.api, "route": self.route or "",
+                "chain": ",".join(deployment_id(x) for x in self.chain)}}
         set_headers = [
             (":path", path),
             ("content-length", str(len(up.body))),
-            (metadata.CLUSTER_HEADER, p.cluster_name),
+            (metadata.CLUSTER_HEADER, cluster),
+            (metadata.TRANSLATED_FOR_HEADER, p.name),
             *protocol,
             *credentials,
         ]
@@ -201,16 +228,43 @@ class RouterStream:
         keep = getattr(self.translator, "forward_client_headers", ())
         remove = [k for k in self.request_headers if not k.startswith(":") and k not in replaced and k not in keep
                   and (k in _UPSTREAM_STRIP or k.startswith(_UPSTREAM_STRIP_PREFIXES))]
-        return msgs.request_body(up.body, set_headers, remove, clear_route_cache=True)
+        self.sent_at = self.state.clock()
+        return msgs.request_body(up.body, set_headers, remove, clear_route_cache=True, dynamic_metadata=fallback)
+
+    def _decide(self, route: RouteRuntime, body: dict[str, Any], nbytes: int, tenant: Tenant) -> list[Deployment]:
+        """The routing decision: deployments to try in order, one per provider."""
+        self.route = route.name
+        decision = self.state.decide(route, route_request(body, nbytes, route, tenant, self.state.clock()))
+        ex = decision.explanation
+        if not decision.deployments:
+            reasons = "; ".join(f"{dep}: {drop.reason}" for dep, drop in ex.dropped.items())
+            if all(drop.filter == "health" for drop in ex.dropped.values()):
+                raise errors.RateLimited(f"Every deployment behind `{route.name}` is cooling down.", 1)
+            raise errors.BadRequest(f"No model behind `{route.name}` can serve this request ({reasons}).",
+                                    param="model")
+        chain: list[Deployment] = []
+        for dep_id in decision.deployments:
+            d = route.by_id[dep_id]
+            if all(x.provider.name != d.provider.name for x in chain):
+                chain.append(d)
+        if log.isEnabledFor(logging.INFO):
+            log.info("request_id=%s route=%s chain=%s by=%s dropped=%s", self.request_id, route.name,
+                     ",".join(deployment_id(x) for x in chain), ex.chosen_by,
+                     ",".join(f"{k}({v.filter})" for k, v in ex.dropped.items()) or "-")
+        return chain
 
     # -- response ---------------------------------------------------------------------------
 
-    def on_response_headers(self, m: msgs.pb.HttpHeaders) -> msgs.ProcessingResponse:
+    def on_response_headers(self, m: msgs.pb.HttpHeaders, answered_by: str | None) -> msgs.ProcessingResponse:
         h = msgs.header_map(m)
         status = int(h.get(":status", "0") or 0)
         self.upstream_status = status
+        attempts = h.get(metadata.ENVOY_ATTEMPT_COUNT, "1")
+        self._learn(answered_by, status, int(attempts) if attempts.isdigit() else 1, h.get("retry-after"))
         d = self.deployment
         out = self._routing_headers()
+        if d is not None:
+            out.append((metadata.ATTEMPTS_HEADER, attempts))
         if d is None or self.translator is None:
             # Envoy's own reply (no route, overflow, ...): pass it through untouched.
             self.status = status
@@ -222,6 +276,8 @@ class RouterStream:
         if 200 <= status < 300:
             self.status = status
             if self.translator.passthrough:
+                if self.stream:
+                    self._observe(None)
                 self._log_done()
                 return msgs.response_headers(out, remove, body_mode=msgs.BODY_NONE)
             if self.stream:
@@ -247,6 +303,8 @@ class RouterStream:
             out = self.stream_translator.feed(m.body)
             if m.end_of_stream:
                 out += self.stream_translator.finish()
+                usage = self.stream_translator.usage
+                self._observe(usage.completion_tokens if usage else None)
                 self._log_done()
             return msgs.response_body(out)
         if 200 <= self.upstream_status < 300:
@@ -266,6 +324,45 @@ class RouterStream:
                                              *extra.items()])
         self._log_done()
         return msgs.response_body(body, [("content-length", str(len(body)))])
+
+    def _learn(self, answered_by: str | None, status: int, attempts: int, retry_after: str | None) -> None:
+        """Feed the worker's health statistics: earlier attempts failed; the answering one
+        succeeded or failed by its status. Switches to the deployment that actually answered."""
+        if not self.chain:
+            return
+        now = self.state.clock()
+        self.headers_at = now
+        stats = self.state.stats
+        index = next((i for i, x in enumerate(self.chain) if x.provider.name == answered_by), None)
+        if index is None:
+            index = min(attempts, len(self.chain)) - 1
+            answered = False
+        else:
+            answered = True
+        for failed in self.chain[:index]:
+            stats.record_failure(deployment_id(failed), now)
+        d = self.chain[index]
+        if d is not self.deployment:
+            self.deployment = d
+            self.translator = self.rt.registry.get(self.api, d.target.provider_type)
+            self.dropped = ()
+        if not answered or status == 429 or status >= 500:
+            wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+            stats.record_failure(deployment_id(d), now, wait)
+        elif 200 <= status < 300:
+            stats.record_success(deployment_id(d), now)
+
+    def _observe(self, completion_tokens: int | None) -> None:
+        """Latency is learned from streamed answers: time to the response headers is the time
+        to first token; the rest of the stream over its tokens is the time per output token."""
+        d = self.deployment
+        if d is None or not self.sent_at or not self.headers_at:
+            return
+        ttft = self.headers_at - self.sent_at
+        tpot = None
+        if completion_tokens and completion_tokens > 1:
+            tpot = (self.state.clock() - self.headers_at) / (completion_tokens - 1)
+        self.state.stats.observe(deployment_id(d), ttft, tpot, self.state.clock())
 
     def _log_done(self) -> None:
         if not log.isEnabledFor(logging.INFO):

@@ -1,0 +1,129 @@
+"""The Envoy pieces of per-attempt fallback: aggregate clusters, their routes, and the upstream
+stage (the ext_proc again, in the router's upstream filter chain).
+
+Every request carries `x-interlock-translated-for: <provider>` (the provider whose API its body
+is in). The upstream stage is wrapped in a matcher that skips it when the host Envoy picked for
+this attempt belongs to that provider — so first attempts cost nothing extra — and runs it
+otherwise (a retry on another provider, or Envoy spilling a first attempt past an ejected
+provider): it then re-translates the original request, kept in dynamic metadata, for the
+provider of this attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc import metadata
+from extproc.config.model import ExtProcSettings, Provider
+from extproc.fallback import aggregate_name
+
+_AGGREGATE = "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig"
+_PREVIOUS_PRIORITIES = ("type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."
+                        "PreviousPrioritiesConfig")
+_MATCHER = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
+_CEL_INPUT = "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"
+_CEL_MATCHER = "type.googleapis.com/xds.type.matcher.v3.CelMatcher"
+_SKIP = "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+_EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_CODEC = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+
+# What a retry is for: the attempt failed before the provider answered, or it answered 429/5xx.
+RETRY_ON = "connect-failure,refused-stream,reset,retriable-status-codes,5xx"
+RETRIABLE_STATUS_CODES = [429]
+
+
+def host_metadata(provider: Provider) -> dict[str, Any]:
+    """Endpoint metadata naming the provider; both ext_proc stages read it per attempt."""
+    return {"filter_metadata": {metadata.NAMESPACE: {"provider": provider.name}}}
+
+
+def aggregate_cluster(order: tuple[str, ...], clusters: dict[str, Provider]) -> dict[str, Any]:
+    return {
+        "name": aggregate_name(order),
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+            "@type": _AGGREGATE, "clusters": [clusters[p].cluster_name for p in order]}},
+        # Retries count against this budget: at most 20 % of active requests (min 10) retrying.
+        "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "retry_budget": {
+            "budget_percent": {"value": 20.0}, "min_retry_concurrency": 10}}]},
+    }
+
+
+def aggregate_route(order: tuple[str, ...], providers: dict[str, Provider],
+                    duration: Any) -> dict[str, Any]:
+    """Attempt n goes to the n-th provider; the primary's first-byte timeout bounds each try."""
+    first = providers[order[0]].cluster
+    retry: dict[str, Any] = {
+        "retry_on": RETRY_ON,
+        "retriable_status_codes": RETRIABLE_STATUS_CODES,
+        "num_retries": len(order) - 1,
+        "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+            "@type": _PREVIOUS_PRIORITIES, "update_frequency": 1}},
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+    }
+    if first.per_try_timeout:
+        retry["per_try_timeout"] = duration(first.per_try_timeout)
+    return {
+        "match": {"prefix": "/", "headers": [{"name": metadata.CLUSTER_HEADER,
+                                             "string_match": {"exact": aggregate_name(order)}}]},
+        "route": {"cluster": aggregate_name(order), "timeout": "0s", "auto_host_rewrite": True,
+                  "idle_timeout": duration(max(providers[p].cluster.idle_timeout for p in order)),
+                  "retry_policy": retry},
+    }
+
+
+def _cel_same_provider() -> dict[str, Any]:
+    """CEL (as a parsed AST; this Envoy takes no expression strings):
+    request.headers['x-interlock-translated-for']
+        == xds.upstream_host_metadata.filter_metadata['interlock']['provider']"""
+    ids = iter(range(1, 64))
+
+    def ident(name: str) -> dict[str, Any]:
+        return {"id": next(ids), "ident_expr": {"name": name}}
+
+    def select(operand: dict[str, Any], field: str) -> dict[str, Any]:
+        return {"id": next(ids), "select_expr": {"operand": operand, "field": field}}
+
+    def const(value: str) -> dict[str, Any]:
+        return {"id": next(ids), "const_expr": {"string_value": value}}
+
+    def call(function: str, *args: dict[str, Any]) -> dict[str, Any]:
+        return {"id": next(ids), "call_expr": {"function": function, "args": list(args)}}
+
+    translated_for = call("_[_]", select(ident("request"), "headers"), const(metadata.TRANSLATED_FOR_HEADER))
+    host_provider = call("_[_]", call("_[_]", select(select(ident("xds"), "upstream_host_metadata"),
+                                                     "filter_metadata"), const(metadata.NAMESPACE)),
+                         const("provider"))
+    return {"expr": call("_==_", translated_for, host_provider)}
+
+
+def upstream_filters(x: ExtProcSettings, duration: Any) -> list[dict[str, Any]]:
+    """The router's upstream filter chain: [upstream stage unless already translated, codec]."""
+    ext_proc = {
+        "@type": _EXT_PROC,
+        "grpc_service": {"envoy_grpc": {"cluster_name": metadata.EXTPROC_CLUSTER},
+                         "timeout": duration(x.message_timeout),
+                         "initial_metadata": [{"key": metadata.STAGE_METADATA, "value": "upstream"}]},
+        "failure_mode_allow": False,
+        "message_timeout": duration(x.message_timeout),
+        "processing_mode": {
+            "request_header_mode": "SEND", "request_body_mode": "BUFFERED", "request_trailer_mode": "SKIP",
+            "response_header_mode": "SKIP", "response_body_mode": "NONE", "response_trailer_mode": "SKIP"},
+        "request_attributes": ["xds.upstream_host_metadata"],
+        "metadata_options": {"forwarding_namespaces": {"untyped": [metadata.NAMESPACE]}},
+        "mutation_rules": {"allow_all_routing": True},
+        "status_on_error": {"code": "ServiceUnavailable"},
+    }
+    skip_when_translated = {"matcher_list": {"matchers": [{
+        "predicate": {"single_predicate": {
+            "input": {"name": "attributes", "typed_config": {"@type": _CEL_INPUT}},
+            "custom_match": {"name": "same-provider", "typed_config": {
+                "@type": _CEL_MATCHER, "expr_match": {"parsed_expr": _cel_same_provider()}}}}},
+        "on_match": {"action": {"name": "skip", "typed_config": {"@type": _SKIP}}}}]}}
+    return [
+        {"name": "interlock.upstream_stage", "typed_config": {
+            "@type": _MATCHER, "xds_matcher": skip_when_translated,
+            "extension_config": {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}}},
+        {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": _CODEC}},
+    ]
