@@ -68,13 +68,25 @@ def last_n_tie_break(ranked: list[int], scores: Sequence[Scores], rand: float) -
     return [ranked[j], *ranked[:j], *ranked[j + 1:]]
 
 
+COLD_START_RATE = 0.25
+
+
 def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment], snapshot: Snapshot,
             now: float, rand: float) -> int | None:
     """The index to explore, or None when this request should not explore."""
     rate = policy.exploration
-    if rand >= rate or len(ranked) < 2 or not uses_latency(policy):
+    if rate <= 0 or len(ranked) < 2 or not uses_latency(policy):
         return None
     floor = policy.min_quality if isinstance(policy, CONSTRAINED) else None
+    # Cold start: a deployment never observed reads as its (pessimistic) prior and would rarely
+    # win, so it is probed at a higher rate until its first observation.
+    never = [i for i in ranked[1:] if (floor is None or eligible[i].quality >= floor)
+             and snapshot.staleness(eligible[i].id, now) == float("inf")]
+    cold = max(rate, COLD_START_RATE)
+    if never and rand < cold:
+        return never[min(int(rand / cold * len(never)), len(never) - 1)]
+    if rand >= rate:
+        return None
     stale_after = policy.stale_after_s
     pool = [i for i in ranked[1:]
             if (floor is None or eligible[i].quality >= floor)

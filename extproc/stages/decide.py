@@ -75,8 +75,15 @@ class RoutingState:
                  rand: Callable[[], float] = random.random) -> None:
         self.clock = clock
         self.rand = rand
-        self.stats = routing.LatencyStats(quantiles=(0.5, 0.9, 0.95, 0.99))
+        # A light prior: one real observation outweighs it (the default prior is pessimistic).
+        self.stats = routing.LatencyStats(quantiles=(0.5, 0.9, 0.95, 0.99), prior_weight=0.25)
         self._rr: dict[str, int] = {}
+        self._passthrough_streams = 0
+
+    def sample_passthrough(self, every: int = 8) -> bool:
+        """True for one passthrough stream in `every`: it is read to measure its token rate."""
+        self._passthrough_streams += 1
+        return self._passthrough_streams % every == 1
 
     def next_rr(self, route: str) -> int:
         n = self._rr.get(route, 0)

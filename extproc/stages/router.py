@@ -71,6 +71,7 @@ class RouterStream:
         self.upstream_status = 0
         self.upstream_headers: dict[str, str] = {}
         self.stream_translator: StreamTranslator | None = None
+        self.meter: StreamTranslator | None = None  # a sampled passthrough stream, read only
         self.response_buffer_mode = False
         self.unreachable = False
         self.status = 0
@@ -251,6 +252,9 @@ class RouterStream:
             log.info("request_id=%s route=%s chain=%s by=%s dropped=%s", self.request_id, route.name,
                      ",".join(deployment_id(x) for x in chain), ex.chosen_by,
                      ",".join(f"{k}({v.filter})" for k, v in ex.dropped.items()) or "-")
+            log.debug("request_id=%s scores %s", self.request_id, " ".join(
+                f"{k}:total={v.total:.3f},ttft={v.ttft_s:.3f},latency={v.latency_s:.3f}"
+                for k, v in ex.scores.items()))
         return chain
 
     # -- response ---------------------------------------------------------------------------
@@ -276,6 +280,12 @@ class RouterStream:
         if 200 <= status < 300:
             self.status = status
             if self.translator.passthrough:
+                if self.stream and self.chain and self.state.sample_passthrough():
+                    # A sampled passthrough stream is read, never changed, so the time per output
+                    # token of deployments that need no translation is learned too.
+                    ctx = ResponseContext(self.request_id, int(self.clock()), self.include_usage)
+                    self.meter = self.translator.stream_translator(d.target, ctx)
+                    return msgs.response_headers(out, remove, body_mode=msgs.BODY_STREAMED)
                 if self.stream:
                     self._observe(None)
                 self._log_done()
@@ -299,6 +309,13 @@ class RouterStream:
     def on_response_body(self, m: msgs.pb.HttpBody) -> msgs.ProcessingResponse:
         d, tr = self.deployment, self.translator
         assert d is not None and tr is not None
+        if self.meter is not None:
+            self.meter.feed(m.body)
+            if m.end_of_stream:
+                usage = self.meter.usage  # None when the client did not ask for usage: TTFT only
+                self._observe(usage.completion_tokens if usage else None)
+                self._log_done()
+            return msgs.response_body(None)
         if self.stream_translator is not None:
             out = self.stream_translator.feed(m.body)
             if m.end_of_stream:
@@ -349,6 +366,8 @@ class RouterStream:
         if not answered or status == 429 or status >= 500:
             wait = float(retry_after) if retry_after and retry_after.isdigit() else None
             stats.record_failure(deployment_id(d), now, wait)
+            log.info("request_id=%s deployment %s failed (status %d, answered=%s)", self.request_id,
+                     deployment_id(d), status, answered)
         elif 200 <= status < 300:
             stats.record_success(deployment_id(d), now)
 
@@ -363,6 +382,7 @@ class RouterStream:
         if completion_tokens and completion_tokens > 1:
             tpot = (self.state.clock() - self.headers_at) / (completion_tokens - 1)
         self.state.stats.observe(deployment_id(d), ttft, tpot, self.state.clock())
+        log.debug("request_id=%s observed %s ttft=%.4f tpot=%s", self.request_id, deployment_id(d), ttft, tpot)
 
     def _log_done(self) -> None:
         if not log.isEnabledFor(logging.INFO):

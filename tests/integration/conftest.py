@@ -227,7 +227,8 @@ def start_gateway(sim: Simulator, work: Path, workers: int = 2, config: dict[str
         cfg.update(config)
     path = work / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    p = start_process(["run", "-c", str(path), "--workdir", str(work / "rendered"), "--drain-timeout", "3"],
+    p = start_process(["--log-level", os.environ.get("IT_LOG_LEVEL", "info"), "run", "-c", str(path),
+                       "--workdir", str(work / "rendered"), "--drain-timeout", "3"],
                       work / "gateway.log", env=PROVIDER_ENV)
     wait_for_line(p, "ready: ", 90)
     return Gateway(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", path, p,

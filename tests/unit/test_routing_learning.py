@@ -97,7 +97,7 @@ def test_closed_loop_traffic_leaves_a_slow_deployment_and_returns_when_it_recove
 def stale_snapshot(now: float) -> Snapshot:
     fresh = LatencyEstimate.of({0.5: 0.3, 0.9: 0.5}, 0.01, last_observed=now - 1.0)
     stale = LatencyEstimate.of({0.5: 0.3, 0.9: 0.5}, 0.01, last_observed=now - 100.0)
-    return Snapshot(now, estimates={A.id: fresh, B.id: stale, LOW.id: stale})  # C never observed: stale
+    return Snapshot(now, estimates={A.id: fresh, B.id: stale, C.id: stale, LOW.id: stale})
 
 
 @pytest.mark.parametrize("rate", [0.02, 0.1, 0.25])
@@ -116,6 +116,21 @@ def test_exploration_happens_at_the_configured_rate(rate: float) -> None:
     assert sum(counts.values()) == round(rate * n)
     # uniform over the stale deployments that meet the quality floor (never LOW, never the best)
     assert set(counts) == {B.id, C.id} and abs(counts[B.id] - counts[C.id]) <= 1
+
+
+def test_never_observed_deployments_are_probed_at_the_cold_start_rate() -> None:
+    """A deployment with no data reads as its pessimistic prior; it is probed at
+    max(exploration, COLD_START_RATE) until observed, and never when exploration is off."""
+    from routing.pickers import COLD_START_RATE
+
+    fresh = LatencyEstimate.of({0.5: 0.3, 0.9: 0.5}, 0.01, last_observed=499.0)
+    snapshot = Snapshot(500.0, estimates={A.id: fresh, B.id: fresh})  # C never observed
+    policy = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.02)
+    n = 2000
+    probes = Counter(decide(req(500.0), [A, B, C], policy, snapshot, rand=k / n).primary for k in range(n))
+    assert probes[C.id] == round(COLD_START_RATE * n)
+    off = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.0)
+    assert {decide(req(500.0), [A, B, C], off, snapshot, rand=k / n).primary for k in range(n)} == {A.id}
 
 
 def test_exploration_with_a_seeded_generator() -> None:
