@@ -174,5 +174,5 @@ class GatewayConfig:
         return next(p for p in self.providers if p.name == name)
 
     def summary(self) -> str:
-        return (f"{len(self.providers)} providers, {len(self.models)} models, "
+        return (f"{len(self.providers)} providers, {len(self.models)} models, {len(self.routes)} routes, "
                 f"{len(self.tenants)} tenants, listening on {self.listen.address}:{self.listen.port}")

@@ -124,6 +124,9 @@ def test_demo_run_serves_openai_sdk_and_stops_clean(tmp_path: Path) -> None:
             with a.messages.stream(model=model, max_tokens=100, tools=[tool], tool_choice={"type": "any"},
                                    messages=[{"role": "user", "content": "Weather?"}]) as stream:
                 assert stream.get_final_message().stop_reason == "tool_use"
+        for route in ("auto", "fast"):
+            raw = c.chat.completions.with_raw_response.create(model=route, messages=[{"role": "user", "content": "Hi"}])
+            assert raw.parse().choices[0].message.content and raw.headers["x-interlock-route"] == route
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url="http://127.0.0.1:10000/v1", api_key="sk-wrong", max_retries=0) \
                 .chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
