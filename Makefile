@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit integration bench clean
+.PHONY: run test lint unit integration bench eval-routing clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,16 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
-## bench: load test on loopback (wrk from Debian), plain Envoy vs Interlock, same run
+## bench: routing decision micro-benchmark, then the loopback load test (wrk from Debian),
+## plain Envoy vs Interlock in the same run
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(PY) bench/bench_routing.py
 	$(PY) bench/bench.py
+
+## eval-routing: trace-driven routing evaluation through the running gateway (several minutes)
+eval-routing: $(STAMP)
+	$(PY) bench/eval_routing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
