@@ -103,7 +103,8 @@ class RouterStream:
         self.status = status
         if phase == "response_body" and not self.response_buffer_mode:
             # Bytes already reached the client: end the stream with an error event instead.
-            return msgs.response_body(b"data: " + body + b"\n\n")
+            event = b"event: error\n" if self.api == errors.ANTHROPIC else b""
+            return msgs.response_body(event + b"data: " + body + b"\n\n")
         log.info("request_id=%s tenant=%s status=%d error=%r", self.request_id, self.tenant or "-", status,
                  err.message)
         extra = [(metadata.REQUEST_ID_HEADER, self.request_id)] if self.request_id else []
