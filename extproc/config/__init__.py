@@ -1,6 +1,6 @@
 """Gateway configuration: YAML → validated, immutable `GatewayConfig`."""
 
-from extproc.config.load import ConfigError, load_file, load_text, parse_duration, sha256_hex, validate
+from extproc.config.load import ConfigError, load_file, load_text, sha256_hex, validate
 from extproc.config.model import (
     ClusterSettings,
     Endpoint,
@@ -10,6 +10,7 @@ from extproc.config.model import (
     Provider,
     Tenant,
 )
+from extproc.config.reader import parse_duration
 
 __all__ = [
     "ClusterSettings", "ConfigError", "Endpoint", "ExtProcSettings", "GatewayConfig", "Model", "Provider",

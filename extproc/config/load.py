@@ -28,10 +28,10 @@ from extproc.config.model import (
     OutlierDetection,
     Price,
     Provider,
-    Route,
     Tenant,
 )
-from routing.policy import Policy
+from extproc.config.reader import _join, _Reader
+from extproc.config.routes import _policy, _route
 
 PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock")
 _KEYED = ("api_key_env", "api_key_file")
@@ -49,8 +49,6 @@ _ALL_SETTINGS = tuple(dict.fromkeys(k for keys in TYPE_SETTINGS.values() for k i
 # response schemas or function-call parts, which translation needs.
 DEFAULT_API_VERSIONS = {"azure-openai": "2024-10-21", "gemini": "v1beta"}
 CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -65,96 +63,6 @@ class ConfigError(Exception):
 
 def sha256_hex(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def parse_duration(text: str) -> float | None:
-    """'150ms', '5s', '2m', '1h' → seconds; None when malformed."""
-    m = _DURATION.match(text.strip()) if isinstance(text, str) else None
-    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
-
-
-class _Reader:
-    """Typed field access over a parsed YAML tree that records problems instead of raising."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
-
-    def mapping(self, value: Any, path: str, known: tuple[str, ...]) -> dict[str, Any] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, "must be a mapping")
-            return None
-        for key in value:
-            if key not in known:
-                self.fail(_join(path, str(key)), f"unknown key (expected one of: {', '.join(known)})")
-        return value
-
-    def seq(self, d: dict[str, Any], key: str, path: str, *, required: bool = False) -> list[Any]:
-        value = d.get(key)
-        if value is None:
-            if required:
-                self.fail(_join(path, key), "required")
-            return []
-        if not isinstance(value, list):
-            self.fail(_join(path, key), "must be a list")
-            return []
-        return value
-
-    def string(self, d: dict[str, Any], key: str, path: str, *, required: bool = False,
-               default: str | None = None, choices: tuple[str, ...] = ()) -> str | None:
-        value = d.get(key)
-        if value is None:
-            if required:
-                self.fail(_join(path, key), "required")
-            return default
-        if not isinstance(value, str) or not value:
-            self.fail(_join(path, key), "must be a non-empty string")
-            return default
-        if choices and value not in choices:
-            self.fail(_join(path, key), f"must be one of: {', '.join(choices)}")
-            return default
-        return value
-
-    def number(self, d: dict[str, Any], key: str, path: str, default: float, *, integer: bool = False,
-               minimum: float | None = None, maximum: float | None = None) -> Any:
-        value = d.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-            self.fail(_join(path, key), "must be an integer" if integer else "must be a number")
-            return default
-        if minimum is not None and value < minimum:
-            self.fail(_join(path, key), f"must be >= {_fmt(minimum)}")
-            return default
-        if maximum is not None and value > maximum:
-            self.fail(_join(path, key), f"must be <= {_fmt(maximum)}")
-            return default
-        return value
-
-    def duration(self, d: dict[str, Any], key: str, path: str, default: float, *, allow_zero: bool = True) -> float:
-        value = d.get(key)
-        if value is None:
-            return default
-        seconds = parse_duration(value) if isinstance(value, str) else None
-        if seconds is None:
-            self.fail(_join(path, key), "must be a duration such as 250ms, 5s, 2m or 1h")
-            return default
-        if seconds == 0 and not allow_zero:
-            self.fail(_join(path, key), "must be > 0")
-            return default
-        return seconds
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _fmt(n: float) -> str:
-    return str(int(n)) if float(n).is_integer() else str(n)
 
 
 def _listen(r: _Reader, raw: Any, path: str, default_port: int) -> tuple[str, int]:
@@ -321,92 +229,6 @@ def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> M
     if not (name and provider and upstream) or provider not in providers:
         return None
     return Model(name, provider, upstream, price, context_window, max_output, frozenset(caps), float(quality))
-
-
-_POLICY_KINDS = ("objective", "weighted", "round_robin", "cheapest", "best_quality", "last_n_latency")
-_COMMON_POLICY_KEYS = ("kind", "exploration", "stale_after", "affinity", "affinity_tolerance",
-                       "diversity_tolerance", "max_attempts")
-_CONSTRAINT_KEYS = ("max_ttft", "ttft_quantile", "min_quality")
-_POLICY_KEYS = {
-    "objective": (*_COMMON_POLICY_KEYS, *_CONSTRAINT_KEYS, "minimize", "maximize"),
-    "weighted": (*_COMMON_POLICY_KEYS, *_CONSTRAINT_KEYS, "weights"),
-    "round_robin": _COMMON_POLICY_KEYS,
-    "cheapest": _COMMON_POLICY_KEYS,
-    "best_quality": _COMMON_POLICY_KEYS,
-    "last_n_latency": (*_COMMON_POLICY_KEYS, "n"),
-}
-
-
-def _policy(r: _Reader, raw: Any, path: str) -> Policy | None:
-    """A routing policy (typed union by `kind`); durations in YAML, milliseconds/seconds inside."""
-    import routing
-
-    if not isinstance(raw, dict):
-        r.fail(path, "must be a mapping with a kind")
-        return None
-    if raw.get("kind", "objective") not in _POLICY_KINDS:
-        r.fail(_join(path, "kind"), f"must be one of: {', '.join(_POLICY_KINDS)}")
-        return None
-    kind = r.string(raw, "kind", path, default="objective") or "objective"
-    d = r.mapping(raw, path, _POLICY_KEYS[kind]) or {}
-    args: dict[str, Any] = {}
-    for key in ("exploration", "affinity_tolerance", "diversity_tolerance", "ttft_quantile", "min_quality"):
-        if key in d and key in _POLICY_KEYS[kind]:
-            args[key] = r.number(d, key, path, 0.0, minimum=0)
-    if "max_attempts" in d:
-        args["max_attempts"] = r.number(d, "max_attempts", path, 3, integer=True, minimum=1, maximum=5)
-    if "n" in d:
-        args["n"] = r.number(d, "n", path, 10, integer=True, minimum=1)
-    if "affinity" in d:
-        if not isinstance(d["affinity"], bool):
-            r.fail(_join(path, "affinity"), "must be true or false")
-        else:
-            args["affinity"] = d["affinity"]
-    if "stale_after" in d:
-        args["stale_after_s"] = r.duration(d, "stale_after", path, 30.0)
-    if "max_ttft" in d:
-        args["max_ttft_ms"] = r.duration(d, "max_ttft", path, 1.0, allow_zero=False) * 1000
-    if kind == "objective":
-        if "minimize" in d:
-            args["minimize"] = r.string(d, "minimize", path, choices=("cost", "latency"))
-        if "maximize" in d:
-            args["maximize"] = r.string(d, "maximize", path, choices=("quality",))
-        if ("minimize" in d) == ("maximize" in d):
-            r.fail(path, "an objective policy takes exactly one of minimize (cost, latency) or maximize (quality)")
-            return None
-    if kind == "weighted":
-        wd = r.mapping(d.get("weights"), _join(path, "weights"), ("cost", "latency", "quality")) or {}
-        for key in ("cost", "latency", "quality"):
-            args[key] = r.number(wd, key, _join(path, "weights"), 1.0, minimum=0)
-    cls = {"objective": routing.ObjectivePolicy, "weighted": routing.WeightedPolicy,
-           "round_robin": routing.RoundRobinPolicy, "cheapest": routing.CheapestPolicy,
-           "best_quality": routing.BestQualityPolicy, "last_n_latency": routing.LastNLatencyPolicy}[kind]
-    try:
-        return cls(**args)  # type: ignore[no-any-return]
-    except (ValueError, TypeError) as e:
-        r.fail(path, str(e).split(": ", 1)[-1])
-        return None
-
-
-def _route(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Route | None:
-    d = r.mapping(raw, path, ("name", "candidates", "policy"))
-    if d is None:
-        return None
-    name = r.string(d, "name", path, required=True)
-    if name in model_names:
-        r.fail(_join(path, "name"), f"{name!r} is already a model name; a route needs a name of its own")
-    candidates = []
-    for i, c in enumerate(r.seq(d, "candidates", path, required=True)):
-        if not isinstance(c, str) or c not in model_names:
-            r.fail(f"{path}.candidates[{i}]", f"unknown model {c!r}")
-        elif c in candidates:
-            r.fail(f"{path}.candidates[{i}]", f"{c!r} is listed twice")
-        else:
-            candidates.append(c)
-    policy = _policy(r, d.get("policy", {"kind": "objective", "minimize": "cost"}), _join(path, "policy"))
-    if not name or not candidates or policy is None:
-        return None
-    return Route(name, tuple(candidates), policy)
 
 
 def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | None:
