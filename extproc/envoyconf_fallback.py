@@ -25,6 +25,7 @@ _CEL_INPUT = "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInpu
 _CEL_MATCHER = "type.googleapis.com/xds.type.matcher.v3.CelMatcher"
 _SKIP = "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 _CODEC = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 
 # What a retry is for: the attempt failed before the provider answered, or it answered 429/5xx.
@@ -125,5 +126,9 @@ def upstream_filters(x: ExtProcSettings, duration: Any) -> list[dict[str, Any]]:
         {"name": "interlock.upstream_stage", "typed_config": {
             "@type": _MATCHER, "xds_matcher": skip_when_translated,
             "extension_config": {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}}},
+        # Interlock's own routing headers stop here: providers never see them.
+        {"name": "envoy.filters.http.header_mutation", "typed_config": {
+            "@type": _HEADER_MUTATION, "mutations": {"request_mutations": [
+                {"remove": metadata.TRANSLATED_FOR_HEADER}, {"remove": metadata.CLUSTER_HEADER}]}}},
         {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": _CODEC}},
     ]

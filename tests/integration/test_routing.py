@@ -176,3 +176,10 @@ def test_raising_ttft_shifts_traffic_away(gw: Gateway, sim: Simulator) -> None:
     served(40)  # every worker sees lat-a slow down: its median TTFT crosses lat-b's
     after = served(20)
     assert after["lat-b"] >= 14, after  # the rest is exploration keeping lat-a's estimate fresh
+
+
+def test_routing_headers_never_reach_the_provider(gw: Gateway, sim: Simulator) -> None:
+    sim.behave("s503-cheap-upstream", status=503)
+    oai(gw).chat.completions.create(model="route-quality", messages=HELLO)
+    for r in sim.requests()[-2:]:
+        assert not [h for h in r["headers"] if h.startswith("x-interlock-")], r["headers"]
