@@ -137,10 +137,13 @@ class RouterStream:
             raise errors.Unauthorized("Invalid API key.")
         self.tenant = tenant.name
         self.tenant_config = tenant
-        if path == "/v1/models":
+        if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
                 raise GatewayError(f"Method {method} is not allowed on {path}.", 405, "invalid_request_error")
-            return self._models_list(tenant, anthropic="anthropic-version" in h)
+            anthropic = "anthropic-version" in h
+            if anthropic:
+                self.api = errors.ANTHROPIC
+            return self._models_list(tenant, anthropic, path[len("/v1/models/"):] or None)
         api = _CLIENT_APIS.get(path)
         if api is None:
             raise errors.NotFound(f"Unknown path {path}.", code="unknown_url")
@@ -155,9 +158,19 @@ class RouterStream:
             raise errors.PayloadTooLarge(f"Request body too large: {length} bytes, the limit is {limit}.")
         return msgs.request_headers()
 
-    def _models_list(self, tenant: Tenant, anthropic: bool) -> msgs.ProcessingResponse:
-        """OpenAI's list format, or Anthropic's when the caller is an Anthropic client."""
+    def _models_list(self, tenant: Tenant, anthropic: bool, one: str | None) -> msgs.ProcessingResponse:
+        """OpenAI's list format, or Anthropic's when the caller is an Anthropic client; with `one`,
+        that model's object (GET /v1/models/{id})."""
         models = self.rt.models_for(tenant)
+        if one is not None:
+            owner = next((o for name, o in models if name == one), None)
+            if owner is None:
+                raise errors.NotFound(f"The model `{one}` does not exist or you do not have access to it.",
+                                      code="model_not_found")
+            doc = ({"type": "model", "id": one, "display_name": one, "created_at": "1970-01-01T00:00:00Z"}
+                   if anthropic else {"id": one, "object": "model", "created": 0, "owned_by": owner})
+            return msgs.immediate(200, orjson.dumps(doc), [("content-type", "application/json"),
+                                                          (metadata.REQUEST_ID_HEADER, self.request_id)])
         if anthropic:
             data = [{"type": "model", "id": name, "display_name": name,
                      "created_at": "1970-01-01T00:00:00Z"} for name, _ in models]

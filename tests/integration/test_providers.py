@@ -126,6 +126,12 @@ def test_models_list_in_each_clients_format(providers_gateway: Gateway) -> None:
     openai_ids = [m.id for m in oai(providers_gateway).models.list()]
     anthropic_ids = [m.id for m in ant(providers_gateway).models.list()]
     assert openai_ids == anthropic_ids and set(DEPLOYMENTS) <= set(openai_ids)
+    assert oai(providers_gateway).models.retrieve("gemini-2.5-flash").id == "gemini-2.5-flash"
+    assert ant(providers_gateway).models.retrieve("gemini-2.5-flash").id == "gemini-2.5-flash"
+    with pytest.raises(openai.NotFoundError):
+        oai(providers_gateway).models.retrieve("gpt-7")
+    with pytest.raises(anthropic.NotFoundError):
+        ant(providers_gateway).models.retrieve("gpt-7")
 
 
 def test_anthropic_client_errors_are_anthropic_shaped(providers_gateway: Gateway) -> None:
