@@ -33,6 +33,7 @@ from extproc.errors import GatewayError
 from extproc.fallback import aggregate_name
 from extproc.runtime import Deployment, RouteRuntime, Runtime, deployment_id
 from extproc.stages.decide import RoutingState, route_request
+from extproc.stages.models import models_body
 from extproc.translate.base import ResponseContext, StreamTranslator, Translator, Usage, client_status_for
 
 log = logging.getLogger("interlock.router")
@@ -159,26 +160,7 @@ class RouterStream:
         return msgs.request_headers()
 
     def _models_list(self, tenant: Tenant, anthropic: bool, one: str | None) -> msgs.ProcessingResponse:
-        """OpenAI's list format, or Anthropic's when the caller is an Anthropic client; with `one`,
-        that model's object (GET /v1/models/{id})."""
-        models = self.rt.models_for(tenant)
-        if one is not None:
-            owner = next((o for name, o in models if name == one), None)
-            if owner is None:
-                raise errors.NotFound(f"The model `{one}` does not exist or you do not have access to it.",
-                                      code="model_not_found")
-            doc = ({"type": "model", "id": one, "display_name": one, "created_at": "1970-01-01T00:00:00Z"}
-                   if anthropic else {"id": one, "object": "model", "created": 0, "owned_by": owner})
-            return msgs.immediate(200, orjson.dumps(doc), [("content-type", "application/json"),
-                                                          (metadata.REQUEST_ID_HEADER, self.request_id)])
-        if anthropic:
-            data = [{"type": "model", "id": name, "display_name": name,
-                     "created_at": "1970-01-01T00:00:00Z"} for name, _ in models]
-            body = orjson.dumps({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                                 "last_id": data[-1]["id"] if data else None})
-        else:
-            body = orjson.dumps({"object": "list", "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in models]})
+        body = models_body(self.rt.models_for(tenant), anthropic, one)
         return msgs.immediate(200, body, [("content-type", "application/json"),
                                           (metadata.REQUEST_ID_HEADER, self.request_id)])
 
