@@ -26,7 +26,7 @@ run sends the same bytes.
 
 The distributions (all drawn from `random.Random(SEED)`, in a fixed order):
 
-| what | interactive (~75 %) | batch (~25 %) |
+| what | interactive (~78 %) | batch (~22 %) |
 |---|---|---|
 | arrivals | Poisson, 8/s with a ±35 % wave (period 40 s) | Poisson trickle 1.2/s to t=40 s, plus two bursts of 40 in 3 s (t=8 s, t=27 s) |
 | user tokens | log-normal, median 150, clipped to [8, 4000] | log-normal, median 1800, clipped to [200, 8000] |
