@@ -1,0 +1,150 @@
+"""Limits and the pure matcher: which limits a descriptor set charges, and in which window.
+
+A `Limit` caps one unit (requests, tokens or USD) per fixed window (second, minute, hour, day)
+for the requests whose descriptor fields match its `key_fields`. A field set to `*` (or left out)
+matches any value, and all those values share the one counter: `{tenant: acme, model: *}` is
+"acme, all models together". A per-tenant limit is one `Limit` per tenant.
+
+Windows are fixed and aligned to the unit on the Unix epoch (UTC): a per-minute limit counts from
+hh:mm:00.000 to hh:mm:59.999, a per-day limit from 00:00 UTC. Fixed windows are exact and cheap
+(one counter per limit and window); the price is that a client may spend up to twice a limit
+across a window boundary (the end of one window and the start of the next).
+
+Amounts are kept as integer *ticks* so that stores count exactly: one tick is one request, one
+token, or one micro-dollar (1e-6 USD). `Limit.amount` is in the unit itself (USD for `usd`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+ANY = "*"
+KEY_FIELDS = ("tenant", "model", "priority")
+
+
+class Unit(StrEnum):
+    REQUESTS = "requests"
+    TOKENS = "tokens"
+    USD = "usd"
+
+    @property
+    def scale(self) -> int:
+        """Ticks per unit: amounts on the wire and in stores are `unit amount × scale`."""
+        return 1_000_000 if self is Unit.USD else 1
+
+
+class Per(StrEnum):
+    SECOND = "second"
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+
+    @property
+    def seconds(self) -> int:
+        return _SECONDS[self]
+
+
+_SECONDS = {Per.SECOND: 1, Per.MINUTE: 60, Per.HOUR: 3600, Per.DAY: 86400}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One fixed window of a limit: `[start, end)` in Unix seconds; `index` = start / length."""
+
+    index: int
+    start: float
+    end: float
+
+    def reset_after(self, now: float) -> float:
+        return max(0.0, self.end - now)
+
+
+def window_of(per: Per, now: float) -> Window:
+    """The window of `per` that contains `now` (Unix seconds)."""
+    length = per.seconds
+    index = math.floor(now / length)
+    return Window(index, float(index * length), float((index + 1) * length))
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `amount` `unit` per `per` for the requests matching `key_fields`.
+
+    `key_fields` maps descriptor fields (`tenant`, `model`, `priority`) to a value or `*`; a field
+    that is absent is `*`. `amount` ≥ 0 (0 refuses every request that charges this unit).
+    `name` is optional; `id` (canonical, stable across processes) names the store counter.
+    """
+
+    key_fields: Mapping[str, str]
+    unit: Unit
+    per: Per
+    amount: float
+    name: str = ""
+    id: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.key_fields) - set(KEY_FIELDS))
+        if unknown:
+            raise ValueError(f"key_fields: unknown field {unknown[0]!r} (expected one of {', '.join(KEY_FIELDS)})")
+        for k, v in self.key_fields.items():
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"key_fields.{k}: must be a non-empty string or '*'")
+        if not math.isfinite(self.amount) or self.amount < 0:
+            raise ValueError(f"amount: must be ≥ 0, got {self.amount}")
+        fields = {k: self.key_fields.get(k, ANY) for k in KEY_FIELDS}
+        object.__setattr__(self, "key_fields", MappingProxyType(fields))
+        object.__setattr__(self, "unit", Unit(self.unit))
+        object.__setattr__(self, "per", Per(self.per))
+        key = ",".join(f"{k}={_escape(v)}" for k, v in fields.items())
+        object.__setattr__(self, "id", f"{self.unit.value}/{self.per.value}/{key}")
+
+    @property
+    def capacity(self) -> int:
+        """The amount in ticks."""
+        return round(self.amount * self.unit.scale)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.amount, self.name))
+
+    def matches(self, descriptor: Mapping[str, str]) -> bool:
+        """True when every non-`*` key field equals the descriptor's value for that field."""
+        return all(v == ANY or descriptor.get(k) == v for k, v in self.key_fields.items())
+
+
+def _escape(value: str) -> str:
+    return value.replace("%", "%25").replace(",", "%2C").replace("=", "%3D").replace(":", "%3A")
+
+
+class LimitTable:
+    """An immutable set of limits, indexed by unit. Safe to share between tasks and to swap whole."""
+
+    def __init__(self, limits: Iterable[Limit] = ()) -> None:
+        self.limits: tuple[Limit, ...] = tuple(limits)
+        seen: dict[str, Limit] = {}
+        for lim in self.limits:
+            if lim.id in seen:
+                raise ValueError(f"duplicate limit {lim.id}")
+            seen[lim.id] = lim
+        self._by_unit: dict[Unit, tuple[Limit, ...]] = {
+            u: tuple(lim for lim in self.limits if lim.unit is u) for u in Unit
+        }
+
+    def match(self, descriptor: Mapping[str, str], unit: Unit) -> tuple[Limit, ...]:
+        """Every limit of `unit` that applies to the descriptor, in table order."""
+        return match(self._by_unit[unit], descriptor, unit)
+
+    def __len__(self) -> int:
+        return len(self.limits)
+
+
+def match(limits: Iterable[Limit], descriptor: Mapping[str, str], unit: Unit) -> tuple[Limit, ...]:
+    """The limits of `unit` among `limits` whose key fields match `descriptor`. Pure."""
+    return tuple(lim for lim in limits if lim.unit is unit and lim.matches(descriptor))

@@ -1,0 +1,226 @@
+"""The descriptor scheme between Envoy's rate-limit filter and our RateLimitService. Pure.
+
+Admission (the filter's call before the request goes upstream) — one descriptor per unit:
+
+    entries   tenant=<T> [model=<M>] [priority=<P>] unit=requests|tokens|usd
+    amount    the descriptor's hits_addend; if unset, the request's hits_addend; if that is 0, 1
+
+  Amounts are integer ticks: requests, tokens, or micro-dollars for `usd` (1 = 1e-6 USD;
+  hits_addend is an integer, and Envoy caps it at 1e9, i.e. $1000 per request). A tokens
+  reservation is the prompt-token estimate + max_tokens; a usd one prices both at the model's
+  input and output prices. Every limit that matches the entries is charged, all descriptors of
+  the call together or none (`OVER_LIMIT`). When allowed, the response's `dynamic_metadata`
+  carries one marker per unit that matched a limit, which Envoy stores in the namespace
+  `envoy.filters.http.ratelimit`:
+
+    reservation_<unit> = "<reserved ticks>@<unix ms of the reservation>"     e.g. "1500@1767225600123"
+
+Stream done (the filter's `apply_on_stream_done: true` call, made when the stream ends for any
+reason, client disconnects included) — one descriptor per unit to true up (tokens, usd):
+
+    entries   the same tenant/model/priority/unit entries as at admission,
+              reservation=<the marker above>, actual=<actual ticks>
+    amount    ignored; without an `actual` entry the descriptor's own hits_addend is the actual
+
+  The service moves every matching limit by actual − reserved (refunds included, never below 0)
+  in the window of the reservation. Envoy drops a descriptor whose `reservation` or `actual`
+  metadata is absent (no `skip_if_absent`), so a refused or failed-open request, which got no
+  marker, is never trued up, and a request without usage keeps its whole reservation.
+
+`envoy_rate_limits()` renders exactly these actions for a route. Every response carries
+`x-ratelimit-limit-<unit>`, `x-ratelimit-remaining-<unit>` and `x-ratelimit-reset-<unit>` for the
+most constraining limit of each unit charged (usd in dollars), `retry-after` (seconds) when over
+limit, and one `DescriptorStatus` per request descriptor, in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ratelimit.v3 import rls_pb2
+from google.protobuf import duration_pb2
+
+from extproc.limits.limiter import Charge, LimitStatus, Reservation, Settlement, Verdict
+from extproc.limits.model import KEY_FIELDS, Per, Unit
+from extproc.limits.store import FailureMode
+
+UNIT = "unit"
+RESERVATION = "reservation"
+ACTUAL = "actual"
+RATELIMIT_NAMESPACE = "envoy.filters.http.ratelimit"  # where Envoy keeps our dynamic_metadata
+_UINT32_MAX = 2**32 - 1
+
+_PER_UNIT = {
+    Per.SECOND: rls_pb2.RateLimitResponse.RateLimit.SECOND,
+    Per.MINUTE: rls_pb2.RateLimitResponse.RateLimit.MINUTE,
+    Per.HOUR: rls_pb2.RateLimitResponse.RateLimit.HOUR,
+    Per.DAY: rls_pb2.RateLimitResponse.RateLimit.DAY,
+}
+
+
+def marker_field(unit: Unit) -> str:
+    """The field of the admission response's dynamic_metadata that holds the unit's reservation."""
+    return f"{RESERVATION}_{unit.value}"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A request's descriptors by role; each item keeps its descriptor's index in the request."""
+
+    charges: tuple[tuple[int, Charge], ...]
+    settlements: tuple[tuple[int, Settlement], ...]
+    malformed: tuple[tuple[int, str], ...]
+    size: int
+
+
+def parse(request: rls_pb2.RateLimitRequest) -> Parsed:
+    charges, settlements, malformed = [], [], []
+    for i, d in enumerate(request.descriptors):
+        entries: dict[str, str] = {}
+        for e in d.entries:
+            entries.setdefault(e.key, e.value)
+        try:
+            unit = Unit(entries.get(UNIT, ""))
+        except ValueError:
+            malformed.append((i, f"{UNIT}: expected one of {', '.join(u.value for u in Unit)}"))
+            continue
+        fields = {k: entries[k] for k in KEY_FIELDS if k in entries}
+        own = d.hits_addend.value if d.HasField("hits_addend") else None
+        if RESERVATION in entries:
+            try:
+                reservation = Reservation.parse(entries[RESERVATION])
+                if ACTUAL in entries:
+                    if not entries[ACTUAL].isdigit():
+                        raise ValueError(f"{ACTUAL} {entries[ACTUAL]!r}: expected an integer ≥ 0")
+                    actual = int(entries[ACTUAL])
+                elif own is not None:
+                    actual = own
+                else:
+                    raise ValueError(f"no {ACTUAL} entry and no hits_addend")
+            except ValueError as e:
+                malformed.append((i, str(e)))
+                continue
+            settlements.append((i, Settlement(fields, unit, reservation, actual)))
+        else:
+            amount = own if own is not None else (request.hits_addend or 1)
+            charges.append((i, Charge(fields, unit, amount)))
+    return Parsed(tuple(charges), tuple(settlements), tuple(malformed), len(request.descriptors))
+
+
+def _tightest(statuses: Sequence[LimitStatus]) -> LimitStatus:
+    over = [s for s in statuses if s.over]
+    if over:
+        return max(over, key=lambda s: s.reset_after_s)
+    return min(statuses, key=lambda s: (s.remaining, s.limit.capacity))
+
+
+def _amount_text(ticks: int, unit: Unit) -> str:
+    if unit.scale == 1:
+        return str(ticks)
+    whole, frac = divmod(ticks, unit.scale)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValue:
+    return base_pb2.HeaderValue(key=key, value=value)
+
+
+def render(parsed: Parsed, verdict: Verdict | None) -> rls_pb2.RateLimitResponse:
+    """The response to a parsed request; `verdict` is the admission of `parsed.charges` (None when
+    the request had no charges)."""
+    resp = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+    statuses = [rls_pb2.RateLimitResponse.DescriptorStatus(code=rls_pb2.RateLimitResponse.OK)
+                for _ in range(parsed.size)]
+    if verdict is not None:
+        if not verdict.allowed:
+            resp.overall_code = rls_pb2.RateLimitResponse.OVER_LIMIT
+        by_unit: dict[Unit, list[LimitStatus]] = {}
+        for (i, charge), row in zip(parsed.charges, verdict.statuses, strict=True):
+            if not row:
+                continue
+            by_unit.setdefault(charge.unit, []).extend(row)
+            t = _tightest(row)
+            st = statuses[i]
+            st.code = rls_pb2.RateLimitResponse.OVER_LIMIT if t.over else rls_pb2.RateLimitResponse.OK
+            st.current_limit.name = t.limit.label
+            st.current_limit.requests_per_unit = min(t.limit.capacity, _UINT32_MAX)
+            st.current_limit.unit = _PER_UNIT[t.limit.per]
+            st.limit_remaining = min(t.remaining, _UINT32_MAX)
+            st.duration_until_reset.CopyFrom(_duration(t.reset_after_s))
+        for unit in Unit:
+            if unit in by_unit:
+                t = _tightest(by_unit[unit])
+                resp.response_headers_to_add.extend([
+                    _header(f"x-ratelimit-limit-{unit.value}", _amount_text(t.limit.capacity, unit)),
+                    _header(f"x-ratelimit-remaining-{unit.value}", _amount_text(t.remaining, unit)),
+                    _header(f"x-ratelimit-reset-{unit.value}", f"{math.ceil(t.reset_after_s)}s"),
+                ])
+        if not verdict.allowed:
+            resp.response_headers_to_add.append(_header("retry-after", str(max(1, math.ceil(verdict.retry_after_s)))))
+        if verdict.reservations:
+            resp.dynamic_metadata.update({marker_field(u): r.encode() for u, r in verdict.reservations.items()})
+    resp.statuses.extend(statuses)
+    return resp
+
+
+def failure_response(mode: FailureMode) -> rls_pb2.RateLimitResponse:
+    """The answer when the limiter cannot decide: allow (open), or refuse with `retry-after: 1`."""
+    if mode is FailureMode.OPEN:
+        return rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+    return rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT,
+                                     response_headers_to_add=[_header("retry-after", "1")])
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(max(0, round(seconds * 1e9)))
+    return d
+
+
+def _meta(namespace: str, key: str) -> dict[str, Any]:
+    return {"key": namespace, "path": [{"key": key}]}
+
+
+def envoy_rate_limits(namespace: str = "interlock", *, units: Sequence[Unit] = tuple(Unit),
+                      fields: Mapping[str, str] | None = None,
+                      reserve_key: str = "reserve_{unit}", usage_key: str = "usage_{unit}") -> list[dict[str, Any]]:
+    """Envoy `rate_limits` (route or filter level, `config.route.v3.RateLimit` as JSON) that
+    produce the scheme above from dynamic metadata the ext_proc writes in `namespace`:
+
+    - `fields` maps descriptor fields to metadata keys (default: the same names); `tenant` is
+      required (no tenant, no descriptor), `model` and `priority` are left out when absent;
+    - `reserve_key` (per unit, at admission): the ticks to reserve (`requests`: always 1);
+    - `usage_key` (per unit, kept current on every response-body reply so a disconnect is trued
+      up with what was produced): the actual ticks, as a *string* (Envoy's metadata action
+      reads string values only).
+    """
+    fields = dict(fields or {k: k for k in KEY_FIELDS})
+    common: list[dict[str, Any]] = []
+    for name in KEY_FIELDS:
+        if name in fields:
+            action: dict[str, Any] = {"descriptor_key": name, "metadata_key": _meta(namespace, fields[name])}
+            if name != "tenant":
+                action["skip_if_absent"] = True
+            common.append({"metadata": action})
+    out: list[dict[str, Any]] = []
+    for unit in units:
+        unit_action = {"generic_key": {"descriptor_key": UNIT, "descriptor_value": unit.value}}
+        admission: dict[str, Any] = {"actions": [*common, unit_action]}
+        if unit is Unit.REQUESTS:
+            admission["hits_addend"] = {"number": 1}
+        else:
+            admission["hits_addend"] = {"format": f"%DYNAMIC_METADATA({namespace}:{reserve_key.format(unit=unit.value)})%"}
+        out.append(admission)
+        if unit is Unit.REQUESTS:
+            continue
+        out.append({"apply_on_stream_done": True, "actions": [
+            *common, unit_action,
+            {"metadata": {"descriptor_key": RESERVATION, "metadata_key": _meta(RATELIMIT_NAMESPACE, marker_field(unit))}},
+            {"metadata": {"descriptor_key": ACTUAL, "metadata_key": _meta(namespace, usage_key.format(unit=unit.value))}},
+        ]})
+    return out
+

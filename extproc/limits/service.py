@@ -1,0 +1,99 @@
+"""grpc.aio servicer of `envoy.service.ratelimit.v3.RateLimitService`: the error boundary.
+
+Each call is parsed (`scheme.parse`), its true-ups applied and its admissions reserved through one
+`Limiter`, and answered (`scheme.render`). The call never fails at the gRPC level: an internal
+error answers with the service's `failure_mode` (open: OK; closed: OVER_LIMIT, `retry-after: 1`),
+is logged and counted in `errors`. A descriptor that does not follow the scheme is answered OK,
+logged and counted in `malformed`.
+
+If Envoy gives up on a call (its timeout, or the downstream went away) while the reservation is
+being made, the work still completes, and anything it reserved is given back, since Envoy never
+saw the marker that would true it up (`abandoned` counts such calls, `released` the ones that had
+reserved something).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+from extproc.limits import scheme
+from extproc.limits.limiter import Limiter, Verdict
+from extproc.limits.store import FailureMode
+
+log = logging.getLogger("interlock.limits")
+
+
+class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
+    """Shared by all calls of a server; per-call state lives in the call. Counters only grow."""
+
+    def __init__(self, limiter: Limiter, *, failure_mode: FailureMode | str | None = None) -> None:
+        """`failure_mode` defaults to the store's own (`RedisStore.failure_mode`), else open."""
+        self.limiter = limiter
+        default: FailureMode = getattr(limiter.store, "failure_mode", FailureMode.OPEN)
+        self.failure_mode = FailureMode(failure_mode) if failure_mode is not None else default
+        self.errors = 0
+        self.malformed = 0
+        self.over_limit = 0
+        self.abandoned = 0
+        self.released = 0
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
+                              context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
+        work = asyncio.ensure_future(self._decide(request))
+        try:
+            parsed, verdict = await asyncio.shield(work)
+            if verdict is not None and verdict.degraded:
+                return scheme.failure_response(FailureMode.OPEN if verdict.allowed else FailureMode.CLOSED)
+            if verdict is not None and not verdict.allowed:
+                self.over_limit += 1
+            return scheme.render(parsed, verdict)
+        except asyncio.CancelledError:
+            self.abandoned += 1
+            work.add_done_callback(self._release_abandoned)
+            raise
+        except Exception:
+            self.errors += 1
+            log.exception("rate limit call failed; answering %s", self.failure_mode.value)
+            return scheme.failure_response(self.failure_mode)
+
+    async def _decide(self, request: rls_pb2.RateLimitRequest) -> tuple[scheme.Parsed, Verdict | None]:
+        parsed = scheme.parse(request)
+        for i, reason in parsed.malformed:
+            self.malformed += 1
+            log.warning("rate limit descriptor %d of domain %r ignored: %s", i, request.domain, reason)
+        if parsed.settlements:
+            await self.limiter.settle([s for _, s in parsed.settlements])
+        verdict = await self.limiter.admit([c for _, c in parsed.charges]) if parsed.charges else None
+        return parsed, verdict
+
+    def _release_abandoned(self, work: asyncio.Future[tuple[scheme.Parsed, Verdict | None]]) -> None:
+        if work.cancelled() or work.exception() is not None:
+            return
+        _, verdict = work.result()
+        if verdict is None or not verdict.charged:
+            return
+        self.released += 1
+        task = asyncio.ensure_future(self._release(verdict))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, verdict: Verdict) -> None:
+        try:
+            await self.limiter.release(verdict)
+        except Exception:
+            self.errors += 1
+            log.exception("could not give back an abandoned reservation")
+
+    async def drain(self) -> None:
+        """Wait for pending releases (for shutdown and tests)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def add_to_server(service: RateLimitService, server: grpc.aio.Server) -> None:
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
