@@ -74,14 +74,9 @@ POLICIES: dict[str, dict[str, Any]] = {
     # Interlock's recommended policy for a mixed route: the cheapest model whose p90 TTFT (as the
     # gateway measures it) stays under 1 s — headroom under the 1.5 s client SLO for the tail —
     # and whose quality meets the route's floor of 0.8; 2 % exploration of stale estimates, prompt
-    # affinity, three attempts. affinity_tolerance 0.02 rather than the default 0.1: scores are
-    # normalised to the cheapest *eligible* deployment, constraint-breaking ones included, so
-    # with a cheap low-quality model on the route every constraint-meeting score is squeezed
-    # below ~0.25 and a 0.1 band let the 4x dearer best model into the affinity pool (see
-    # bench/eval/README.md, "What hurt").
+    # affinity (default tolerance: within 10 % of the best score), three attempts.
     INTERLOCK: {"kind": "objective", "minimize": "cost", "max_ttft": "1000ms", "ttft_quantile": 0.9,
-                "min_quality": 0.8, "exploration": 0.02, "affinity": True, "affinity_tolerance": 0.02,
-                "max_attempts": 3},
+                "min_quality": 0.8, "exploration": 0.02, "affinity": True, "max_attempts": 3},
     "round_robin": {"kind": "round_robin", "max_attempts": 3},
     "cheapest": {"kind": "cheapest", "max_attempts": 3},
     BEST: {"kind": "best_quality", "max_attempts": 3},

@@ -9,7 +9,8 @@ that mapped to it move (each to its second-highest weight), and when one joins i
 it now wins — no ring, no table, no coordination.
 
 The pool is what "within the policy" means (see `routing.pickers`): the eligible deployments that meet
-the policy's constraints and whose total score is at most `affinity_tolerance` below the best one's.
+the policy's constraints and whose total score is within `affinity_tolerance` (a fraction: 0.1 = 10 %)
+of the best one's.
 A deployment that is cooling down, dropped by a filter, breaks a constraint or falls too far behind
 leaves the pool, so its keys yield to the next deployment of highest weight in the pool.
 """

@@ -98,11 +98,13 @@ def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment
 
 def affinity_pool(policy: Policy, ranked: Sequence[int], scores: Sequence[Scores],
                   failures: Sequence[tuple[ConstraintFailure, ...]]) -> list[int]:
-    """The ranked indexes within the policy: meeting every constraint, and at most `affinity_tolerance`
-    below the best total among those. Empty when none meets the constraints."""
+    """The ranked indexes within the policy: meeting every constraint, and with a total at least
+    (1 − `affinity_tolerance`) × the best total among those. Empty when none meets the constraints."""
     if not ranked or failures[ranked[0]]:
         return []
-    floor = scores[ranked[0]].total - policy.affinity_tolerance
+    # Relative to the best that meets the constraints: scores are normalised over every eligible
+    # deployment (constraint failures included), so an absolute margin could span a 4x price range.
+    floor = scores[ranked[0]].total * (1.0 - policy.affinity_tolerance)
     out = []
     for i in ranked:
         if failures[i] or scores[i].total < floor:

@@ -352,7 +352,10 @@ class RouterStream:
             answered = False
         else:
             answered = True
-        for failed in self.chain[:index]:
+        # Envoy made `attempts` attempts, the answering one last, in chain order — but it skips a
+        # provider whose hosts it ejected without an attempt, so only the attempts it made just
+        # before the answering one are blamed.
+        for failed in self.chain[max(0, index - (attempts - 1)):index]:
             stats.record_failure(deployment_id(failed), now)
         d = self.chain[index]
         if d is not self.deployment:
