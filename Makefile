@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit integration bench eval-routing clean
+.PHONY: run test lint system-deps unit integration bench eval-routing clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ run: $(STAMP)
 	$(VENV)/bin/interlock run
 
 ## test: lint, types and every test (unit, golden, component, integration through the real Envoy)
-test: lint
+test: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## system-deps: Debian packages the tests start as real components (redis-server)
+system-deps:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check extproc routing tests bench
