@@ -23,6 +23,7 @@ import orjson
 
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
+from extproc.translate.openai_messages import OpenAIMessages
 
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[^,;]*)*);base64,(.*)", re.S)
@@ -47,45 +48,21 @@ def as_str(value: Any, where: str) -> str:
     return value
 
 
-class _Messages:
+class _Messages(OpenAIMessages):
     """OpenAI messages → (system, Anthropic turns), one conversion per request."""
 
-    def __init__(self, target: Target, dropped: set[str]) -> None:
-        self._target = target
-        self._dropped = dropped
-        self._system: list[dict[str, Any]] = []
-        self._turns: list[dict[str, Any]] = []
+    SKIP_EMPTY_TURNS = False
 
-    def convert(self, messages: list[dict[str, Any]]) -> tuple[System, list[dict[str, Any]]]:
-        for i, message in enumerate(messages):
-            where = f"messages[{i}]"
-            role = message.get("role")
-            if message.get("name") is not None:
-                self._dropped.add("messages[].name")
-            if role in ("system", "developer"):
-                self._system.extend(self._parts(message.get("content"), where, text_only=True))
-            elif role == "user":
-                self._append("user", self._parts(message.get("content"), where, text_only=False))
-            elif role == "assistant":
-                self._append("assistant", self._assistant(message, where))
-            elif role == "tool":
-                self._append("user", [self._tool_result(message, where)])
-            elif role == "function":
-                raise BadRequest("Function messages are deprecated; use tool messages.", param=f"{where}.role")
-            else:
-                raise BadRequest(f"Unknown message role {role!r}.", param=f"{where}.role")
+    def _tool_results(self, message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+        return [self._tool_result(message, where)]
+
+    def _finish(self) -> tuple[System, list[dict[str, Any]]]:
         turns = [{"role": t["role"], "content": _collapse(t["content"])} for t in self._turns]
         if not self._system:
             return None, turns
         if any("cache_control" in block for block in self._system):
             return self._system, turns
         return "\n\n".join(block["text"] for block in self._system), turns
-
-    def _append(self, role: str, blocks: list[dict[str, Any]]) -> None:
-        if self._turns and self._turns[-1]["role"] == role:
-            self._turns[-1]["content"].extend(blocks)
-        else:
-            self._turns.append({"role": role, "content": list(blocks)})
 
     def _parts(self, content: Any, where: str, *, text_only: bool) -> list[dict[str, Any]]:
         if isinstance(content, str):

@@ -33,6 +33,7 @@ import orjson
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
 from extproc.translate.openai_anthropic_messages import as_list, as_str
+from extproc.translate.openai_messages import OpenAIMessages
 
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[^,;]*)*);base64,(.*)", re.S)
 _IMAGE_FORMATS = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/png": "png", "image/gif": "gif",
@@ -58,43 +59,15 @@ def has_tool_blocks(turns: list[dict[str, Any]]) -> bool:
     return any("toolUse" in block or "toolResult" in block for turn in turns for block in turn["content"])
 
 
-class _Messages:
+class _Messages(OpenAIMessages):
     """OpenAI messages → (system, Converse turns), one conversion per request."""
 
     def __init__(self, target: Target, dropped: set[str]) -> None:
-        self._target = target
-        self._dropped = dropped
-        self._system: list[dict[str, Any]] = []
-        self._turns: list[dict[str, Any]] = []
+        super().__init__(target, dropped)
         self._document_names: set[str] = set()
 
-    def convert(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        for i, message in enumerate(messages):
-            where = f"messages[{i}]"
-            role = message.get("role")
-            if message.get("name") is not None:
-                self._dropped.add("messages[].name")
-            if role in ("system", "developer"):
-                self._system.extend(self._parts(message.get("content"), where, text_only=True))
-            elif role == "user":
-                self._append("user", self._parts(message.get("content"), where, text_only=False))
-            elif role == "assistant":
-                self._append("assistant", self._assistant(message, where))
-            elif role == "tool":
-                self._append("user", self._tool_result(message, where))
-            elif role == "function":
-                raise BadRequest("Function messages are deprecated; use tool messages.", param=f"{where}.role")
-            else:
-                raise BadRequest(f"Unknown message role {role!r}.", param=f"{where}.role")
-        return self._system, self._turns
-
-    def _append(self, role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if self._turns and self._turns[-1]["role"] == role:
-            self._turns[-1]["content"].extend(blocks)
-        else:
-            self._turns.append({"role": role, "content": list(blocks)})
+    def _tool_results(self, message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+        return self._tool_result(message, where)
 
     def _parts(self, content: Any, where: str, *, text_only: bool) -> list[dict[str, Any]]:
         if isinstance(content, str):

@@ -38,6 +38,7 @@ import orjson
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
 from extproc.translate.openai_anthropic_messages import as_list, as_str
+from extproc.translate.openai_messages import OpenAIMessages
 
 THOUGHT_SEPARATOR = "__thought__"
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[^,;]*)*);base64,(.*)", re.S)
@@ -65,46 +66,24 @@ def join_call_id(call_id: str, signature: Any) -> str:
     return f"{call_id}{THOUGHT_SEPARATOR}{signature}" if isinstance(signature, str) and signature else call_id
 
 
-class _Messages:
+class _Messages(OpenAIMessages):
     """OpenAI messages → (systemInstruction, Gemini contents), one conversion per request."""
 
+    ASSISTANT_ROLE = "model"
+    CONTENT_KEY = "parts"
+
     def __init__(self, target: Target, dropped: set[str]) -> None:
-        self._target = target
-        self._dropped = dropped
-        self._system: list[dict[str, Any]] = []
-        self._turns: list[dict[str, Any]] = []
+        super().__init__(target, dropped)
         self._call_names: dict[str, str] = {}
 
-    def convert(self, messages: list[dict[str, Any]]) -> tuple[System, list[dict[str, Any]]]:
-        for i, message in enumerate(messages):
-            where = f"messages[{i}]"
-            role = message.get("role")
-            if message.get("name") is not None:
-                self._dropped.add("messages[].name")
-            if role in ("system", "developer"):
-                self._system.extend(self._parts(message.get("content"), where, text_only=True))
-            elif role == "user":
-                self._append("user", self._parts(message.get("content"), where, text_only=False))
-            elif role == "assistant":
-                self._append("model", self._assistant(message, where))
-            elif role == "tool":
-                self._append("user", [self._tool_result(message, where)])
-            elif role == "function":
-                raise BadRequest("Function messages are deprecated; use tool messages.", param=f"{where}.role")
-            else:
-                raise BadRequest(f"Unknown message role {role!r}.", param=f"{where}.role")
+    def _tool_results(self, message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+        return [self._tool_result(message, where)]
+
+    def _finish(self) -> tuple[System, list[dict[str, Any]]]:
         if not self._turns:
             raise BadRequest("`messages` must hold at least one user or assistant message with content.",
                              param="messages")
         return ({"parts": self._system} if self._system else None), self._turns
-
-    def _append(self, role: str, parts: list[dict[str, Any]]) -> None:
-        if not parts:
-            return
-        if self._turns and self._turns[-1]["role"] == role:
-            self._turns[-1]["parts"].extend(parts)
-        else:
-            self._turns.append({"role": role, "parts": list(parts)})
 
     def _parts(self, content: Any, where: str, *, text_only: bool) -> list[dict[str, Any]]:
         if isinstance(content, str):
