@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from extproc.launcher import envoy_binary  # noqa: E402
-from extproc.supervisor import port_open, wait_until  # noqa: E402
-from tests.conftest import free_port, free_port_run  # noqa: E402
+from extproc.supervisor import free_port, free_port_run, port_open, wait_until  # noqa: E402
 
 KEY = "sk-bench-tenant"
 RECORDED = Path(__file__).parent / "recorded"

@@ -38,7 +38,6 @@ import hashlib
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ import orjson  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.eval import make_trace  # noqa: E402
+from extproc.supervisor import free_port, free_port_run  # noqa: E402
 
 PROFILES = ROOT / "bench" / "eval" / "profiles.yaml"
 TENANT_KEY = "sk-eval-tenant"
@@ -329,33 +329,6 @@ def table(summaries: Sequence[Summary], best: Summary | None) -> str:
 
 
 # -- processes ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_port_run(n: int) -> int:
-    """A base port such that base..base+n-1 are free right now (ext_proc workers use port + i)."""
-    for _ in range(200):
-        base = free_port()
-        if base + n > 65535:
-            continue
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports found")
 
 
 class Process:
