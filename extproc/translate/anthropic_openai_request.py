@@ -37,6 +37,7 @@ from typing import Any
 from extproc.errors import BadRequest
 from extproc.translate.anthropic_openai_messages import CACHE_CONTROL, as_str, convert_messages
 from extproc.translate.base import Target
+from extproc.translate.openai_fields import EFFORTS
 
 _HANDLED, _DROPPED, _REJECTED = "handled", "dropped", "rejected"
 _FIELDS = {
@@ -48,7 +49,6 @@ _FIELDS = {
          "workspace_id"], _DROPPED),
     **dict.fromkeys(["container"], _REJECTED),
 }
-_EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
 _TIERS = {"auto": "auto", "standard_only": "default"}
 
 
@@ -202,7 +202,7 @@ def _output_config(config: Any, target: Target, dropped: set[str]) -> dict[str, 
     out: dict[str, Any] = {}
     effort = config.get("effort")
     if effort is not None:
-        if effort not in _EFFORTS:
+        if effort not in EFFORTS:
             raise BadRequest("output_config.effort: must be one of 'low', 'medium', 'high', 'xhigh', 'max'.",
                              param="output_config.effort")
         if "reasoning" in target.capabilities:

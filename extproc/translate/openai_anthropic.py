@@ -42,6 +42,7 @@ from extproc.translate import openai_anthropic_response as response
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
 from extproc.translate.openai_anthropic_messages import as_list, as_str, convert_messages
 from extproc.translate.openai_anthropic_response import AnthropicToOpenAIStream
+from extproc.translate.openai_fields import json_schema_format, reasoning_effort
 from extproc.translate.openai_openai import check_envelope
 
 PATH = "/v1/messages"
@@ -61,7 +62,6 @@ _FIELDS = {
          "prompt_cache_retention"], _DROPPED),
     **dict.fromkeys(["audio", "functions", "function_call", "web_search_options", "moderation"], _REJECTED),
 }
-_EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
 _EMPTY_SCHEMA = {"type": "object", "properties": {}}
 
 
@@ -198,31 +198,12 @@ def _tool_choice(fields: dict[str, Any], has_tools: bool) -> dict[str, Any] | No
 
 def _output_config(fields: dict[str, Any], target: Target, dropped: set[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    effort = fields.get("reasoning_effort")
+    effort = reasoning_effort(fields, target, dropped)
     if effort is not None:
-        if effort in _EFFORTS and "reasoning" in target.capabilities:
-            out["effort"] = effort
-        else:
-            dropped.add("reasoning_effort")
-    fmt = fields.get("response_format")
-    if fmt is None:
-        return out
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "json_schema":
-        if "json" not in target.capabilities:
-            raise BadRequest(f"Model {target.public_model} does not support structured output.",
-                             param="response_format")
-        spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise BadRequest("`response_format.json_schema.schema` must be a JSON Schema object.",
-                             param="response_format.json_schema.schema")
-        out["format"] = {"type": "json_schema", "schema": schema}
-    elif kind == "json_object":
-        raise BadRequest(f"Model {target.public_model} does not support the `json_object` response format; "
-                         "use `json_schema`.", param="response_format")
-    elif kind != "text":
-        raise BadRequest("`response_format.type` must be text or json_schema.", param="response_format")
+        out["effort"] = effort
+    structured = json_schema_format(fields, target)
+    if structured is not None:
+        out["format"] = {"type": "json_schema", "schema": structured[1]}
     return out
 
 

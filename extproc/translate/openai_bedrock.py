@@ -56,6 +56,7 @@ from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usa
 from extproc.translate.openai_anthropic_messages import as_list
 from extproc.translate.openai_bedrock_messages import convert_messages, has_tool_blocks
 from extproc.translate.openai_bedrock_response import BedrockToOpenAIStream
+from extproc.translate.openai_fields import json_schema_format, reasoning_effort
 from extproc.translate.openai_openai import check_envelope
 
 HEADERS = (("content-type", "application/json"),)
@@ -72,7 +73,6 @@ _FIELDS = {
          "metadata", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention"], _DROPPED),
     **dict.fromkeys(["audio", "functions", "function_call", "web_search_options", "moderation"], _REJECTED),
 }
-_EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
 _SERVICE_TIERS = {"default": "default", "flex": "flex", "priority": "priority", "fast": "priority"}
 _EMPTY_SCHEMA = {"type": "object", "properties": {}}
 _METADATA_VALUE = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{1,256}")
@@ -229,35 +229,17 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
 
 def _output_config(fields: dict[str, Any], target: Target, dropped: set[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    effort = fields.get("reasoning_effort")
+    effort = reasoning_effort(fields, target, dropped)
     if effort is not None:
-        if effort in _EFFORTS and "reasoning" in target.capabilities:
-            out["effort"] = effort
-        else:
-            dropped.add("reasoning_effort")
-    fmt = fields.get("response_format")
-    if fmt is None:
-        return out
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "json_schema":
-        if "json" not in target.capabilities:
-            raise BadRequest(f"Model {target.public_model} does not support structured output.",
-                             param="response_format")
-        spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(spec, dict) or not isinstance(schema, dict):
-            raise BadRequest("`response_format.json_schema.schema` must be a JSON Schema object.",
-                             param="response_format.json_schema.schema")
+        out["effort"] = effort
+    structured = json_schema_format(fields, target)
+    if structured is not None:
+        spec, schema = structured
         definition: dict[str, Any] = {"schema": orjson.dumps(schema).decode()}
         for name in ("name", "description"):
             if isinstance(spec.get(name), str) and spec[name]:
                 definition[name] = spec[name]
         out["textFormat"] = {"type": "json_schema", "structure": {"jsonSchema": definition}}
-    elif kind == "json_object":
-        raise BadRequest(f"Model {target.public_model} does not support the `json_object` response format; "
-                         "use `json_schema`.", param="response_format")
-    elif kind != "text":
-        raise BadRequest("`response_format.type` must be text or json_schema.", param="response_format")
     return out
 
 
