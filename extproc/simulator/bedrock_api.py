@@ -171,7 +171,7 @@ class ConverseExchange:
             return self.error(400, problems[0] if count == 1 else
                               f"{count} validation errors detected: " + "; ".join(problems))
         behaviour = self.state.behaviour(self.model)
-        status = self.state.injected_status(behaviour)
+        status = self.state.admission(behaviour, self.model, self.request)
         if status is not None:
             return self.error(status)
         if behaviour.hang:

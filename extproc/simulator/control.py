@@ -7,11 +7,13 @@
     POST   /_sim/aws/credentials       {"access_key_id", "secret_access_key"} → 201
     GET    /_sim/aws/credentials       {"access_key_ids": [...]}
     GET    /_sim/stats                 {"gcp": {"token_requests", "tokens_issued", "tokens_valid",
-                                        "expires_in"}, "requests": n}
+                                        "expires_in"}, "requests": n, "concurrency": {model: {"in_flight",
+                                        "peak", "accepted", "rejected"}}}  (see `state.Concurrency`)
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -27,7 +29,8 @@ def stats(state: SimState) -> dict[str, Any]:
     return {"gcp": {"token_requests": gcp.token_requests, "tokens_issued": gcp.tokens_issued,
                     "tokens_valid": sum(1 for t in gcp.tokens.values() if t.expires_at > now),
                     "expires_in": gcp.expires_in},
-            "requests": len(state.records)}
+            "requests": len(state.records),
+            "concurrency": {model: asdict(figures) for model, figures in state.concurrency.items()}}
 
 
 async def _json_object(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:

@@ -68,7 +68,7 @@ class Embeddings(ChatCompletions):
         model = body["model"]
         behaviour = self.state.behaviour(model)
         prompt = usage_tokens(inputs)
-        status = self.state.injected_status(behaviour)
+        status = self.state.admission(behaviour, model, self.request)
         if status is not None:
             return self.status_error(status, behaviour, model, prompt)
         if behaviour.hang:

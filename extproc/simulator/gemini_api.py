@@ -160,7 +160,7 @@ class GeminiExchange:
         if violations:
             return violations_error(violations)
         behaviour = self.state.behaviour(self.target.model)
-        status = self.state.injected_status(behaviour)
+        status = self.state.admission(behaviour, self.target.model, self.request)
         if status is not None:
             return self.status_error(status, behaviour)
         if behaviour.hang:

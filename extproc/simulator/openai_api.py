@@ -187,7 +187,7 @@ class ChatCompletions:
         model = body["model"]
         behaviour = self.state.behaviour(model)
         prompt = input_tokens(body)
-        status = self.state.injected_status(behaviour)
+        status = self.state.admission(behaviour, model, self.request)
         if status is not None:
             return self.status_error(status, behaviour, model, prompt)
         if behaviour.hang:

@@ -10,8 +10,8 @@ OAuth token endpoint (`POST /token`, `gcp`), Bedrock runtime (`/model/{modelId}/
 Control API (JSON; credentials and counters in `control`):
     PUT    /_sim/models/{model}   merge a behaviour patch (fields of `state.Behaviour`); `*` = all models
     GET    /_sim/models           effective behaviour of every configured model
-    DELETE /_sim/models/{model}   drop the model's patch
-    POST   /_sim/reset            drop every behaviour and recorded request
+    DELETE /_sim/models/{model}   drop the model's patch and zero its concurrency figures
+    POST   /_sim/reset            drop every behaviour and recorded request, zero the concurrency figures
     GET    /_sim/requests         recorded provider requests, oldest first (last 1000): method, path
                                   (decoded), raw_path (as sent, with query), query, headers, body
                                   (parsed JSON or null), status (null while unanswered)
@@ -42,6 +42,7 @@ from extproc.simulator.common import json_response
 from extproc.simulator.embeddings import embeddings
 from extproc.simulator.gemini_api import gemini_route
 from extproc.simulator.state import (
+    SLOT,
     STREAM_STATUS,
     UNANSWERED,
     Behaviour,
@@ -70,15 +71,23 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
                               "raw_path": request.raw_path,
                               "headers": {k.lower(): v for k, v in request.headers.items()},
                               "body": body, "status": None}
-    request.app[STATE_KEY].records.append(record)
+    state = request.app[STATE_KEY]
+    state.records.append(record)
     try:
         response = await handler(request)
+        if request.get(SLOT) is not None and not response.prepared:
+            # Send an accepted non-streamed answer here: its concurrency slot is held until it is out.
+            with contextlib.suppress(ConnectionError):  # client gone: aiohttp finishes as usual
+                await response.prepare(request)
+                await response.write_eof()
     except web.HTTPException as exc:
         record["status"] = exc.status
         raise
     except asyncio.CancelledError:
         record["status"] = request.get(STREAM_STATUS)
         raise
+    finally:
+        state.release(request)
     if not request.get(UNANSWERED):
         record["status"] = response.status
     return response
@@ -156,6 +165,7 @@ async def _get_models(request: web.Request) -> web.Response:
 
 
 async def _delete_model(request: web.Request) -> web.Response:
+    _state(request).reset_concurrency(request.match_info["model"])
     found = _state(request).behaviours.delete(request.match_info["model"])
     return json_response(200 if found else 404, {"deleted": found})
 

@@ -23,6 +23,7 @@ from extproc.simulator.gcp import GcpAuth
 MAX_RECORDS = 1000
 UNANSWERED = web.RequestKey("sim_unanswered", bool)
 STREAM_STATUS = web.RequestKey("sim_stream_status", int)
+SLOT = web.RequestKey("sim_slot", str)
 WILDCARD = "*"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -48,6 +49,9 @@ class Behaviour:
     hang: accept the request and never answer until the client goes away or the server stops.
     stream_error_after: a streamed answer breaks off after this many content deltas with an
         in-stream error of `error_status` in the provider's format (None = streams complete).
+    max_concurrency: requests of this model in flight at once (from acceptance until the answer,
+        streamed or not, is sent or the client goes away); one more is answered at once with the
+        provider's 429 and rate-limit headers, never queued (None = unlimited).
     """
 
     ttft_ms: float = 0
@@ -61,12 +65,25 @@ class Behaviour:
     retry_after_s: float = 1
     hang: bool = False
     stream_error_after: int | None = None
+    max_concurrency: int | None = None
+
+
+@dataclass
+class Concurrency:
+    """One model's requests in flight now, the most at once since the last reset, and how many
+    were accepted / rejected (429) for `max_concurrency` since then."""
+
+    in_flight: int = 0
+    peak: int = 0
+    accepted: int = 0
+    rejected: int = 0
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "ttft_ms": (int, float), "ttft_ms_per_ktok": (int, float), "ttft_sigma": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
     "status": (int, type(None)), "error_rate": (int, float), "error_status": (int,),
     "retry_after_s": (int, float), "hang": (bool,), "stream_error_after": (int, type(None)),
+    "max_concurrency": (int, type(None)),
 }
 
 
@@ -92,6 +109,8 @@ def validate_patch(patch: Any) -> list[str]:
         elif key in ("ttft_ms", "ttft_ms_per_ktok", "ttft_sigma", "tokens_per_s", "output_tokens", "retry_after_s", "stream_error_after") and (
                 number is not None and number < 0):
             problems.append(f"{key}: must not be negative")
+        elif key == "max_concurrency" and number is not None and number < 1:
+            problems.append("max_concurrency: must be at least 1")
     return problems
 
 
@@ -142,9 +161,11 @@ class SimState:
         self.clock: Clock = clock or time.time
         self.sleep: Sleep = sleep or asyncio.sleep
         self.stopping = asyncio.Event()
+        self.concurrency: dict[str, Concurrency] = {}
 
     def reset(self) -> None:
         self.behaviours.reset()
+        self.reset_concurrency()
         self.records.clear()
         self.seen_models.clear()
         self.rng = random.Random(self.seed)
@@ -166,6 +187,42 @@ class SimState:
         if behaviour.error_rate > 0 and self.rng.random() < behaviour.error_rate:
             return behaviour.error_status
         return None
+
+    def admission(self, behaviour: Behaviour, model: str, request: web.Request) -> int | None:
+        """The error status this request gets (injected, or 429 above `max_concurrency`), if any;
+        None = accepted: it holds one of the model's slots until `release`."""
+        status = self.injected_status(behaviour)
+        if status is not None:
+            return status
+        figures = self.concurrency.setdefault(model, Concurrency())
+        if behaviour.max_concurrency is not None and figures.in_flight >= behaviour.max_concurrency:
+            figures.rejected += 1
+            return 429
+        figures.in_flight += 1
+        figures.accepted += 1
+        figures.peak = max(figures.peak, figures.in_flight)
+        request[SLOT] = model
+        return None
+
+    def release(self, request: web.Request) -> None:
+        """Free the slot `request` holds, if any (its answer is sent or its client gone)."""
+        model = request.get(SLOT)
+        if model is None:
+            return
+        del request[SLOT]
+        figures = self.concurrency.setdefault(model, Concurrency())
+        figures.in_flight = max(0, figures.in_flight - 1)
+
+    def reset_concurrency(self, model: str | None = None) -> None:
+        """Zero the figures of `model` (None = every model); requests still in flight stay counted."""
+        for name in [model] if model is not None else list(self.concurrency):
+            figures = self.concurrency.get(name)
+            if figures is None:
+                continue
+            if figures.in_flight:
+                self.concurrency[name] = Concurrency(in_flight=figures.in_flight, peak=figures.in_flight)
+            else:
+                del self.concurrency[name]
 
     def random_id(self, length: int, alphabet: str = string.ascii_letters + string.digits) -> str:
         return "".join(self.rng.choice(alphabet) for _ in range(length))
