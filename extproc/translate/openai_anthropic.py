@@ -40,9 +40,10 @@ import orjson
 from extproc.errors import BadRequest, GatewayError
 from extproc.translate import openai_anthropic_response as response
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
-from extproc.translate.openai_anthropic_messages import as_list, as_str, convert_messages
+from extproc.translate.openai_anthropic_messages import convert_messages
 from extproc.translate.openai_anthropic_response import AnthropicToOpenAIStream
 from extproc.translate.openai_fields import json_schema_format, reasoning_effort
+from extproc.translate.openai_messages import as_list, as_str
 from extproc.translate.openai_openai import check_envelope
 
 PATH = "/v1/messages"

@@ -19,11 +19,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
-
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
-from extproc.translate.openai_messages import OpenAIMessages
+from extproc.translate.openai_messages import OpenAIMessages, as_list, as_str, parse_tool_call
 
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[^,;]*)*);base64,(.*)", re.S)
@@ -34,18 +32,6 @@ def convert_messages(messages: list[dict[str, Any]], target: Target,
                      dropped: set[str]) -> tuple[System, list[dict[str, Any]]]:
     """(system, turns) for `messages`; adds the names of dropped fields to `dropped`."""
     return _Messages(target, dropped).convert(messages)
-
-
-def as_list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise BadRequest(f"`{where}` must be an array.", param=where)
-    return value
-
-
-def as_str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise BadRequest(f"`{where}` must be a string.", param=where)
-    return value
 
 
 class _Messages(OpenAIMessages):
@@ -143,20 +129,8 @@ class _Messages(OpenAIMessages):
 
 
 def _tool_use(call: Any, where: str) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(call, dict) or call.get("type", "function") != "function" or not isinstance(function, dict):
-        raise BadRequest("Only function tool calls are supported for this model.", param=where)
-    arguments = function.get("arguments")
-    if not isinstance(arguments, str):
-        raise BadRequest("`arguments` must be a JSON string.", param=f"{where}.function.arguments")
-    try:
-        parsed = orjson.loads(arguments) if arguments.strip() else {}
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise BadRequest("Tool call `arguments` must be a JSON object.", param=f"{where}.function.arguments")
-    return {"type": "tool_use", "id": as_str(call.get("id"), f"{where}.id"),
-            "name": as_str(function.get("name"), f"{where}.function.name"), "input": parsed}
+    call_id, name, arguments = parse_tool_call(call, where)
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
 
 
 def _document(part: dict[str, Any], where: str) -> dict[str, Any]:

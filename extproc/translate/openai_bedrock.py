@@ -53,10 +53,10 @@ import orjson
 from extproc.errors import BadRequest, GatewayError
 from extproc.translate import openai_bedrock_response as response
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
-from extproc.translate.openai_anthropic_messages import as_list
 from extproc.translate.openai_bedrock_messages import convert_messages, has_tool_blocks
 from extproc.translate.openai_bedrock_response import BedrockToOpenAIStream
 from extproc.translate.openai_fields import json_schema_format, reasoning_effort
+from extproc.translate.openai_messages import as_list
 from extproc.translate.openai_openai import check_envelope
 
 HEADERS = (("content-type", "application/json"),)

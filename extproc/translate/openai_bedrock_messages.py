@@ -28,12 +28,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
-
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
-from extproc.translate.openai_anthropic_messages import as_list, as_str
-from extproc.translate.openai_messages import OpenAIMessages
+from extproc.translate.openai_messages import OpenAIMessages, as_list, as_str, parse_tool_call
 
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[^,;]*)*);base64,(.*)", re.S)
 _IMAGE_FORMATS = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/png": "png", "image/gif": "gif",
@@ -161,20 +158,8 @@ class _Messages(OpenAIMessages):
 
 
 def _tool_use(call: Any, where: str) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(call, dict) or call.get("type", "function") != "function" or not isinstance(function, dict):
-        raise BadRequest("Only function tool calls are supported for this model.", param=where)
-    arguments = function.get("arguments")
-    if not isinstance(arguments, str):
-        raise BadRequest("`arguments` must be a JSON string.", param=f"{where}.function.arguments")
-    try:
-        parsed = orjson.loads(arguments) if arguments.strip() else {}
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise BadRequest("Tool call `arguments` must be a JSON object.", param=f"{where}.function.arguments")
-    return {"toolUse": {"toolUseId": as_str(call.get("id"), f"{where}.id"),
-                        "name": as_str(function.get("name"), f"{where}.function.name"), "input": parsed}}
+    call_id, name, arguments = parse_tool_call(call, where)
+    return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
 
 
 def _cache_point(part: dict[str, Any], where: str) -> dict[str, Any] | None:

@@ -52,9 +52,9 @@ import orjson
 from extproc.errors import BadRequest, GatewayError
 from extproc.translate import openai_gemini_response as response
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
-from extproc.translate.openai_anthropic_messages import as_list
 from extproc.translate.openai_gemini_messages import convert_messages
 from extproc.translate.openai_gemini_stream import GeminiToOpenAIStream
+from extproc.translate.openai_messages import as_list
 from extproc.translate.openai_openai import check_envelope
 
 HEADERS = (("content-type", "application/json"),)

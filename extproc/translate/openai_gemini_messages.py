@@ -37,8 +37,7 @@ import orjson
 
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
-from extproc.translate.openai_anthropic_messages import as_list, as_str
-from extproc.translate.openai_messages import OpenAIMessages
+from extproc.translate.openai_messages import OpenAIMessages, as_list, as_str, parse_tool_call
 
 THOUGHT_SEPARATOR = "__thought__"
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[^,;]*)*);base64,(.*)", re.S)
@@ -166,20 +165,7 @@ class _Messages(OpenAIMessages):
         return parts
 
     def _function_call(self, call: Any, where: str) -> dict[str, Any]:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(call, dict) or call.get("type", "function") != "function" or not isinstance(function, dict):
-            raise BadRequest("Only function tool calls are supported for this model.", param=where)
-        arguments = function.get("arguments")
-        if not isinstance(arguments, str):
-            raise BadRequest("`arguments` must be a JSON string.", param=f"{where}.function.arguments")
-        try:
-            args = orjson.loads(arguments) if arguments.strip() else {}
-        except orjson.JSONDecodeError:
-            args = None
-        if not isinstance(args, dict):
-            raise BadRequest("Tool call `arguments` must be a JSON object.", param=f"{where}.function.arguments")
-        call_id = as_str(call.get("id"), f"{where}.id")
-        name = as_str(function.get("name"), f"{where}.function.name")
+        call_id, name, args = parse_tool_call(call, where)
         self._call_names[call_id] = name
         base_id, signature = split_call_id(call_id)
         part: dict[str, Any] = {"functionCall": {"id": base_id, "name": name, "args": args}}

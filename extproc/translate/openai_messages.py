@@ -11,8 +11,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
+
+
+def as_list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadRequest(f"`{where}` must be an array.", param=where)
+    return value
+
+
+def as_str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"`{where}` must be a string.", param=where)
+    return value
 
 
 class OpenAIMessages:
@@ -67,3 +81,21 @@ class OpenAIMessages:
 
     def _tool_results(self, message: dict[str, Any], where: str) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+
+def parse_tool_call(call: Any, where: str) -> tuple[str, str, dict[str, Any]]:
+    """An assistant message's tool call → (id, function name, arguments object); 400 naming the
+    field when it is not a function call with a JSON-object `arguments` string ("" means {})."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(call, dict) or call.get("type", "function") != "function" or not isinstance(function, dict):
+        raise BadRequest("Only function tool calls are supported for this model.", param=where)
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        raise BadRequest("`arguments` must be a JSON string.", param=f"{where}.function.arguments")
+    try:
+        parsed = orjson.loads(arguments) if arguments.strip() else {}
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise BadRequest("Tool call `arguments` must be a JSON object.", param=f"{where}.function.arguments")
+    return as_str(call.get("id"), f"{where}.id"), as_str(function.get("name"), f"{where}.function.name"), parsed
