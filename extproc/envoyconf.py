@@ -95,6 +95,12 @@ def _local_reply_config() -> dict[str, Any]:
                 "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
                                                 "typed_config": {"@type": _CEL, "expression": expr}}},
                 "body_format_override": {"json_format": body, "content_type": "application/json"},
+                # Every answer names who made it; here Envoy did, before any provider.
+                "headers_to_add": [
+                    {"header": {"key": metadata.PROVIDER_HEADER, "value": metadata.GATEWAY_PROVIDER},
+                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                    {"header": {"key": metadata.MODEL_HEADER, "value": "-"},
+                     "append_action": "ADD_IF_ABSENT"}],
             }
             if status is not None:
                 mapper["status_code"] = status

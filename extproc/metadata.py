@@ -17,3 +17,5 @@ NAMESPACE = "interlock"  # dynamic-metadata namespace and host-metadata key
 STAGE_METADATA = "x-interlock-stage"  # gRPC initial metadata naming the ext_proc stage
 ENVOY_ATTEMPT_COUNT = "x-envoy-attempt-count"
 ROUTE_HEADER = "x-interlock-route"  # the route name, when the model was chosen per request
+# `x-interlock-provider` on answers the gateway (or Envoy) made itself, before any provider.
+GATEWAY_PROVIDER = "interlock"

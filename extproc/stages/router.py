@@ -56,6 +56,7 @@ class RouterStream:
         self.clock = clock
         self.chain: list[Deployment] = []  # the deployments to try, primary first (distinct providers)
         self.route: str | None = None
+        self.requested_model: str | None = None
         self.sent_at = 0.0  # monotonic, when the request went upstream
         self.headers_at = 0.0  # monotonic, when the response headers came back
         self.started = clock()
@@ -109,7 +110,9 @@ class RouterStream:
         log.info("request_id=%s tenant=%s status=%d error=%r", self.request_id, self.tenant or "-", status,
                  err.message)
         extra = [(metadata.REQUEST_ID_HEADER, self.request_id)] if self.request_id else []
-        return msgs.immediate(status, body, [*headers.items(), *self._routing_headers(), *extra])
+        routing = self._routing_headers() or [(metadata.PROVIDER_HEADER, metadata.GATEWAY_PROVIDER),
+                                              (metadata.MODEL_HEADER, self.requested_model or "-")]
+        return msgs.immediate(status, body, [*headers.items(), *routing, *extra])
 
     def _routing_headers(self) -> list[tuple[str, str]]:
         d = self.deployment
@@ -172,6 +175,7 @@ class RouterStream:
         if not isinstance(body, dict):
             raise errors.BadRequest("The request body must be a JSON object.")
         model = body.get("model")
+        self.requested_model = model if isinstance(model, str) else None
         if not isinstance(model, str) or not model:
             raise errors.BadRequest("Missing required parameter: 'model'.", param="model")
         tenant = self.tenant_config

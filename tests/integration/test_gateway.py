@@ -36,6 +36,8 @@ def assert_openai_error(r: httpx.Response, status: int, *, type_: str | None = N
     assert r.status_code == status, (r.status_code, r.text)
     assert r.headers["content-type"].startswith("application/json")
     assert r.headers.get("x-request-id")
+    # Every answer names who made it: a provider, or `interlock` when the gateway answered itself.
+    assert r.headers.get("x-interlock-provider") and r.headers.get("x-interlock-model")
     err = r.json()["error"]
     assert isinstance(err["message"], str) and err["message"]
     assert "Traceback" not in r.text and PROVIDER_KEY not in r.text
@@ -143,8 +145,9 @@ def test_missing_key_is_401(gateway: Gateway, sim: Simulator) -> None:
 
 
 def test_malformed_json_is_400(gateway: Gateway) -> None:
-    err = assert_openai_error(post(gateway, b'{"model": "gpt-4o-mini", "messages": ['), 400,
-                              type_="invalid_request_error")
+    r = post(gateway, b'{"model": "gpt-4o-mini", "messages": [')
+    assert r.headers["x-interlock-provider"] == "interlock"
+    err = assert_openai_error(r, 400, type_="invalid_request_error")
     assert "JSON" in err["message"]
 
 

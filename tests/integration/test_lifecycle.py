@@ -83,6 +83,7 @@ def test_ext_proc_unavailable_is_503_in_openai_format(simulator: Simulator, tmp_
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=HELLO_BODY,
                        headers={"authorization": f"Bearer {TENANT_KEY}"}, timeout=10)
         assert r.status_code == 503
+        assert r.headers["x-interlock-provider"] == "interlock" and r.headers["x-request-id"]
         assert r.json()["error"]["type"] == "api_error"
         assert "unavailable" in r.json()["error"]["message"]
         r = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json=HELLO_BODY,
