@@ -238,7 +238,7 @@ class RouterStream:
         decision = self.state.decide(route, route_request(body, nbytes, route, tenant, self.state.clock()))
         ex = decision.explanation
         if not decision.deployments:
-            reasons = "; ".join(f"{dep}: {drop.reason}" for dep, drop in ex.dropped.items())
+            reasons = "; ".join(f"{route.by_id[dep].model.name}: {drop.reason}" for dep, drop in ex.dropped.items())
             if all(drop.filter == "health" for drop in ex.dropped.values()):
                 raise errors.RateLimited(f"Every deployment behind `{route.name}` is cooling down.", 1)
             raise errors.BadRequest(f"No model behind `{route.name}` can serve this request ({reasons}).",
