@@ -75,8 +75,9 @@ class RoutingState:
                  rand: Callable[[], float] = random.random) -> None:
         self.clock = clock
         self.rand = rand
-        # A light prior: one real observation outweighs it (the default prior is pessimistic).
-        self.stats = routing.LatencyStats(quantiles=(0.5, 0.9, 0.95, 0.99), prior_weight=0.25)
+        # A light prior: the default one (1 s to first token) is pessimistic, and a deployment
+        # seen once must not stay behind it — one real observation outweighs it twentyfold.
+        self.stats = routing.LatencyStats(quantiles=(0.5, 0.9, 0.95, 0.99), prior_weight=0.05)
         self._rr: dict[str, int] = {}
         self._passthrough_streams = 0
 

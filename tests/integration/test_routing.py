@@ -55,7 +55,7 @@ def routing_config(sim: Simulator) -> dict[str, Any]:
                                   model("q-dear-best", "an", 5.0, 0.95)]})
     # Exploration lets the router measure a deployment it has no data on yet.
     routes.append({"name": "route-latency", "policy": {"kind": "objective", "minimize": "latency",
-                                                       "exploration": 0.15, "stale_after": "1s", "affinity": False},
+                                                       "exploration": 0.1, "stale_after": "1s", "affinity": False},
                    "candidates": [model("lat-a", "oa", 1.0, 0.9), model("lat-b", "an", 1.0, 0.9)]})
     return {"providers": providers, "models": models, "routes": routes,
             "tenants": [{"name": "it", "api_key_sha256": [sha(TENANT_KEY)], "models": ["*"]}]}
@@ -171,11 +171,11 @@ def test_raising_ttft_shifts_traffic_away(gw: Gateway, sim: Simulator) -> None:
     sim.behave("lat-b-upstream", ttft_ms=120, tokens_per_s=50, output_tokens=6)
     served(16)  # warm-up: every worker probes both deployments (cold-start exploration)
     before = served(12)
-    assert before["lat-a"] >= 9, before  # b is only explored
+    assert before["lat-a"] >= 7, before  # b is only explored (10 % when its estimate is stale)
     sim.behave("lat-a-upstream", ttft_ms=400)
     served(40)  # every worker sees lat-a slow down: its median TTFT crosses lat-b's
-    after = served(20)
-    assert after["lat-b"] >= 14, after  # the rest is exploration keeping lat-a's estimate fresh
+    after = served(30)
+    assert after["lat-b"] >= 18, after  # the rest is exploration keeping lat-a's estimate fresh
 
 
 def test_routing_headers_never_reach_the_provider(gw: Gateway, sim: Simulator) -> None:
