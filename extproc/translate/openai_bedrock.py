@@ -55,13 +55,21 @@ from extproc.translate import openai_bedrock_response as response
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
 from extproc.translate.openai_bedrock_messages import convert_messages, has_tool_blocks
 from extproc.translate.openai_bedrock_response import BedrockToOpenAIStream
-from extproc.translate.openai_fields import json_schema_format, reasoning_effort
+from extproc.translate.openai_fields import (
+    DROPPED,
+    HANDLED,
+    REJECTED,
+    function_tool,
+    json_schema_format,
+    reasoning_effort,
+    sort_fields,
+)
 from extproc.translate.openai_messages import as_list
 from extproc.translate.openai_openai import check_envelope
 
 HEADERS = (("content-type", "application/json"),)
 
-_HANDLED, _DROPPED, _REJECTED = "handled", "dropped", "rejected"
+_HANDLED, _DROPPED, _REJECTED = HANDLED, DROPPED, REJECTED
 _FIELDS = {
     **dict.fromkeys(
         ["model", "messages", "max_completion_tokens", "max_tokens", "temperature", "top_p", "stop", "tools",
@@ -86,16 +94,7 @@ def path_for(model_id: str, stream: bool) -> str:
 def translate_request(body: dict[str, Any], target: Target) -> UpstreamRequest:
     """Client body → Bedrock Converse request (see the module docstring for every rule)."""
     check_envelope(body)
-    fields = {k: v for k, v in body.items() if v is not None}
-    dropped: set[str] = set()
-    for name in fields:
-        kind = _FIELDS.get(name)
-        if kind is None:
-            raise BadRequest(f"Unrecognized request argument supplied: {name}", param=name)
-        if kind == _REJECTED:
-            raise BadRequest(f"`{name}` is not supported for model {target.public_model}.", param=name)
-        if kind == _DROPPED and (name != "metadata" or fields[name]):
-            dropped.add(name)
+    fields, dropped = sort_fields(body, target, _FIELDS)
     _reject_unservable(fields)
 
     system, messages = convert_messages(fields["messages"], target, dropped)
@@ -209,15 +208,7 @@ def _tool_config(fields: dict[str, Any], target: Target, dropped: set[str]) -> d
 
 
 def _tool(tool: Any, i: int) -> dict[str, Any]:
-    where = f"tools[{i}]"
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise BadRequest("Only function tools are supported for this model.", param=where)
-    function = tool.get("function")
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise BadRequest("A function tool needs `function.name`.", param=f"{where}.function")
-    params = function.get("parameters")
-    if params is not None and not isinstance(params, dict):
-        raise BadRequest("`parameters` must be a JSON Schema object.", param=f"{where}.function.parameters")
+    function, params = function_tool(tool, i)
     spec: dict[str, Any] = {"name": function["name"]}
     if isinstance(function.get("description"), str) and function["description"]:
         spec["description"] = function["description"]

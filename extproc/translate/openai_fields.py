@@ -8,6 +8,26 @@ from typing import Any
 from extproc.errors import BadRequest
 from extproc.translate.base import Target
 
+HANDLED, DROPPED, REJECTED = "handled", "dropped", "rejected"
+
+
+def sort_fields(body: dict[str, Any], target: Target, table: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
+    """(the non-null fields, the names dropped) by the translator's `table` (field → HANDLED,
+    DROPPED or REJECTED): an unknown field is a 400, as OpenAI answers; a rejected one is a 400
+    naming it; an empty `metadata` is not counted as dropped."""
+    fields = {k: v for k, v in body.items() if v is not None}
+    dropped: set[str] = set()
+    for name in fields:
+        kind = table.get(name)
+        if kind is None:
+            raise BadRequest(f"Unrecognized request argument supplied: {name}", param=name)
+        if kind == REJECTED:
+            raise BadRequest(f"`{name}` is not supported for model {target.public_model}.", param=name)
+        if kind == DROPPED and (name != "metadata" or fields[name]):
+            dropped.add(name)
+    return fields, dropped
+
+
 # The effort levels Anthropic's and Bedrock's Claude models take (`output_config.effort`).
 EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
 
@@ -47,3 +67,18 @@ def json_schema_format(fields: dict[str, Any], target: Target) -> tuple[dict[str
     if kind != "text":
         raise BadRequest("`response_format.type` must be text or json_schema.", param="response_format")
     return None
+
+
+def function_tool(tool: Any, i: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """`tools[i]` → (its validated `function` object with a string `name`, its `parameters`
+    JSON Schema or None); 400 naming the field for anything but a well-formed function tool."""
+    where = f"tools[{i}]"
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise BadRequest("Only function tools are supported for this model.", param=where)
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise BadRequest("A function tool needs `function.name`.", param=f"{where}.function")
+    params = function.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest("`parameters` must be a JSON Schema object.", param=f"{where}.function.parameters")
+    return function, params

@@ -52,6 +52,7 @@ import orjson
 from extproc.errors import BadRequest, GatewayError
 from extproc.translate import openai_gemini_response as response
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
+from extproc.translate.openai_fields import DROPPED, HANDLED, REJECTED, function_tool, sort_fields
 from extproc.translate.openai_gemini_messages import convert_messages
 from extproc.translate.openai_gemini_stream import GeminiToOpenAIStream
 from extproc.translate.openai_messages import as_list
@@ -61,15 +62,15 @@ HEADERS = (("content-type", "application/json"),)
 GEMINI_API_VERSION = "v1beta"
 VERTEX_API_VERSION = "v1"
 
-_HANDLED, _DROPPED, _REJECTED = "handled", "dropped", "rejected"
+_HANDLED, _DROPPED, _REJECTED = HANDLED, DROPPED, REJECTED
 _FIELDS = {
     **dict.fromkeys(
         ["model", "messages", "max_completion_tokens", "max_tokens", "temperature", "top_p", "top_k", "seed",
          "presence_penalty", "frequency_penalty", "stop", "n", "tools", "tool_choice", "parallel_tool_calls",
          "response_format", "reasoning_effort", "stream", "stream_options", "modalities", "logprobs",
-         "top_logprobs", "store", "metadata"], _HANDLED),
+         "top_logprobs", "store"], _HANDLED),
     **dict.fromkeys(
-        ["logit_bias", "prediction", "verbosity", "user", "safety_identifier", "service_tier",
+        ["metadata", "logit_bias", "prediction", "verbosity", "user", "safety_identifier", "service_tier",
          "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention"], _DROPPED),
     **dict.fromkeys(["audio", "functions", "function_call", "web_search_options", "moderation"], _REJECTED),
 }
@@ -82,19 +83,8 @@ _EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh"})
 def translate_request(body: dict[str, Any], target: Target) -> UpstreamRequest:
     """Client body → Gemini generateContent request (see the module docstring for every rule)."""
     check_envelope(body)
-    fields = {k: v for k, v in body.items() if v is not None}
-    dropped: set[str] = set()
-    for name in fields:
-        kind = _FIELDS.get(name)
-        if kind is None:
-            raise BadRequest(f"Unrecognized request argument supplied: {name}", param=name)
-        if kind == _REJECTED:
-            raise BadRequest(f"`{name}` is not supported for model {target.public_model}.", param=name)
-        if kind == _DROPPED:
-            dropped.add(name)
+    fields, dropped = sort_fields(body, target, _FIELDS)
     _reject_unservable(fields)
-    if fields.get("metadata"):
-        dropped.add("metadata")
     if fields.get("store") is True:
         dropped.add("store")
 
@@ -215,15 +205,7 @@ def _declarations(fields: dict[str, Any], target: Target, dropped: set[str]) -> 
         raise BadRequest(f"Model {target.public_model} does not support tools.", param="tools")
     out = []
     for i, tool in enumerate(tools):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise BadRequest("Only function tools are supported for this model.", param=where)
-        function = tool.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise BadRequest("A function tool needs `function.name`.", param=f"{where}.function")
-        params = function.get("parameters")
-        if params is not None and not isinstance(params, dict):
-            raise BadRequest("`parameters` must be a JSON Schema object.", param=f"{where}.function.parameters")
+        function, params = function_tool(tool, i)
         declaration: dict[str, Any] = {"name": function["name"]}
         if isinstance(function.get("description"), str):
             declaration["description"] = function["description"]
