@@ -5,9 +5,16 @@ clock, random draw). No I/O.
                       min_quality=0.8), stats.snapshot(now), rr_counter=counter, rand=random.random())
 
 Modules: `model` (Deployment, RouteRequest, Decision, Explanation), `policy` (the policy union),
-`pricing` (expected cost), `histogram` + `stats` (online latency and health statistics) → `snapshot`
-(the immutable view a decision reads), `filters` → `scorers` → `pickers` (+ `affinity`), glued by
-`pipeline.decide`.
+`pricing` (expected cost), `provider_limits` (provider rate-limit headers → `Pressure`), `histogram` +
+`stats` (online latency and health statistics, provider pressure, ramp-up) → `snapshot` (the immutable
+view a decision reads), `filters` → `scorers` → `pickers` (+ `affinity`), glued by `pipeline.decide`.
+
+Provider limits, fed back from each response (headers lower-case; `time.time()` for absolute resets,
+the statistics' monotonic `now` for the rest):
+
+    p = pressure_from_headers(response_headers, time.time())
+    if p is not None:
+        stats.record_pressure(deployment_id, p, now)
 """
 
 from routing.affinity import rendezvous
@@ -33,7 +40,8 @@ from routing.policy import (
     WeightedPolicy,
 )
 from routing.pricing import expected_cost_usd, expected_output_tokens
-from routing.snapshot import LatencyEstimate, LatencyPrior, Snapshot, Unavailable
+from routing.provider_limits import Pressure, pressure_from_headers, retry_after_s
+from routing.snapshot import LatencyEstimate, LatencyPrior, Pressured, Snapshot, Unavailable
 from routing.stats import LatencyStats
 
 __all__ = [
@@ -55,6 +63,8 @@ __all__ = [
     "LatencyStats",
     "ObjectivePolicy",
     "Policy",
+    "Pressure",
+    "Pressured",
     "RoundRobinPolicy",
     "RouteRequest",
     "Scores",
@@ -64,6 +74,8 @@ __all__ = [
     "decide",
     "expected_cost_usd",
     "expected_output_tokens",
+    "pressure_from_headers",
     "rendezvous",
+    "retry_after_s",
     "run_filters",
 ]

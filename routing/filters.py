@@ -1,10 +1,11 @@
 """Filters: drop the candidates that cannot serve a request, saying which filter dropped each and why.
 
-Each filter is a `Filter(name, run)`: `run(request, snapshot, deployments)` returns the deployments it
-keeps (in order) and `(deployment, reason)` for each one it drops. Filters work on the whole list so the
-common case (nothing to drop) costs one cheap test per deployment and no function call per deployment;
-`check` applies one filter to one deployment (tables, tests). `FILTERS` run in order and a candidate is
-reported under the first filter that drops it:
+Each filter is a `Filter(name, run)`: `run(request, snapshot, deployments, rand)` returns the deployments
+it keeps (in order) and `(deployment, reason)` for each one it drops; `rand` is the decision's uniform
+draw in [0, 1) (`pipeline.decide`'s), optional (0.5) so a filter may also be run with three arguments.
+Filters work on the whole list so the common case (nothing to drop) costs one cheap test per deployment
+and no function call per deployment; `check` applies one filter to one deployment (tables, tests).
+`FILTERS` run in order and a candidate is reported under the first filter that drops it:
 
 | name          | drops a deployment when                                                             |
 |---------------|--------------------------------------------------------------------------------------|
@@ -13,7 +14,14 @@ reported under the first filter that drops it:
 | context       | estimated input + output cap exceeds its context window, or the client's max_tokens  |
 |               | exceeds its max output                                                               |
 | budget        | its id or model is in `request.exhausted` (the budget layer's hook)                  |
-| health        | it is cooling down after failures, or its circuit is open, at `request.now`          |
+| health        | it is cooling down after failures, or its circuit is open, at `request.now`;         |
+|               | soft: its provider's rate limit is nearly exhausted, or it is ramping up after a     |
+|               | cool-down or pressure and `rand` ≥ its ramp fraction                                 |
+
+Hard reasons always drop. Soft reasons drop only while at least one candidate that reached the filter
+survives it: when every such candidate would be dropped for a soft reason, all of them are kept (so
+`check` on a single deployment never reports a soft reason). Every ramping deployment is compared with
+the same draw, so a deployment ramping at fraction f is eligible for a share f of decisions.
 
 Pure functions of their arguments.
 """
@@ -21,14 +29,18 @@ Pure functions of their arguments.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 from routing.model import Deployment, Dropped, RouteRequest
 from routing.snapshot import Snapshot
 
 Drops = list[tuple[Deployment, str]]
-Run = Callable[[RouteRequest, Snapshot, list[Deployment]], tuple[list[Deployment], Drops]]
+
+
+class Run(Protocol):
+    def __call__(self, request: RouteRequest, snapshot: Snapshot, deployments: list[Deployment],
+                 rand: float = 0.5, /) -> tuple[list[Deployment], Drops]: ...
 
 
 class Filter(NamedTuple):
@@ -36,7 +48,8 @@ class Filter(NamedTuple):
     run: Run
 
 
-def _allow_list(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[list[Deployment], Drops]:
+def _allow_list(r: RouteRequest, s: Snapshot, ds: list[Deployment], rand: float = 0.5
+                ) -> tuple[list[Deployment], Drops]:
     allowed = r.allowed_models
     if allowed is None:
         return ds, []
@@ -46,7 +59,8 @@ def _allow_list(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[lis
     return kept, [(d, f"model {d.model} is not in the tenant's allow-list") for d in ds if d.model not in allowed]
 
 
-def _capabilities(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[list[Deployment], Drops]:
+def _capabilities(r: RouteRequest, s: Snapshot, ds: list[Deployment], rand: float = 0.5
+                  ) -> tuple[list[Deployment], Drops]:
     needs = r.needs
     if not needs:
         return ds, []
@@ -68,7 +82,8 @@ def _context_reason(r: RouteRequest, d: Deployment) -> str | None:
     return None
 
 
-def _context(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[list[Deployment], Drops]:
+def _context(r: RouteRequest, s: Snapshot, ds: list[Deployment], rand: float = 0.5
+             ) -> tuple[list[Deployment], Drops]:
     est_in, out = r.est_input_tokens, r.max_output_tokens
     if out is None:
         kept = [d for d in ds if est_in + d.max_output_tokens <= d.context_window]
@@ -84,7 +99,8 @@ def _context(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[list[D
     return kept, drops
 
 
-def _budget(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[list[Deployment], Drops]:
+def _budget(r: RouteRequest, s: Snapshot, ds: list[Deployment], rand: float = 0.5
+            ) -> tuple[list[Deployment], Drops]:
     ex = r.exhausted
     if not ex:
         return ds, []
@@ -99,21 +115,41 @@ def _budget(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[list[De
     return kept, drops
 
 
-def _health(r: RouteRequest, s: Snapshot, ds: list[Deployment]) -> tuple[list[Deployment], Drops]:
-    unavailable = s.unavailable
-    if not unavailable:
+def _health(r: RouteRequest, s: Snapshot, ds: list[Deployment], rand: float = 0.5
+            ) -> tuple[list[Deployment], Drops]:
+    unavailable, pressured, ramp = s.unavailable, s.pressured, s.ramp
+    if not (unavailable or pressured or ramp):
         return ds, []
     now = r.now
-    kept, drops = [], []
+    kept: list[Deployment] = []
+    drops: Drops = []
+    soft: Drops = []
     for d in ds:
         u = unavailable.get(d.id)
-        if u is None or u.until <= now:
-            kept.append(d)
-        elif math.isinf(u.until):
-            drops.append((d, u.reason))
-        else:
-            drops.append((d, f"cooling down for {u.until - now:.1f} s ({u.reason})"))
+        if u is not None and u.until > now:
+            drops.append((d, u.reason if math.isinf(u.until) else
+                          f"cooling down for {u.until - now:.1f} s ({u.reason})"))
+            continue
+        kept.append(d)
+        p = pressured.get(d.id)
+        if p is not None and p.until > now:
+            soft.append((d, f"provider rate limit nearly exhausted ({_percent(p.remaining_fraction)} left, "
+                            f"{p.source}) for {p.until - now:.1f} s"))
+            continue
+        f = ramp.get(d.id)
+        if f is not None and rand >= f:
+            soft.append((d, f"ramping up after cool-down or rate-limit pressure ({_percent(f)} of traffic)"))
+    if soft and len(soft) < len(kept):
+        out = {d.id for d, _ in soft}
+        kept = [d for d in kept if d.id not in out]
+        drops += soft
     return kept, drops
+
+
+def _percent(fraction: float) -> str:
+    if 0.0 < fraction < 0.01:
+        return "<1%"
+    return f"{fraction:.0%}"
 
 
 FILTERS: tuple[Filter, ...] = (
@@ -126,16 +162,19 @@ FILTERS: tuple[Filter, ...] = (
 """The filters in the order they run."""
 
 
-def check(f: Filter, request: RouteRequest, snapshot: Snapshot, deployment: Deployment) -> str | None:
-    """Why filter `f` drops `deployment` for `request`, or None when it keeps it."""
-    _, drops = f.run(request, snapshot, [deployment])
+def check(f: Filter, request: RouteRequest, snapshot: Snapshot, deployment: Deployment,
+          rand: float = 0.5) -> str | None:
+    """Why filter `f` drops `deployment` for `request` (alone), or None when it keeps it."""
+    _, drops = f.run(request, snapshot, [deployment], rand)
     return drops[0][1] if drops else None
 
 
 def run_filters(request: RouteRequest, snapshot: Snapshot, candidates: Sequence[Deployment],
-                filters: Sequence[Filter] = FILTERS) -> tuple[list[Deployment], dict[str, Dropped]]:
+                filters: Sequence[Filter] = FILTERS, *, rand: float = 0.5
+                ) -> tuple[list[Deployment], dict[str, Dropped]]:
     """The candidates every filter keeps (in their order, first occurrence of each id), and the dropped
-    ones with the first filter that dropped each."""
+    ones with the first filter that dropped each; `rand` is the decision's draw (see the module
+    docstring)."""
     kept: list[Deployment] = []
     seen: set[str] = set()
     for d in candidates:
@@ -144,7 +183,7 @@ def run_filters(request: RouteRequest, snapshot: Snapshot, candidates: Sequence[
             kept.append(d)
     dropped: dict[str, Dropped] = {}
     for name, run in filters:
-        kept, drops = run(request, snapshot, kept)
+        kept, drops = run(request, snapshot, kept, rand)
         for d, reason in drops:
             dropped[d.id] = Dropped(name, reason)
     return kept, dropped

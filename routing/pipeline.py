@@ -1,12 +1,15 @@
 """The routing decision: filters → scorers → picker, with its explanation.
 
 `decide` is a pure function: the same arguments give the same `Decision`, and none of them is mutated.
-The clock is `request.now`, randomness is `rand` (a uniform draw in [0, 1) the caller makes) and
-round-robin state is `rr_counter` (the caller's counter for the route, incremented per request). It does
-no I/O, reads no clock, logs nothing and is safe to call from any thread on shared arguments.
+The clock is `request.now`, randomness is `rand` (one uniform draw in [0, 1) the caller makes, read by
+the health filter's ramp and by the picker) and round-robin state is `rr_counter` (the caller's counter
+for the route, incremented per request). It does no I/O, reads no clock, logs nothing and is safe to
+call from any thread on shared arguments.
 
 Steps:
-1. Filters (`routing.filters`) drop the candidates that cannot serve the request.
+1. Filters (`routing.filters`) drop the candidates that cannot serve the request, and (softly, never the
+   last one) those near their provider's rate limit or ramping up after a cool-down when `rand` ≥ their
+   ramp fraction.
 2. Scorers (`routing.scorers`) score every eligible deployment and check the policy's constraints.
 3. The picker (`routing.pickers`) ranks them by the policy and picks the primary:
    - round-robin: the rotation at `rr_counter`;
@@ -41,7 +44,7 @@ def decide(request: RouteRequest, candidates: Sequence[Deployment], policy: Poli
     Returns an empty `deployments` tuple when every candidate was dropped (the explanation says by which
     filter). Raises nothing for well-formed arguments.
     """
-    eligible, dropped = run_filters(request, snapshot, candidates)
+    eligible, dropped = run_filters(request, snapshot, candidates, rand=rand)
     if not eligible:
         return Decision((), Explanation(dropped, {}, {}, NO_CANDIDATE))
     scores = score_all(request, eligible, snapshot, policy)

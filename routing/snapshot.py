@@ -31,6 +31,16 @@ class Unavailable(NamedTuple):
     reason: str
 
 
+class Pressured(NamedTuple):
+    """A deployment whose provider said its rate limit is nearly exhausted: `remaining_fraction` of it
+    was left (per the header `source`) and it resets at `until` (seconds). A soft signal: the health
+    filter prefers other deployments until then, but never drops the last one (see `routing.filters`)."""
+
+    until: float
+    remaining_fraction: float
+    source: str
+
+
 @dataclass(frozen=True, slots=True)
 class LatencyEstimate:
     """One deployment's latency as of the snapshot.
@@ -101,20 +111,30 @@ def blend(data: float | None, weight: float, prior: float, prior_weight: float) 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Latency estimates and unavailable deployments at `taken_at`; immutable, shareable.
+    """Latency estimates and health at `taken_at`; immutable, shareable.
 
-    `estimates` holds the deployments with data or a configured prior; any other id reads as `prior`.
-    `unavailable` maps deployment ids cooling down or with an open circuit to until when; the health
-    filter compares `until` with the request's `now`. Both maps are copied into read-only views.
+    - `estimates` holds the deployments with data or a configured prior; any other id reads as `prior`.
+    - `unavailable` maps deployment ids cooling down or with an open circuit to until when (hard: the
+      health filter drops them).
+    - `pressured` maps deployment ids whose provider rate limit is nearly exhausted to until when and
+      how much is left (soft: dropped only while another candidate survives).
+    - `ramp` maps deployment ids whose cool-down or pressure ended recently to the fraction of traffic,
+      in [0, 1), they may take as of `taken_at` (soft: dropped when the decision's draw is ≥ it, only
+      while another candidate survives).
+
+    The health filter compares each `until` with the request's `now`; `ramp` fractions are as of
+    `taken_at`. Every map is copied into a read-only view.
     """
 
     taken_at: float
     prior: LatencyEstimate = field(default_factory=lambda: LatencyEstimate.from_prior(LatencyPrior()))
     estimates: Mapping[str, LatencyEstimate] = field(default_factory=lambda: MappingProxyType({}))
     unavailable: Mapping[str, Unavailable] = field(default_factory=lambda: MappingProxyType({}))
+    pressured: Mapping[str, Pressured] = field(default_factory=lambda: MappingProxyType({}))
+    ramp: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        for name in ("estimates", "unavailable"):
+        for name in ("estimates", "unavailable", "pressured", "ramp"):
             m = getattr(self, name)
             if not isinstance(m, MappingProxyType):
                 object.__setattr__(self, name, MappingProxyType(dict(m)))

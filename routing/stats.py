@@ -13,11 +13,24 @@ provider's Retry-After when longer, capped at `cooldown_max_s`; `record_success`
 does not end a cool-down already running (answers to requests sent before it still arrive).
 `set_circuit_open` is the hook for breaker state learned elsewhere.
 
+Pressure: `record_pressure` takes what a provider's rate-limit headers say (`routing.provider_limits`).
+At or below `pressure_threshold` of the limit left, the deployment is under pressure until the limit
+resets (at most `cooldown_max_s` ahead; the latest reading replaces the previous one); above it, or when
+the limit resets now, pressure ends now. Pressure is soft (the health filter prefers other deployments
+but never drops the last one) and is not a failure: it neither counts in the failure streak nor starts
+or lengthens a cool-down.
+
+Ramp: for `ramp_s` seconds after a cool-down or pressure ends, a deployment may take only a fraction of
+the traffic, rising linearly from `ramp_floor` to 1, so traffic returns gradually instead of all at once
+(which would exhaust a just-reset limit again). An open circuit has no end time and does not ramp.
+
 `snapshot(now)` returns an immutable `Snapshot` for `decide`, cheap enough to take per request: the
-previous one is returned while nothing changed and it is younger than `snapshot_max_age_s`; otherwise
-only the deployments observed since the last build are re-estimated, and every deployment is re-blended
-with its prior (which depends on age) once per `snapshot_max_age_s`. So a snapshot's estimates are at
-most `snapshot_max_age_s` behind its `taken_at` in their decay, never in their data.
+previous one is returned while nothing changed, it is younger than `snapshot_max_age_s` and no
+cool-down, pressure or ramp it lists has ended since; otherwise only the deployments observed since the
+last build are re-estimated, and every deployment is re-blended with its prior (which depends on age)
+once per `snapshot_max_age_s`. So the snapshot `decide` reads lags `now` by less than
+`snapshot_max_age_s` in its decay and its ramp fractions, never in its data, and a ramp starts and ends
+on time.
 
 Lifetime and concurrency: one instance per worker process, owned by its asyncio loop; not thread-safe.
 Workers do not share statistics (each learns from the responses it sees). Every method takes the time
@@ -32,7 +45,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from routing.histogram import DecayedHistogram, bucket_quantiles
-from routing.snapshot import LatencyEstimate, LatencyPrior, Snapshot, Unavailable, blend
+from routing.provider_limits import Pressure
+from routing.snapshot import LatencyEstimate, LatencyPrior, Pressured, Snapshot, Unavailable, blend
 
 DEFAULT_PRIOR = LatencyPrior()
 """TTFT 1 s, TPOT 20 ms: what an unobserved deployment is assumed to do."""
@@ -40,7 +54,7 @@ DEFAULT_PRIOR = LatencyPrior()
 
 class _Deployment:
     __slots__ = ("ttft", "tpot", "recent", "last_observed", "failures", "cooldown_until", "circuit_open",
-                 "dirty", "ttft_q", "tpot_p50", "buckets")
+                 "pressure", "pressured_until", "dirty", "ttft_q", "tpot_p50", "buckets")
 
     def __init__(self, half_life_s: float, last_n: int) -> None:
         self.ttft = DecayedHistogram(half_life_s)
@@ -50,6 +64,8 @@ class _Deployment:
         self.failures = 0
         self.cooldown_until = -math.inf
         self.circuit_open = False
+        self.pressure: Pressured | None = None
+        self.pressured_until = -math.inf
         self.dirty = True
         self.ttft_q: tuple[float | None, ...] = ()
         self.tpot_p50: float | None = None
@@ -60,16 +76,21 @@ class LatencyStats:
     """Per-deployment latency estimates and cool-downs; see the module docstring for the contract.
 
     `quantiles` are the TTFT quantiles every snapshot precomputes (0.5 is always added); include each
-    route policy's `ttft_quantile` (others are computed on demand, more slowly).
+    route policy's `ttft_quantile` (others are computed on demand, more slowly). `pressure_threshold`
+    (fraction of a provider limit left, in [0, 1]), `ramp_s` (seconds, ≥ 0; 0 turns ramping off) and
+    `ramp_floor` (in [0, 1]) shape pressure and ramping (see the module docstring).
     """
 
     def __init__(self, *, half_life_s: float = 60.0, prior: LatencyPrior = DEFAULT_PRIOR,
                  priors: Mapping[str, LatencyPrior] | None = None, prior_weight: float = 1.0,
                  quantiles: Iterable[float] = (0.5, 0.9, 0.95, 0.99), last_n: int = 10,
                  cooldown_base_s: float = 1.0, cooldown_max_s: float = 60.0,
-                 snapshot_max_age_s: float = 1.0) -> None:
+                 snapshot_max_age_s: float = 1.0, pressure_threshold: float = 0.1, ramp_s: float = 10.0,
+                 ramp_floor: float = 0.1) -> None:
         if half_life_s <= 0 or prior_weight <= 0 or last_n < 1 or cooldown_base_s < 0:
             raise ValueError("half_life_s, prior_weight must be > 0; last_n >= 1; cooldown_base_s >= 0")
+        if not (0.0 <= pressure_threshold <= 1.0 and 0.0 <= ramp_floor <= 1.0 and 0.0 <= ramp_s < math.inf):
+            raise ValueError("pressure_threshold, ramp_floor must be in [0, 1]; ramp_s finite and >= 0")
         qs = sorted({0.5, *quantiles})
         if not all(0.0 < q < 1.0 for q in qs):
             raise ValueError("quantiles: each must be in (0, 1)")
@@ -82,6 +103,9 @@ class LatencyStats:
         self.cooldown_base_s = cooldown_base_s
         self.cooldown_max_s = cooldown_max_s
         self.snapshot_max_age_s = snapshot_max_age_s
+        self.pressure_threshold = pressure_threshold
+        self.ramp_s = ramp_s
+        self.ramp_floor = ramp_floor
         self._deps: dict[str, _Deployment] = {}
         self._changed = True
         self._snapshot: Snapshot | None = None
@@ -90,6 +114,7 @@ class LatencyStats:
             k: LatencyEstimate.from_prior(p, self.quantiles, prior_weight) for k, p in self.priors.items()}
         self._pending: set[str] = set()
         self._blended_at = -math.inf
+        self._next_transition = math.inf
 
     def _dep(self, deployment_id: str) -> _Deployment:
         d = self._deps.get(deployment_id)
@@ -169,6 +194,29 @@ class LatencyStats:
         d = self._deps.get(deployment_id)
         return d is not None and d.cooldown_until > now
 
+    def record_pressure(self, deployment_id: str, pressure: Pressure, now: float) -> float | None:
+        """Apply one reading of the deployment's provider rate-limit headers (see the module docstring);
+        returns until when it is under pressure (seconds), or None when it is not. Never touches the
+        failure streak or a cool-down."""
+        d = self._dep(deployment_id)
+        duration = min(self.cooldown_max_s, pressure.reset_after_s)
+        if pressure.remaining_fraction <= self.pressure_threshold and duration > 0.0:
+            reading = Pressured(now + duration, pressure.remaining_fraction, pressure.source)
+            if reading != d.pressure:
+                d.pressured_until = reading.until
+                d.pressure = reading
+                self._changed = True
+            return reading.until
+        if d.pressured_until > now:
+            d.pressured_until = now
+            self._changed = True
+        d.pressure = None
+        return None
+
+    def under_pressure(self, deployment_id: str, now: float) -> bool:
+        d = self._deps.get(deployment_id)
+        return d is not None and d.pressured_until > now
+
     def set_circuit_open(self, deployment_id: str, is_open: bool) -> None:
         """Mark a deployment's circuit open (dropped by the health filter) or closed."""
         d = self._dep(deployment_id)
@@ -192,7 +240,8 @@ class LatencyStats:
         """An immutable view for `decide` as of `now` (see the module docstring for caching)."""
         s = self._snapshot
         max_age = self.snapshot_max_age_s
-        if s is not None and not self._changed and 0.0 <= now - s.taken_at < max_age:
+        if (s is not None and not self._changed and 0.0 <= now - s.taken_at < max_age
+                and now < self._next_transition):
             return s
         if 0.0 <= now - self._blended_at < max_age:
             todo: Iterable[str] = self._pending
@@ -205,14 +254,28 @@ class LatencyStats:
                 self._estimates[dep_id] = self._estimate(dep_id, d, now)
         self._pending.clear()
         unavailable: dict[str, Unavailable] = {}
+        pressured: dict[str, Pressured] = {}
+        ramp: dict[str, float] = {}
+        ramp_s, floor = self.ramp_s, self.ramp_floor
+        transition = math.inf
         for dep_id, d in self._deps.items():
             if d.circuit_open:
                 unavailable[dep_id] = Unavailable(math.inf, "circuit open")
             elif d.cooldown_until > now:
                 unavailable[dep_id] = Unavailable(
                     d.cooldown_until, f"{d.failures} consecutive failure{'s' if d.failures != 1 else ''}")
+                transition = min(transition, d.cooldown_until)
+            if d.pressure is not None and d.pressured_until > now:
+                pressured[dep_id] = d.pressure
+                transition = min(transition, d.pressured_until)
+            ended = max(d.cooldown_until, d.pressured_until)
+            if not d.circuit_open and ended <= now < ended + ramp_s:
+                ramp[dep_id] = floor + (1.0 - floor) * (now - ended) / ramp_s
+                transition = min(transition, ended + ramp_s)
         s = self._snapshot = Snapshot(now, self._prior_estimate, MappingProxyType(dict(self._estimates)),
-                                      MappingProxyType(unavailable))
+                                      MappingProxyType(unavailable), MappingProxyType(pressured),
+                                      MappingProxyType(ramp))
+        self._next_transition = transition
         self._changed = False
         return s
 
