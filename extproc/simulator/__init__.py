@@ -7,7 +7,9 @@ OpenAI (chat completions, embeddings, models), Anthropic (Messages), Gemini API
 (JSON, SSE, AWS event stream), rejects what the provider would reject (strict validation
 against the official SDK types, see `extproc.schemas`), produces deterministic text, tool calls
 and embeddings (`textgen`), counts usage itself, and follows a per-model behaviour script
-changeable at run time (`state.Behaviour`, control API in `server` and `control`).
+changeable at run time (`state.Behaviour`: latency, injected errors, concurrency limits and
+fixed-window request quotas reported in the providers' rate-limit headers, see `quota`; control
+API in `server` and `control`).
 
     run(host, port, api_keys=None, *, gcp_service_accounts=None, aws_credentials=None)
                                               blocking; for `interlock simulate` / `make run`

@@ -5,10 +5,18 @@ Input tokens (`usage.input_tokens`) are counted by the token rule of `textgen` o
 (string or text blocks), every message's string content, `text` and `thinking` blocks,
 `tool_use` name and input (serialized as JSON), `tool_result` content (string or text blocks),
 and each entry of `tools` serialized as JSON. Images and documents count 0.
+
+Rate limits: successes (streamed ones too) and 429s carry ``anthropic-ratelimit-requests|tokens|
+input-tokens|output-tokens-limit|remaining|reset`` with fixed figures. With a `request_limit`
+behaviour every answer to a request that reached admission (successes, injected errors, 429s)
+reports the model's quota in ``anthropic-ratelimit-requests-*`` instead: the limit, requests left
+in the window after this one, and the window's end in RFC 3339 (whole seconds, rounded up); a 429
+for the quota has ``retry-after`` = whole seconds until then (at least 1).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -25,7 +33,7 @@ from extproc.simulator.common import (
     rfc3339,
     write,
 )
-from extproc.simulator.state import UNANSWERED, Behaviour, SimState
+from extproc.simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
 from extproc.simulator.textgen import Output, ToolCall
 
 REQUEST_LIMIT = 4_000
@@ -69,17 +77,28 @@ class MessagesExchange:
         return None
 
     def rate_headers(self, behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[str, str]:
+        """Anthropic's rate-limit headers; `limited`: for a 429. With a quota (`state.QUOTA`) the
+        request figures are the model's quota and a 429 of the quota itself leaves the token
+        figures unlimited."""
+        quota = self.request.get(QUOTA)
+        refused = quota is not None and quota.exhausted
+        tokens_limited = limited and not refused
         now = self.state.clock()
-        reset = rfc3339(now + (behaviour.retry_after_s if limited else 1))
+        reset = rfc3339(now + (behaviour.retry_after_s if tokens_limited else 1))
         headers: dict[str, str] = {}
         for name, limit in (("requests", REQUEST_LIMIT), ("tokens", TOKEN_LIMIT),
                             ("input-tokens", TOKEN_LIMIT), ("output-tokens", TOKEN_LIMIT // 5)):
             used = 1 if name == "requests" else used_tokens if name != "output-tokens" else 0
             headers[f"anthropic-ratelimit-{name}-limit"] = str(limit)
-            headers[f"anthropic-ratelimit-{name}-remaining"] = "0" if limited else str(max(0, limit - used))
+            headers[f"anthropic-ratelimit-{name}-remaining"] = "0" if tokens_limited else str(max(0, limit - used))
             headers[f"anthropic-ratelimit-{name}-reset"] = reset
+        if quota is not None:
+            headers["anthropic-ratelimit-requests-limit"] = str(quota.limit)
+            headers["anthropic-ratelimit-requests-remaining"] = str(quota.remaining)
+            headers["anthropic-ratelimit-requests-reset"] = rfc3339(math.ceil(quota.reset_at))
         if limited:
-            headers["retry-after"] = f"{behaviour.retry_after_s:g}"
+            headers["retry-after"] = str(quota.retry_after_s) if quota is not None and refused \
+                else f"{behaviour.retry_after_s:g}"
         return headers
 
     async def answer(self) -> web.StreamResponse:
@@ -119,9 +138,11 @@ class MessagesExchange:
         return body, []
 
     def status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
-        """The injected error `status` in Anthropic's format."""
+        """The error `status` admission gave, in Anthropic's format; rate-limit headers on a 429, and
+        on every status while the model has a quota."""
         text = f"model: {model}" if status == 404 else _STATUS_MESSAGES.get(status, "Simulated error")
-        extra = self.rate_headers(behaviour, prompt, True) if status == 429 else {}
+        quota = self.request.get(QUOTA) is not None
+        extra = self.rate_headers(behaviour, prompt, status == 429) if status == 429 or quota else {}
         if status == 503:
             extra["retry-after"] = f"{behaviour.retry_after_s:g}"
         return self.error(status, text, extra)

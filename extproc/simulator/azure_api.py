@@ -13,7 +13,10 @@ OpenAI, as Azure answers:
   open with a prompt-filter chunk and carry no `obfuscation`;
 - rate limits: ``x-ratelimit-remaining-requests|tokens`` (+ limits); a 429 is
   ``{"error": {"code": "429", "message": "... Please retry after N seconds. ..."}}`` with
-  ``retry-after`` and ``retry-after-ms``; an injected 404 is ``DeploymentNotFound``.
+  ``retry-after`` and ``retry-after-ms``; an injected 404 is ``DeploymentNotFound``;
+- with a `request_limit` behaviour every answer past validation reports the deployment's quota as
+  OpenAI does (``x-ratelimit-limit|remaining|reset-requests``, see `openai_api`); a 429 for the
+  quota asks to retry (``retry-after``, ``retry-after-ms``, the message) when the window resets.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc.simulator.common import json_response
+from extproc.simulator.common import go_duration, json_response
 from extproc.simulator.embeddings import Embeddings
 from extproc.simulator.openai_api import ChatCompletions
-from extproc.simulator.state import Behaviour, SimState
+from extproc.simulator.state import QUOTA, Behaviour, SimState
 
 REQUEST_LIMIT = 1_000
 TOKEN_LIMIT = 1_000_000
@@ -72,10 +75,19 @@ class AzureMixin:
         return {**body, "model": self.deployment} if isinstance(body, dict) else body
 
     def rate_headers(self, behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[str, str]:
+        quota = self.request.get(QUOTA)
+        refused = quota is not None and quota.exhausted
         headers = {"x-ratelimit-limit-requests": str(REQUEST_LIMIT), "x-ratelimit-limit-tokens": str(TOKEN_LIMIT),
                    "x-ratelimit-remaining-requests": "0" if limited else str(REQUEST_LIMIT - 1),
-                   "x-ratelimit-remaining-tokens": "0" if limited else str(TOKEN_LIMIT - used_tokens)}
-        if limited:
+                   "x-ratelimit-remaining-tokens": "0" if limited and not refused else str(TOKEN_LIMIT - used_tokens)}
+        if quota is not None:
+            headers["x-ratelimit-limit-requests"] = str(quota.limit)
+            headers["x-ratelimit-remaining-requests"] = str(quota.remaining)
+            headers["x-ratelimit-reset-requests"] = go_duration(quota.reset_s)
+        if limited and quota is not None and refused:
+            headers["retry-after"] = str(quota.retry_after_s)
+            headers["retry-after-ms"] = str(quota.reset_ms)
+        elif limited:
             headers["retry-after"] = f"{max(1, round(behaviour.retry_after_s))}"
             headers["retry-after-ms"] = f"{int(behaviour.retry_after_s * 1000)}"
         return headers
@@ -84,16 +96,18 @@ class AzureMixin:
         if status == 429:
             operation = OPERATIONS["embeddings" if self.request.path.endswith("/embeddings") else "chat/completions"]
             version = self.request.query.get("api-version", "")
+            retry = max(1, round(self.state.retry_after_s(behaviour, self.request)))
             message = (f"Requests to the {operation} Operation under Azure OpenAI API version {version} have "
                        "exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after "
-                       f"{max(1, round(behaviour.retry_after_s))} seconds. Please go here: "
+                       f"{retry} seconds. Please go here: "
                        "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate "
                        "limit.")
             return azure_error(429, "429", message, self._headers(self.rate_headers(behaviour, prompt, True)))
         if status == 404:
+            extra = self.rate_headers(behaviour, prompt, False) if self.request.get(QUOTA) is not None else {}
             return azure_error(404, "DeploymentNotFound", "The API deployment for this resource does not exist. If "
                                "you created the deployment within the last 5 minutes, please wait a moment and try "
-                               "again.", self._headers())
+                               "again.", self._headers(extra))
         return super().status_error(status, behaviour, model, prompt)  # type: ignore[misc]
 
     def decorate(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ message, roles alternate, tool results answer the previous turn's tool uses, a f
 Errors: ``x-amzn-ErrorType: <Type>:http://internal.amazon.com/coral/com.amazon.bedrock/`` and
 ``{"message": ...}`` (ValidationException 400, AccessDeniedException 403,
 ResourceNotFoundException 404, ModelTimeoutException 408, ModelErrorException 424,
-ThrottlingException 429, InternalServerException 500, ServiceUnavailableException 503).
+ThrottlingException 429, InternalServerException 500, ServiceUnavailableException 503). A request
+over a `request_limit` quota gets the ThrottlingException 429 too; Bedrock sends no rate-limit headers.
 
 ConverseStream answers ``application/vnd.amazon.eventstream`` frames: messageStart,
 contentBlockStart (tool use only), contentBlockDelta (text / toolUse.input), contentBlockStop,

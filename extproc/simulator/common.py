@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import orjson
@@ -61,9 +62,25 @@ def rfc3339(epoch_s: float) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    """OpenAI's reset format: `1s`, `6m0s`, `120ms`."""
+    """OpenAI's reset format rounded to whole seconds from 1 s up: `1s`, `6m0s`, `120ms` (the fixed
+    figures of answers without a quota; see `go_duration` for exact ones)."""
     if seconds < 1:
         return f"{max(0, round(seconds * 1000))}ms"
     whole = int(round(seconds))
     minutes, secs = divmod(whole, 60)
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def go_duration(seconds: float) -> str:
+    """OpenAI's reset format exactly: Go's `time.Duration` text at millisecond precision, rounded
+    up: `250ms`, `1s`, `1m30.5s`, `6m0s`, `1h0m0s`."""
+    ms = max(0, math.ceil(round(seconds * 1000, 3)))
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"

@@ -8,7 +8,15 @@
     GET    /_sim/aws/credentials       {"access_key_ids": [...]}
     GET    /_sim/stats                 {"gcp": {"token_requests", "tokens_issued", "tokens_valid",
                                         "expires_in"}, "requests": n, "concurrency": {model: {"in_flight",
-                                        "peak", "accepted", "rejected"}}}  (see `state.Concurrency`)
+                                        "peak", "accepted", "rejected"}}  (see `state.Concurrency`),
+                                        "quota": {model: {"limit", "window_s", "used_in_window",
+                                        "remaining", "reset_in_s", "rejected"}}}  (see `quota.Quota`)
+
+`quota` lists every model with a `request_limit` now or a count since the last reset: `limit` and
+`window_s` of its behaviour now (`limit` null once unset), requests accepted in the window holding
+the clock's now (`used_in_window`, 0 once that window has passed), `remaining` of them (null
+without a limit), seconds until that window ends, and requests refused for the quota since the
+last reset (`rejected`).
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ def stats(state: SimState) -> dict[str, Any]:
                     "tokens_valid": sum(1 for t in gcp.tokens.values() if t.expires_at > now),
                     "expires_in": gcp.expires_in},
             "requests": len(state.records),
-            "concurrency": {model: asdict(figures) for model, figures in state.concurrency.items()}}
+            "concurrency": {model: asdict(figures) for model, figures in state.concurrency.items()},
+            "quota": state.quota_figures()}
 
 
 async def _json_object(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:

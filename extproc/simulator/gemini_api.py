@@ -14,6 +14,10 @@ Tool calls: when `tools` declare functions, `toolConfig.functionCallingConfig.mo
 ``NONE`` and the last content is a user turn without a `functionResponse` (``ANY`` forces the
 first allowed function). Embeddings: `textgen.embedding` of the content's text, 8 dimensions
 unless `outputDimensionality`.
+
+Injected 429s and those of a `request_limit` quota are 429 RESOURCE_EXHAUSTED (Gemini API: with
+QuotaFailure and RetryInfo, the delay until the quota window resets for a quota refusal); no
+rate-limit headers, as Google sends none.
 """
 
 from __future__ import annotations
@@ -182,7 +186,8 @@ class GeminiExchange:
         return json_response(200, result, GOOGLE_HEADERS)
 
     def status_error(self, status: int, behaviour: Behaviour) -> web.Response:
-        """The injected error `status` in Google's format (429 with RetryInfo on the Gemini API)."""
+        """The error `status` admission gave, in Google's format (429 with RetryInfo on the Gemini API:
+        until the quota window resets when the quota refused the request)."""
         target = self.target
         details: list[dict[str, Any]] = []
         if status == 404:
@@ -201,7 +206,7 @@ class GeminiExchange:
                 "quotaMetric": f"{SERVICE}/generate_content_requests",
                 "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
                 "quotaDimensions": {"location": "global", "model": target.model}, "quotaValue": "1000"}]},
-                retry_info(behaviour.retry_after_s)]
+                retry_info(self.state.retry_after_s(behaviour, self.request))]
         elif status == 503:
             message = "The model is overloaded. Please try again later."
         elif status == 504:

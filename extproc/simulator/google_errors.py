@@ -50,7 +50,9 @@ def error_info(reason: str, service: str, **metadata: str) -> dict[str, Any]:
 
 
 def retry_info(seconds: float) -> dict[str, Any]:
-    return {"@type": TYPE_PREFIX + "RetryInfo", "retryDelay": f"{seconds:g}s"}
+    """A RetryInfo detail; `retryDelay` is a JSON protobuf Duration (decimal seconds, no exponent)."""
+    delay = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return {"@type": TYPE_PREFIX + "RetryInfo", "retryDelay": f"{delay}s"}
 
 
 def violations_error(violations: list[Violation], headers: dict[str, str] | None = None) -> web.Response:

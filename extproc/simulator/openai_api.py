@@ -4,6 +4,13 @@ Input tokens (`usage.prompt_tokens`) are counted by the token rule of `textgen` 
 of every message (string content, `text` and `refusal` parts), every assistant tool call's
 name and arguments (or custom input), legacy `function_call` name and arguments, and each entry
 of `tools` / `functions` serialized as JSON. Images, audio and files count 0.
+
+Rate limits: successes (streamed ones too) and 429s carry ``x-ratelimit-limit|remaining|reset-
+requests|tokens`` with fixed figures. With a `request_limit` behaviour every answer to a request
+that reached admission (successes, injected errors, 429s) reports the model's quota instead:
+``x-ratelimit-limit-requests`` = `request_limit`, ``-remaining-requests`` = requests left in the
+window after this one, ``-reset-requests`` = time until the window resets (``250ms``, ``1s``,
+``1m30.5s``), and a 429 for the quota has ``retry-after`` = whole seconds until then (at least 1).
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ from extproc.simulator.common import (
     ClientGone,
     bearer_token,
     duration_text,
+    go_duration,
     json_response,
     open_stream,
     parse_json_body,
     write,
 )
 from extproc.simulator.openai_checks import error, problems_error, semantic_problems, tool_name
-from extproc.simulator.state import UNANSWERED, Behaviour, SimState
+from extproc.simulator.quota import QuotaView
+from extproc.simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
 from extproc.simulator.textgen import Output, ToolCall
 
 REQUEST_LIMIT = 10_000
@@ -111,18 +120,29 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
-def rate_headers(behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[str, str]:
+def rate_headers(behaviour: Behaviour, used_tokens: int, limited: bool,
+                 quota: QuotaView | None = None) -> dict[str, str]:
+    """OpenAI's rate-limit headers; `limited`: for a 429. Without `quota` the request figures are
+    fixed (`REQUEST_LIMIT`, 0 left on a 429). With it they are the model's quota: limit, requests
+    left in the window after this one, time until the window resets (`go_duration`); a 429 of the
+    quota itself leaves the token figures unlimited and asks to retry when the window resets."""
+    refused = quota is not None and quota.exhausted
+    tokens_limited = limited and not refused
     retry = behaviour.retry_after_s
     headers = {
         "x-ratelimit-limit-requests": str(REQUEST_LIMIT),
         "x-ratelimit-remaining-requests": "0" if limited else str(REQUEST_LIMIT - 1),
         "x-ratelimit-reset-requests": duration_text(retry if limited else 0.006),
         "x-ratelimit-limit-tokens": str(TOKEN_LIMIT),
-        "x-ratelimit-remaining-tokens": "0" if limited else str(TOKEN_LIMIT - used_tokens),
-        "x-ratelimit-reset-tokens": duration_text(retry if limited else 0),
+        "x-ratelimit-remaining-tokens": "0" if tokens_limited else str(TOKEN_LIMIT - used_tokens),
+        "x-ratelimit-reset-tokens": duration_text(retry if tokens_limited else 0),
     }
+    if quota is not None:
+        headers["x-ratelimit-limit-requests"] = str(quota.limit)
+        headers["x-ratelimit-remaining-requests"] = str(quota.remaining)
+        headers["x-ratelimit-reset-requests"] = go_duration(quota.reset_s)
     if limited:
-        headers["retry-after"] = f"{retry:g}"
+        headers["retry-after"] = str(quota.retry_after_s) if quota is not None and refused else f"{retry:g}"
     return headers
 
 
@@ -160,7 +180,8 @@ class ChatCompletions:
         return body
 
     def rate_headers(self, behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[str, str]:
-        return rate_headers(behaviour, used_tokens, limited)
+        """The rate-limit headers of an answer (`limited`: a 429), with the model's quota if any."""
+        return rate_headers(behaviour, used_tokens, limited, self.request.get(QUOTA))
 
     def decorate(self, data: dict[str, Any]) -> dict[str, Any]:
         """A completion (or chunk) as this host sends it."""
@@ -203,12 +224,15 @@ class ChatCompletions:
         return json_response(200, result, self._headers(self.rate_headers(behaviour, prompt, False)))
 
     def status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
+        """The error `status` admission gave; rate-limit headers on a 429, and on every status
+        while the model has a quota."""
+        quota = self.request.get(QUOTA) is not None
+        extra = self.rate_headers(behaviour, prompt, status == 429) if status == 429 or quota else {}
         if status == 404:
             return error(404, f"The model `{model}` does not exist or you do not have access to it.",
-                         code="model_not_found", headers=self._headers())
+                         code="model_not_found", headers=self._headers(extra))
         message, kind, code = _STATUS_ERRORS.get(
             status, ("Simulated error.", "server_error" if status >= 500 else "invalid_request_error", None))
-        extra = self.rate_headers(behaviour, prompt, True) if status == 429 else {}
         if status == 503:
             extra["retry-after"] = f"{behaviour.retry_after_s:g}"
         return error(status, message, type=kind, code=code, headers=self._headers(extra))

@@ -10,8 +10,9 @@ OAuth token endpoint (`POST /token`, `gcp`), Bedrock runtime (`/model/{modelId}/
 Control API (JSON; credentials and counters in `control`):
     PUT    /_sim/models/{model}   merge a behaviour patch (fields of `state.Behaviour`); `*` = all models
     GET    /_sim/models           effective behaviour of every configured model
-    DELETE /_sim/models/{model}   drop the model's patch and zero its concurrency figures
-    POST   /_sim/reset            drop every behaviour and recorded request, zero the concurrency figures
+    DELETE /_sim/models/{model}   drop the model's patch, zero its concurrency figures, forget its quota count
+    POST   /_sim/reset            drop every behaviour and recorded request, zero the concurrency and quota
+                                  figures
     GET    /_sim/requests         recorded provider requests, oldest first (last 1000): method, path
                                   (decoded), raw_path (as sent, with query), query, headers, body
                                   (parsed JSON or null), status (null while unanswered)
@@ -166,6 +167,7 @@ async def _get_models(request: web.Request) -> web.Response:
 
 async def _delete_model(request: web.Request) -> web.Response:
     _state(request).reset_concurrency(request.match_info["model"])
+    _state(request).reset_quota(request.match_info["model"])
     found = _state(request).behaviours.delete(request.match_info["model"])
     return json_response(200 if found else 404, {"deleted": found})
 

@@ -19,11 +19,13 @@ from aiohttp import web
 
 from extproc.simulator.aws_auth import AwsCredentials
 from extproc.simulator.gcp import GcpAuth
+from extproc.simulator.quota import Quota, QuotaView
 
 MAX_RECORDS = 1000
 UNANSWERED = web.RequestKey("sim_unanswered", bool)
 STREAM_STATUS = web.RequestKey("sim_stream_status", int)
 SLOT = web.RequestKey("sim_slot", str)
+QUOTA = web.RequestKey("sim_quota", QuotaView)
 WILDCARD = "*"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -52,6 +54,12 @@ class Behaviour:
     max_concurrency: requests of this model in flight at once (from acceptance until the answer,
         streamed or not, is sent or the client goes away); one more is answered at once with the
         provider's 429 and rate-limit headers, never queued (None = unlimited).
+    request_limit / request_window_s: at most `request_limit` accepted requests of this model per
+        fixed window of `request_window_s` seconds, windows aligned on the epoch of the simulator's
+        clock (see `quota`; under `*` each model has its own count). One more is answered at once
+        with the provider's 429, `retry-after` = whole seconds until the window resets (rounded up,
+        at least 1), and OpenAI, Azure and Anthropic answers report the quota in their rate-limit
+        headers (None = unlimited; those headers then carry fixed figures).
     """
 
     ttft_ms: float = 0
@@ -66,6 +74,8 @@ class Behaviour:
     hang: bool = False
     stream_error_after: int | None = None
     max_concurrency: int | None = None
+    request_limit: int | None = None
+    request_window_s: float = 60
 
 
 @dataclass
@@ -83,7 +93,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "ttft_ms": (int, float), "ttft_ms_per_ktok": (int, float), "ttft_sigma": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
     "status": (int, type(None)), "error_rate": (int, float), "error_status": (int,),
     "retry_after_s": (int, float), "hang": (bool,), "stream_error_after": (int, type(None)),
-    "max_concurrency": (int, type(None)),
+    "max_concurrency": (int, type(None)), "request_limit": (int, type(None)), "request_window_s": (int, float),
 }
 
 
@@ -111,6 +121,10 @@ def validate_patch(patch: Any) -> list[str]:
             problems.append(f"{key}: must not be negative")
         elif key == "max_concurrency" and number is not None and number < 1:
             problems.append("max_concurrency: must be at least 1")
+        elif key == "request_limit" and number is not None and number < 0:
+            problems.append("request_limit: must not be negative (0 refuses every request, null = unlimited)")
+        elif key == "request_window_s" and not (math.isfinite(number) and number > 0):
+            problems.append("request_window_s: must be a positive number of seconds")
     return problems
 
 
@@ -162,10 +176,12 @@ class SimState:
         self.sleep: Sleep = sleep or asyncio.sleep
         self.stopping = asyncio.Event()
         self.concurrency: dict[str, Concurrency] = {}
+        self.quotas: dict[str, Quota] = {}
 
     def reset(self) -> None:
         self.behaviours.reset()
         self.reset_concurrency()
+        self.quotas.clear()
         self.records.clear()
         self.seen_models.clear()
         self.rng = random.Random(self.seed)
@@ -189,11 +205,26 @@ class SimState:
         return None
 
     def admission(self, behaviour: Behaviour, model: str, request: web.Request) -> int | None:
-        """The error status this request gets (injected, or 429 above `max_concurrency`), if any;
-        None = accepted: it holds one of the model's slots until `release`."""
+        """The error status this request gets, if any: injected, else 429 when the model's quota
+        window is full (`request_limit`), else 429 above `max_concurrency`. None = accepted: it uses
+        one request of the quota and holds one of the model's slots until `release`.
+
+        With a `request_limit`, `request[QUOTA]` is what the answer reports of the quota, whatever
+        the outcome."""
+        now = self.clock()
+        limit = behaviour.request_limit
+        quota: Quota | None = None
+        if limit is not None:
+            quota = self.quotas.setdefault(model, Quota())
+            quota.roll(now, behaviour.request_window_s)
+            request[QUOTA] = quota.view(limit, now)
         status = self.injected_status(behaviour)
         if status is not None:
             return status
+        if quota is not None and limit is not None and quota.used >= limit:
+            quota.rejected += 1
+            request[QUOTA] = quota.view(limit, now, exhausted=True)
+            return 429
         figures = self.concurrency.setdefault(model, Concurrency())
         if behaviour.max_concurrency is not None and figures.in_flight >= behaviour.max_concurrency:
             figures.rejected += 1
@@ -202,7 +233,32 @@ class SimState:
         figures.accepted += 1
         figures.peak = max(figures.peak, figures.in_flight)
         request[SLOT] = model
+        if quota is not None and limit is not None:
+            quota.used += 1
+            request[QUOTA] = quota.view(limit, now)
         return None
+
+    def retry_after_s(self, behaviour: Behaviour, request: web.Request) -> float:
+        """Seconds a 429 or 503 answer to `request` asks the client to wait: until its quota window
+        resets when the quota refused it, else the behaviour's `retry_after_s`."""
+        quota = request.get(QUOTA)
+        return quota.retry_after_s if quota is not None and quota.exhausted else behaviour.retry_after_s
+
+    def quota_figures(self) -> dict[str, dict[str, Any]]:
+        """Per model with a quota set or counted since the last reset: `Quota.figures` now."""
+        now = self.clock()
+        names = [*self.quotas, *(m for m in [*self.behaviours.models(), *self.seen_models]
+                                 if self.behaviours.get(m).request_limit is not None)]
+        result = {}
+        for name in dict.fromkeys(names):
+            behaviour = self.behaviours.get(name)
+            quota = self.quotas.get(name, Quota())
+            result[name] = quota.figures(behaviour.request_limit, behaviour.request_window_s, now)
+        return result
+
+    def reset_quota(self, model: str) -> None:
+        """Forget `model`'s quota count and refusals."""
+        self.quotas.pop(model, None)
 
     def release(self, request: web.Request) -> None:
         """Free the slot `request` holds, if any (its answer is sent or its client gone)."""

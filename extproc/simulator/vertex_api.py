@@ -9,8 +9,9 @@ without `model`, with `anthropic_version` — ``vertex-2023-10-16`` or the versi
 Every request needs ``Authorization: Bearer <token>`` with a token the simulator's `/token`
 endpoint issued (`gcp`), unexpired, with the cloud-platform scope; when the token's service
 account names a project, the path's project must be it. Refusals are Google errors (401
-UNAUTHENTICATED, 403 PERMISSION_DENIED). Injected 429s are Google's RESOURCE_EXHAUSTED for both
-publishers; other injected errors of Anthropic models are in Anthropic's format.
+UNAUTHENTICATED, 403 PERMISSION_DENIED). Injected 429s and those of a `request_limit` quota are
+Google's RESOURCE_EXHAUSTED for both publishers, without rate-limit headers; other injected errors
+of Anthropic models are in Anthropic's format.
 """
 
 from __future__ import annotations
