@@ -16,7 +16,9 @@ import yaml
 
 from extproc.config.model import (
     DEFAULT_POLICY,
+    PRIORITIES,
     Admin,
+    Admission,
     ClusterSettings,
     Endpoint,
     ExtProcSettings,
@@ -28,10 +30,12 @@ from extproc.config.model import (
     OutlierDetection,
     Price,
     Provider,
+    RateLimit,
     Tenant,
 )
 from extproc.config.reader import _join, _Reader
 from extproc.config.routes import _policy, _route
+from extproc.limits.model import ANY, Limit, Per, Unit
 
 PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock")
 _KEYED = ("api_key_env", "api_key_file")
@@ -203,7 +207,7 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
 
 def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> Model | None:
     d = r.mapping(raw, path, ("name", "provider", "upstream_model", "price", "context_window",
-                              "max_output_tokens", "capabilities", "quality"))
+                              "max_output_tokens", "capabilities", "quality", "max_concurrency"))
     if d is None:
         return None
     name = r.string(d, "name", path, required=True)
@@ -226,13 +230,15 @@ def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> M
         else:
             caps.append(cap)
     quality = r.number(d, "quality", path, 0.5, minimum=0, maximum=1)
+    max_concurrency = r.number(d, "max_concurrency", path, 0, integer=True, minimum=0)
     if not (name and provider and upstream) or provider not in providers:
         return None
-    return Model(name, provider, upstream, price, context_window, max_output, frozenset(caps), float(quality))
+    return Model(name, provider, upstream, price, context_window, max_output, frozenset(caps), float(quality),
+                 max_concurrency)
 
 
 def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | None:
-    d = r.mapping(raw, path, ("name", "api_key_sha256", "models"))
+    d = r.mapping(raw, path, ("name", "api_key_sha256", "models", "priority", "deadline", "limits"))
     if d is None:
         return None
     name = r.string(d, "name", path, required=True)
@@ -251,7 +257,39 @@ def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | 
             r.fail(f"{path}.models[{i}]", f"unknown model {m!r}")
         else:
             patterns.append(m)
-    return Tenant(name, tuple(hashes), tuple(patterns)) if name else None
+    priority = r.string(d, "priority", path, default="default", choices=PRIORITIES) or "default"
+    deadline = r.duration(d, "deadline", path, 0.0)
+    limits = [_limit(r, x, f"{path}.limits[{i}]", name or "", model_names)
+              for i, x in enumerate(r.seq(d, "limits", path))]
+    _unique(r, limits, lambda x: x.id, f"{path}.limits", "limit (same unit, per, model and priority)")
+    if not name:
+        return None
+    return Tenant(name, tuple(hashes), tuple(patterns), priority, deadline, tuple(x for x in limits if x))
+
+
+def _limit(r: _Reader, raw: Any, path: str, tenant: str, model_names: set[str]) -> Limit | None:
+    """`{unit: tokens, amount: 100000, per: minute, model: gpt-4o, priority: batch, name: ...}`."""
+    d = r.mapping(raw, path, ("unit", "amount", "per", "model", "priority", "name"))
+    if d is None:
+        return None
+    unit = r.string(d, "unit", path, required=True, choices=tuple(u.value for u in Unit))
+    per = r.string(d, "per", path, required=True, choices=tuple(x.value for x in Per))
+    if "amount" not in d:
+        r.fail(_join(path, "amount"), "required")
+    amount: float | None = r.number(d, "amount", path, -1.0, minimum=0, maximum=1e12)
+    if amount is not None and amount < 0:
+        amount = None
+    if unit != Unit.USD.value and amount is not None and not float(amount).is_integer():
+        r.fail(_join(path, "amount"), f"must be a whole number of {unit}")
+        amount = None
+    model = r.string(d, "model", path, default=ANY) or ANY
+    if model != ANY and model not in model_names:
+        r.fail(_join(path, "model"), f"unknown model {model!r}")
+    priority = r.string(d, "priority", path, default=ANY, choices=(*PRIORITIES, ANY)) or ANY
+    label = r.string(d, "name", path, default="") or ""
+    if unit is None or per is None or amount is None or not tenant:
+        return None
+    return Limit({"tenant": tenant, "model": model, "priority": priority}, Unit(unit), Per(per), float(amount), label)
 
 
 def _unique(r: _Reader, items: list[Any], key: Callable[[Any], Any], path: str, what: str) -> None:
@@ -270,7 +308,7 @@ def validate(doc: Any) -> GatewayConfig:
     """Parsed YAML → GatewayConfig; raises ConfigError with every problem."""
     r = _Reader()
     top = r.mapping(doc, "", ("listen", "providers", "models", "tenants", "extproc", "limits", "admin",
-                              "metrics", "routes", "default_policy"))
+                              "metrics", "routes", "default_policy", "rate_limit", "admission"))
     if top is None:
         raise ConfigError(r.problems or [": the config must be a mapping"])
     address, port = _listen(r, top.get("listen"), "listen", 10000)
@@ -313,8 +351,10 @@ def validate(doc: Any) -> GatewayConfig:
                     r.number(ld, "max_response_bytes", "limits", ldef.max_response_bytes, integer=True, minimum=1024))
     aaddr, aport = _listen(r, top.get("admin"), "admin", 9901)
     maddr, mport = _listen(r, top.get("metrics"), "metrics", 9464)
-    if port in (aport, xport, mport):
-        r.fail("listen.port", "collides with the admin, extproc or metrics port")
+    rate_limit = _rate_limit(r, top.get("rate_limit"))
+    admission = _admission(r, top.get("admission"))
+    if port in (aport, xport, mport, rate_limit.port):
+        r.fail("listen.port", "collides with the admin, extproc, metrics or rate_limit port")
     if r.problems:
         raise ConfigError(r.problems)
     return GatewayConfig(
@@ -324,6 +364,40 @@ def validate(doc: Any) -> GatewayConfig:
         tenants=tuple(t for t in tenants if t),
         extproc=extproc, limits=limits, admin=Admin(aaddr, aport), metrics=Metrics(maddr, mport),
         routes=tuple(x for x in routes if x), default_policy=default_policy or DEFAULT_POLICY,
+        rate_limit=rate_limit, admission=admission,
+    )
+
+
+def _rate_limit(r: _Reader, raw: Any) -> RateLimit:
+    path = "rate_limit"
+    base = RateLimit()
+    d = r.mapping(raw, path, ("address", "port", "store", "redis_url", "failure_mode", "timeout")) or {}
+    address, port = _listen(r, {k: d[k] for k in ("address", "port") if k in d}, path, base.port)
+    store = r.string(d, "store", path, default=base.store, choices=("memory", "redis")) or base.store
+    url = r.string(d, "redis_url", path, default=base.redis_url) or base.redis_url
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        r.fail(_join(path, "redis_url"), "must be a redis://, rediss:// or unix:// URL")
+    mode = r.string(d, "failure_mode", path, default=base.failure_mode, choices=("open", "closed"))
+    timeout = r.duration(d, "timeout", path, base.timeout, allow_zero=False)
+    return RateLimit(address, port, store, url, mode or base.failure_mode, timeout)
+
+
+def _admission(r: _Reader, raw: Any) -> Admission:
+    path = "admission"
+    base = Admission()
+    d = r.mapping(raw, path, ("queue_timeout", "batch_share", "default_share", "success_rate_threshold",
+                              "max_heap_bytes")) or {}
+    batch = r.number(d, "batch_share", path, base.batch_share, minimum=0.05, maximum=1)
+    default = r.number(d, "default_share", path, base.default_share, minimum=0.05, maximum=1)
+    if batch > default:
+        r.fail(_join(path, "batch_share"), "must be <= default_share (batch never gets more than default)")
+    return Admission(
+        queue_timeout=r.duration(d, "queue_timeout", path, base.queue_timeout),
+        batch_share=float(batch), default_share=float(default),
+        success_rate_threshold=float(r.number(d, "success_rate_threshold", path, base.success_rate_threshold,
+                                              minimum=0, maximum=1)),
+        max_heap_bytes=r.number(d, "max_heap_bytes", path, base.max_heap_bytes, integer=True,
+                                minimum=64 * 1024 * 1024),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from extproc.limits.model import Limit
 from routing.policy import Policy, WeightedPolicy
 
 # Deployments of one model name (same quality) are chosen by cost and latency by default.
@@ -105,6 +106,7 @@ class Model:
     max_output_tokens: int = 4096
     capabilities: frozenset[str] = frozenset()
     quality: float = 0.5  # 0..1, the operator's judgement; read by routing policies
+    max_concurrency: int = 0  # requests in flight at once the provider account allows (0 = no budget)
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class Tenant:
     name: str
     api_key_sha256: tuple[str, ...]
     models: tuple[str, ...] = ("*",)
+    priority: str = "default"  # the class of a request without `x-interlock-priority`
+    deadline: float = 0.0  # seconds; a request without `x-interlock-deadline-ms` gets this (0 = none)
+    limits: tuple[Limit, ...] = ()  # rate limits, each keyed on this tenant
 
     def allows(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
@@ -141,6 +146,35 @@ class ExtProcSettings:
 class Limits:
     max_request_bytes: int = 10 * 1024 * 1024
     max_response_bytes: int = 10 * 1024 * 1024
+
+
+PRIORITIES = ("interactive", "default", "batch")  # highest first
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """The rate-limit service (one per pod) that Envoy's rate-limit filter asks."""
+
+    address: str = "127.0.0.1"
+    port: int = 50070
+    store: str = "memory"  # memory: this process's counters; redis: shared by every replica
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    failure_mode: str = "open"  # when the store or the service cannot answer: open = allow, closed = 429
+    timeout: float = 0.1  # Envoy's wait for the service's answer
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Concurrency budgets, priority classes and Envoy's last lines of defence."""
+
+    queue_timeout: float = 0.5  # longest wait for a budget slot before a 429
+    batch_share: float = 0.5  # the fraction of a deployment's budget batch requests may fill
+    default_share: float = 0.8  # ... and default ones (interactive: all of it)
+    success_rate_threshold: float = 0.5  # Envoy admission_control sheds below this upstream success rate
+    max_heap_bytes: int = 2 * 1024**3  # overload manager: refuse new requests at 98 % of this heap
+
+    def share(self, priority: str) -> float:
+        return {"batch": self.batch_share, "default": self.default_share}.get(priority, 1.0)
 
 
 @dataclass(frozen=True)
@@ -169,6 +203,13 @@ class GatewayConfig:
     metrics: Metrics = field(default_factory=Metrics)
     routes: tuple[Route, ...] = ()
     default_policy: Policy = DEFAULT_POLICY
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    admission: Admission = field(default_factory=Admission)
+
+    @property
+    def rate_limited(self) -> bool:
+        """True when some tenant has a limit: Envoy then asks the rate-limit service."""
+        return any(t.limits for t in self.tenants)
 
     def provider(self, name: str) -> Provider:
         return next(p for p in self.providers if p.name == name)
