@@ -70,7 +70,8 @@ def _cmd_extproc(args: argparse.Namespace) -> int:
             from extproc.worker import run_worker
 
             cfg = _load(args.config)
-            run_worker(args.config, cfg.extproc.address, args.port or cfg.extproc.port)
+            run_worker(args.config, cfg.extproc.address, args.port or cfg.extproc.port, board=args.board,
+                       worker_index=args.worker_index, workers=args.workers or 1)
             return 0
         from extproc.launcher import run_extproc
 
@@ -79,6 +80,19 @@ def _cmd_extproc(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
+
+
+def _cmd_ratelimit(args: argparse.Namespace) -> int:
+    from extproc.limits.server import run
+
+    try:
+        cfg = load_file(args.config)
+        run(args.config, cfg.rate_limit.address, args.port or cfg.rate_limit.port)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -132,7 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--workers", type=int, help="worker processes (default: config, else one per core)")
     ext.add_argument("--single", action="store_true", help="serve one worker in this process (no supervisor)")
     ext.add_argument("--port", type=int, help="with --single: the port (default: extproc.port)")
+    ext.add_argument("--board", help="with --single: the file the pod's workers count requests in flight in "
+                                     "(default: this process counts alone)")
+    ext.add_argument("--worker-index", type=int, default=0, help="with --single and --board: this worker's row")
     ext.set_defaults(func=_cmd_extproc)
+
+    rl = sub.add_parser("ratelimit", help="the rate-limit service alone (one per pod; Envoy's RateLimitService)",
+                        description="Serves envoy.service.ratelimit.v3.RateLimitService for every tenant's "
+                                    "`limits`, counting in memory or in Redis (`rate_limit.store`).")
+    rl.add_argument("-c", "--config", required=True, help="gateway config YAML")
+    rl.add_argument("--port", type=int, help="listen port (default: rate_limit.port)")
+    rl.set_defaults(func=_cmd_ratelimit)
 
     sim = sub.add_parser("simulate", help="the provider simulator (every provider type's wire format)",
                          description="Simulated OpenAI, Azure OpenAI, Anthropic, Gemini, Vertex AI (with an "

@@ -7,15 +7,20 @@ running Envoy without a restart, which is how config reload adds a provider. `st
 puts everything into one static bootstrap instead (for `envoy --mode validate` of every resource).
 
 Shape of what is rendered:
-- one listener: HTTP connection manager → ext_proc (router stage) → router;
+- one listener: HTTP connection manager → ext_proc (router stage) → rate limit (our
+  RateLimitService, `extproc.limits`) → admission control → router;
 - one route: every path goes to the cluster the ext_proc names in `x-interlock-cluster`
   (the ext_proc clears the route cache when it sets it); no route timeout, so long generations
   are not cut; streams end when idle for the provider's `idle_timeout`;
 - one cluster per provider (DNS, TLS with SNI for https, circuit breakers, outlier detection);
 - the ext_proc cluster: HTTP/2 to every worker process, gRPC health-checked, its circuit
   breaker sized for `extproc.max_streams` (each open LLM stream holds one gRPC stream);
+- the rate-limit cluster: HTTP/2 to the pod's one rate-limit process;
 - replies Envoy makes itself (no healthy upstream, overflow, timeouts, body too large, ext_proc
-  unavailable) are shaped by `local_reply_config` into the client API's error format.
+  unavailable, rate limited, overloaded, shed by admission control) are shaped by
+  `local_reply_config` into the client API's error format;
+- last lines of defence: `admission_control` sheds when the upstream success rate collapses,
+  and the overload manager refuses new requests near the heap limit (and caps connections).
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from typing import Any
 
 import yaml
 
-from extproc import metadata
+from extproc import errors, metadata
 from extproc.config.model import GatewayConfig, Limits, Provider
 from extproc.envoyconf_fallback import aggregate_cluster, aggregate_route, host_metadata, upstream_filters
 from extproc.fallback import provider_orders
+from extproc.limits.scheme import envoy_rate_limits
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -48,6 +54,9 @@ _CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ROUTE_CONFIG = "interlock"
 _CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+_RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+_ADMISSION = "type.googleapis.com/envoy.extensions.filters.http.admission_control.v3.AdmissionControl"
+_FIXED_HEAP = "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig"
 
 # Envoy's own replies, in mapper order: (CEL condition, status to send or None to keep Envoy's,
 # OpenAI error type, OpenAI code, Anthropic error type, message). `%LOCAL_REPLY_BODY%` is Envoy's
@@ -55,6 +64,12 @@ _CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.Expre
 _LOCAL_REPLIES: tuple[tuple[str, int | None, str, str | None, str, str], ...] = (
     ("response.code_details.startsWith('ext_proc')", 503, "api_error", "service_unavailable", "overloaded_error",
      "The gateway's request processor is unavailable; retry shortly."),
+    ("response.code_details == 'request_rate_limited'", 429, "rate_limit_error", "rate_limit_exceeded",
+     "rate_limit_error", "Rate limit exceeded for this API key; retry after the number of seconds in Retry-After."),
+    ("response.code_details == 'overload'", 503, "api_error", "service_unavailable", "overloaded_error",
+     "The gateway is overloaded; retry shortly."),
+    ("response.code_details == 'denied_by_admission_control'", 503, "api_error", "service_unavailable",
+     "overloaded_error", "The providers behind this gateway are failing; the gateway is shedding load."),
     ("response.code == 413", None, "invalid_request_error", "request_too_large", "request_too_large",
      "Request body too large."),
     ("response.code == 429", None, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error",
@@ -83,7 +98,10 @@ def _local_reply_config() -> dict[str, Any]:
     (details `interlock`) are already shaped and are left alone."""
     mappers = []
     for anthropic in (True, False):
-        api = "request.path.startsWith('/v1/messages')"
+        # The router stage rewrites the path for the provider; it names the client's API in a
+        # request header (never sent upstream) for replies Envoy makes after that.
+        api = (f"(request.path.startsWith('/v1/messages') || ('{metadata.CLIENT_API_HEADER}' in request.headers && "
+               f"request.headers['{metadata.CLIENT_API_HEADER}'] == '{errors.ANTHROPIC}'))")
         for cond, status, otype, code, atype, message in _LOCAL_REPLIES:
             expr = f"response.code_details != '{metadata.IMMEDIATE_DETAILS}' && {cond} && " + (
                 api if anthropic else f"!{api}")
@@ -140,7 +158,8 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
             "response_header_mode": "SEND", "response_body_mode": "BUFFERED", "response_trailer_mode": "SKIP",
         },
         "allow_mode_override": True,
-        "mutation_rules": {"allow_all_routing": True},
+        # allow_envoy: the router stage sets x-envoy-upstream-rq-timeout-ms from the deadline.
+        "mutation_rules": {"allow_all_routing": True, "allow_envoy": True},
         "status_on_error": {"code": "ServiceUnavailable"},
         # Who answered (the attempt that succeeded) is read per response.
         "response_attributes": ["xds.upstream_host_metadata"],
@@ -163,6 +182,7 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
             "typed_config": {"@type": _EARLY_MUTATION, "mutations": [{"remove": metadata.CLUSTER_HEADER}]}}],
         "http_filters": [
             {"name": "envoy.filters.http.ext_proc", "typed_config": {"@type": _EXT_PROC, **ext_proc}},
+            *_limit_filters(cfg),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": _ROUTER, "upstream_http_filters": upstream_filters(cfg.extproc, _duration)}},
         ],
@@ -175,6 +195,75 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
         "per_connection_buffer_limit_bytes": max(cfg.limits.max_request_bytes, cfg.limits.max_response_bytes),
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}],
+    }
+
+
+def _limit_filters(cfg: GatewayConfig) -> list[dict[str, Any]]:
+    """The rate-limit filter (descriptors from what the router stage wrote in dynamic metadata;
+    no descriptor, no call) and admission control (Envoy's own, on upstream 5xx: a last line)."""
+    rl = cfg.rate_limit
+    out: list[dict[str, Any]] = [{"name": "envoy.filters.http.ratelimit", "typed_config": {
+        "@type": _RATELIMIT,
+        "domain": metadata.RATELIMIT_DOMAIN,
+        "timeout": _duration(rl.timeout),
+        "failure_mode_deny": rl.failure_mode == "closed",
+        "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": metadata.RATELIMIT_CLUSTER}},
+                               "transport_api_version": "V3"},
+        "rate_limits": envoy_rate_limits(metadata.NAMESPACE),
+    }}]
+    sr = cfg.admission.success_rate_threshold
+    if sr > 0:
+        out.append({"name": "envoy.filters.http.admission_control", "typed_config": {
+            "@type": _ADMISSION,
+            "enabled": {"default_value": True, "runtime_key": "admission_control.enabled"},
+            "sampling_window": "30s",
+            "sr_threshold": {"default_value": {"value": round(sr * 100, 3)},
+                             "runtime_key": "admission_control.sr_threshold"},
+            "aggression": {"default_value": 1.5, "runtime_key": "admission_control.aggression"},
+            "rps_threshold": {"default_value": 20, "runtime_key": "admission_control.rps_threshold"},
+            "max_rejection_probability": {"default_value": {"value": 80.0},
+                                          "runtime_key": "admission_control.max_rejection_probability"},
+            # Only the providers' 5xx count as failures: a 4xx (429 included) is the client's
+            # problem or a provider limit, which the router stage steers around.
+            "success_criteria": {"http_criteria": {"http_success_status": [{"start": 100, "end": 500}]}},
+        }})
+    return out
+
+
+def _ratelimit_cluster(cfg: GatewayConfig) -> dict[str, Any]:
+    rl = cfg.rate_limit
+    return {
+        "name": metadata.RATELIMIT_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": metadata.RATELIMIT_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket(rl.address, rl.port)}}]}]},
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _HTTP_OPTS, "explicit_http_config": {"http2_protocol_options": {
+                "max_concurrent_streams": 10000,
+                "connection_keepalive": {"interval": "30s", "timeout": "5s"}}}}},
+        "circuit_breakers": {"thresholds": [{
+            "priority": "DEFAULT", "max_connections": 64, "max_pending_requests": 100000,
+            "max_requests": 100000, "max_retries": 0}]},
+    }
+
+
+def _overload_manager(cfg: GatewayConfig) -> dict[str, Any]:
+    heap = "envoy.resource_monitors.fixed_heap"
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {"name": "envoy.resource_monitors.global_downstream_max_connections",
+             "typed_config": {"@type": _MAX_CONNECTIONS, "max_active_downstream_connections": 50000}},
+            {"name": heap, "typed_config": {"@type": _FIXED_HEAP,
+                                            "max_heap_size_bytes": cfg.admission.max_heap_bytes}},
+        ],
+        "actions": [
+            {"name": "envoy.overload_actions.shrink_heap",
+             "triggers": [{"name": heap, "threshold": {"value": 0.95}}]},
+            {"name": "envoy.overload_actions.stop_accepting_requests",
+             "triggers": [{"name": heap, "threshold": {"value": 0.98}}]},
+        ],
     }
 
 
@@ -288,11 +377,9 @@ def render(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, 
         "admin": {"address": _socket(cfg.admin.address, cfg.admin.port)},
         "static_resources": {
             "listeners": [_listener(cfg, rds)],
-            "clusters": [_extproc_cluster(cfg)] + (clusters if static else []),
+            "clusters": [_extproc_cluster(cfg), _ratelimit_cluster(cfg)] + (clusters if static else []),
         },
-        "overload_manager": {"resource_monitors": [{
-            "name": "envoy.resource_monitors.global_downstream_max_connections",
-            "typed_config": {"@type": _MAX_CONNECTIONS, "max_active_downstream_connections": 50000}}]},
+        "overload_manager": _overload_manager(cfg),
     }
     if static:
         return {"envoy.yaml": bootstrap}

@@ -95,13 +95,20 @@ def hup(children: list[Child]) -> Callable[[], None]:
 
 
 def start_workers(sup: Supervisor, cfg: GatewayConfig, config_path: str, log_level: str) -> list[Child]:
+    """The pod's ext_proc workers (sharing one concurrency board next to the config) and its
+    rate-limit process; all get SIGHUP on reload."""
+    n = worker_count(cfg)
+    board = str(Path(config_path).with_name("concurrency.board"))
     workers = [sup.add(Child(f"extproc-worker-{i}", _py(
         "--log-level", log_level, "extproc", "-c", config_path, "--single",
-        "--port", str(cfg.extproc.port + i)))) for i in range(worker_count(cfg))]
-    ok = wait_until(lambda: all(port_open(cfg.extproc.address, cfg.extproc.port + i)
-                                for i in range(len(workers))), 30)
+        "--port", str(cfg.extproc.port + i), "--board", board, "--worker-index", str(i),
+        "--workers", str(n)))) for i in range(n)]
+    rl = cfg.rate_limit
+    workers.append(sup.add(Child("ratelimit", _py("--log-level", log_level, "ratelimit", "-c", config_path))))
+    ok = wait_until(lambda: all(port_open(cfg.extproc.address, cfg.extproc.port + i) for i in range(n))
+                    and port_open(rl.address, rl.port), 30)
     if not ok:
-        raise RuntimeError("ext_proc workers did not start listening within 30 s")
+        raise RuntimeError("ext_proc workers or the rate-limit service did not start listening within 30 s")
     return workers
 
 

@@ -19,3 +19,10 @@ ENVOY_ATTEMPT_COUNT = "x-envoy-attempt-count"
 ROUTE_HEADER = "x-interlock-route"  # the route name, when the model was chosen per request
 # `x-interlock-provider` on answers the gateway (or Envoy) made itself, before any provider.
 GATEWAY_PROVIDER = "interlock"
+RATELIMIT_CLUSTER = "interlock_ratelimit"
+RATELIMIT_DOMAIN = "interlock"
+PRIORITY_HEADER = "x-interlock-priority"  # interactive | default | batch
+DEADLINE_HEADER = "x-interlock-deadline-ms"  # the client's deadline, milliseconds from now
+# Envoy's route timeout for this request: the router stage sets it from the deadline.
+ENVOY_TIMEOUT_HEADER = "x-envoy-upstream-rq-timeout-ms"
+CLIENT_API_HEADER = "x-interlock-client-api"  # set on the request by the router stage: openai | anthropic

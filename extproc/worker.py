@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from extproc.admission import Board
 from extproc.config import ConfigError, load_file
 from extproc.runtime import Runtime, compile_runtime
 from extproc.server import serve
@@ -19,8 +20,10 @@ from extproc.translate.registry import default_registry
 log = logging.getLogger("interlock.worker")
 
 
-def run_worker(config_path: str, address: str, port: int) -> None:
-    """Blocking: serve until SIGTERM/SIGINT. Raises ConfigError on a bad config."""
+def run_worker(config_path: str, address: str, port: int, *, board: str | None = None, worker_index: int = 0,
+               workers: int = 1) -> None:
+    """Blocking: serve until SIGTERM/SIGINT. Raises ConfigError on a bad config. `board`: the
+    file the pod's workers count requests in flight in (row `worker_index` of `workers`)."""
     import uvloop
 
     registry = default_registry()
@@ -35,4 +38,5 @@ def run_worker(config_path: str, address: str, port: int) -> None:
         log.info("config generation %d loaded", current[0].generation)
 
     uvloop.install()
-    asyncio.run(serve(address, port, lambda: current[0], on_reload=reload))
+    shared = Board(board, worker_index, workers) if board else Board()
+    asyncio.run(serve(address, port, lambda: current[0], on_reload=reload, board=shared))

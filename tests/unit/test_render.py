@@ -39,7 +39,9 @@ def test_rendered_config_passes_envoy_validate(path: Path, tmp_path: Path) -> No
     _validate(tmp_path / "static" / "envoy.yaml")
     dynamic = yaml.safe_load((tmp_path / "dynamic" / "cds.yaml").read_text())["resources"]
     static = yaml.safe_load((tmp_path / "static" / "envoy.yaml").read_text())["static_resources"]["clusters"]
-    assert [{k: v for k, v in c.items() if k != "@type"} for c in dynamic] == static[1:]
+    # The static part: the ext_proc and rate-limit clusters; then the same provider clusters.
+    assert [c["name"] for c in static[:2]] == ["interlock_extproc", "interlock_ratelimit"]
+    assert [{k: v for k, v in c.items() if k != "@type"} for c in dynamic] == static[2:]
 
 
 def test_render_refuses_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
