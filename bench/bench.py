@@ -98,7 +98,13 @@ def interlock_config(port: int, admin: int, extproc: int, upstream: int, workers
         "models": [{"name": "gpt-4o-mini", "provider": "openai", "upstream_model": "gpt-4o-mini-2024-07-18"},
                    {"name": "claude-haiku-4-5", "provider": "anthropic",
                     "upstream_model": "claude-haiku-4-5-20251001", "max_output_tokens": 8192}],
-        "tenants": [{"name": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()]}],
+        "rate_limit": {"port": free_port()},
+        # Rate limiting on (descriptors present on every request), with limits the run never
+        # reaches: the cost of admission and true-up is in the figures.
+        "tenants": [{"name": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
+                     "limits": [{"unit": "requests", "per": "second", "amount": 1_000_000},
+                                {"unit": "tokens", "per": "minute", "amount": 10**11},
+                                {"unit": "usd", "per": "day", "amount": 10**6}]}],
     }
 
 

@@ -85,9 +85,12 @@ def response_headers(set_headers: Headers = (), remove: Iterable[str] = (),
     return resp
 
 
-def response_body(body: bytes | None, set_headers: Headers = ()) -> pb.ProcessingResponse:
+def response_body(body: bytes | None, set_headers: Headers = (),
+                  dynamic_metadata: dict[str, dict[str, str]] | None = None) -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
     resp.response_body.response.CopyFrom(_common(set_headers, (), body))
+    if dynamic_metadata:
+        resp.dynamic_metadata.update(dynamic_metadata)
     return resp
 
 

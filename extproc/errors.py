@@ -7,7 +7,8 @@
     ├── PayloadTooLarge          413 request_too_large
     ├── RateLimited              429 rate_limit_error (+ Retry-After)
     ├── ProviderError            any status: a provider's failure mapped for the client
-    └── Unavailable              503 api_error (no deployment can serve)
+    ├── Unavailable              503 api_error (no deployment can serve)
+    └── DeadlineExceeded         504 timeout_error (the client's deadline cannot be met)
 
 Only the message of a GatewayError ever reaches a client. Anything else raised inside the
 ext_proc is caught at the server boundary and becomes a 500 "internal error" with the request
@@ -66,6 +67,10 @@ def RateLimited(message: str, retry_after_s: int) -> GatewayError:
 
 def Unavailable(message: str) -> GatewayError:
     return GatewayError(message, 503, "api_error", "service_unavailable")
+
+
+def DeadlineExceeded(message: str) -> GatewayError:
+    return GatewayError(message, 504, "timeout_error", "deadline_exceeded")
 
 
 # Anthropic's error `type` per HTTP status (https://docs.anthropic.com/en/api/errors).

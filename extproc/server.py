@@ -18,6 +18,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extproc import metadata
+from extproc.admission import Board, Gate
 from extproc.runtime import Runtime
 from extproc.stages.decide import RoutingState
 from extproc.stages.router import RouterStream
@@ -29,23 +30,31 @@ log = logging.getLogger("interlock.server")
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """Serves both stages; Envoy names the stage in the call's metadata (`x-interlock-stage`)."""
 
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], board: Board | None = None) -> None:
         self._runtime = runtime
         self._routing = RoutingState()
+        self.gate = Gate(board or Board(), lambda: runtime().config.admission, self._routing.clock)
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
-        stream: RouterStream | UpstreamStream
         if any(k == metadata.STAGE_METADATA and v == "upstream" for k, v in context.invocation_metadata() or ()):
-            stream = UpstreamStream(self._runtime())
-        else:
-            stream = RouterStream(self._runtime(), self._routing)
-        async for req in request_iterator:
-            yield await stream.handle(req)
+            upstream = UpstreamStream(self._runtime())
+            async for req in request_iterator:
+                yield await upstream.handle(req)
+            return
+        stream = RouterStream(self._runtime(), self._routing, gate=self.gate)
+        try:
+            async for req in request_iterator:
+                yield await stream.handle(req)
+        finally:
+            # Answered, failed, or the client went away (the call is cancelled): the budget
+            # slot is free again.
+            stream.close()
 
 
 async def serve(address: str, port: int, runtime: Callable[[], Runtime],
-                ready: Callable[[int], None] | None = None, on_reload: Callable[[], None] | None = None) -> None:
+                ready: Callable[[int], None] | None = None, on_reload: Callable[[], None] | None = None,
+                board: Board | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let open streams finish (5 s).
     SIGHUP calls `on_reload` (the worker re-reads its config and swaps its runtime)."""
     server = grpc.aio.server(options=[
@@ -56,7 +65,7 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10000),
     ])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, board), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{address}:{port}")

@@ -137,6 +137,7 @@ def gateway_config(sim_port: int, port: int, admin: int, extproc: int, workers: 
         "listen": {"address": "127.0.0.1", "port": port},
         "admin": {"address": "127.0.0.1", "port": admin},
         "metrics": {"address": "127.0.0.1", "port": free_port()},
+        "rate_limit": {"address": "127.0.0.1", "port": free_port()},
         "extproc": {"address": "127.0.0.1", "port": extproc, "workers": workers},
         "limits": {"max_request_bytes": max_request_bytes},
         "providers": [
