@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint system-deps unit integration bench eval-routing clean
+.PHONY: run test lint system-deps unit integration bench bench-spike eval-routing clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) bench/bench_routing.py
 	$(PY) bench/bench.py
+
+## bench-spike: a burst of 10x the provider's sustainable rate through the gateway (~40 s); prints
+## provider peak vs limit, interactive p99 TTFT ratio, batch 429s, hung requests, recovery time
+bench-spike: $(STAMP)
+	$(PY) bench/bench_spike.py
 
 ## eval-routing: trace-driven routing evaluation through the running gateway (several minutes)
 eval-routing: $(STAMP)

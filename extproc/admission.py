@@ -18,7 +18,10 @@ it), so the top of every budget stays free for interactive traffic. A request th
 3. else is shed: 429 with `Retry-After` from the budget's refill rate (a slot frees every
    service time / N seconds on average), or 504 when its deadline leaves no time at all.
 
-The waiting room is bounded per worker (`max_waiting`); beyond it a request is shed at once.
+The waiting room is bounded: per worker, at most as many requests wait for a deployment as its
+budget (a slot frees every service time / N on average, so a longer queue would only wait to be
+shed); beyond it a request is shed at once. Waiters wake when a slot of this worker frees and poll
+every `POLL_S` for slots other workers free.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from extproc.config.model import Admission
 
 COLUMNS = 4096  # deployment ids hash into this many counters; a clash only makes budgets stricter
 _CELL = 4  # bytes: int32 counters
-POLL_S = 0.005
+POLL_S = 0.01
 
 
 def column(deployment_id: str) -> int:
@@ -135,13 +138,11 @@ class Ticket:
 class Gate:
     """One per worker process. Not thread-safe: one event loop owns it."""
 
-    def __init__(self, board: Board, settings: Callable[[], Admission], clock: Callable[[], float],
-                 max_waiting: int = 1024) -> None:
+    def __init__(self, board: Board, settings: Callable[[], Admission], clock: Callable[[], float]) -> None:
         self.board = board
         self._settings = settings
         self.clock = clock
-        self.max_waiting = max_waiting
-        self.waiting = 0
+        self.waiting: dict[str, int] = {}  # primary deployment id → requests waiting for it
         self.admitted = 0
         self.spilled = 0
         self.queued = 0
@@ -178,8 +179,9 @@ class Gate:
         wait = self._settings().queue_timeout
         if deadline_at is not None:
             wait = min(wait, deadline_at - start - min(c.ttft_s for c in cands))
-        if wait > 0 and self.waiting < self.max_waiting:
-            self.waiting += 1
+        room = max((c.budget for c in cands), default=0)
+        if wait > 0 and self.waiting.get(primary.id, 0) < room:
+            self.waiting[primary.id] = self.waiting.get(primary.id, 0) + 1
             self.queued += 1
             try:
                 until = start + wait
@@ -193,7 +195,7 @@ class Gate:
                         self._count(ticket)
                         return ticket
             finally:
-                self.waiting -= 1
+                self.waiting[primary.id] -= 1
         self.shed += 1
         raise errors.RateLimited(self._shed_message(primary, priority), self.retry_after(cands, priority))
 

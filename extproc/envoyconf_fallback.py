@@ -129,6 +129,7 @@ def upstream_filters(x: ExtProcSettings, duration: Any) -> list[dict[str, Any]]:
         # Interlock's own routing headers stop here: providers never see them.
         {"name": "envoy.filters.http.header_mutation", "typed_config": {
             "@type": _HEADER_MUTATION, "mutations": {"request_mutations": [
-                {"remove": metadata.TRANSLATED_FOR_HEADER}, {"remove": metadata.CLUSTER_HEADER}]}}},
+                {"remove": metadata.TRANSLATED_FOR_HEADER}, {"remove": metadata.CLUSTER_HEADER},
+                {"remove": metadata.CLIENT_API_HEADER}]}}},
         {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": _CODEC}},
     ]
