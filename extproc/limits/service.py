@@ -1,15 +1,24 @@
 """grpc.aio servicer of `envoy.service.ratelimit.v3.RateLimitService`: the error boundary.
 
 Each call is parsed (`scheme.parse`), its true-ups applied and its admissions reserved through one
-`Limiter`, and answered (`scheme.render`). The call never fails at the gRPC level: an internal
-error answers with the service's `failure_mode` (open: OK; closed: OVER_LIMIT, `retry-after: 1`),
-is logged and counted in `errors`. A descriptor that does not follow the scheme is answered OK,
-logged and counted in `malformed`.
+`Limiter`, and answered (`scheme.render`). The call never fails at the gRPC level:
+
+- the store could not decide (`Verdict.degraded`: Redis unreachable, erroring or too slow): the
+  store's failure mode answers (open: OK without markers; closed: OVER_LIMIT, `retry-after: 1`),
+  counted in `degraded`; `store_healthy` is False until an admission is decided by the store again
+  (the store itself logs the first failure and the recovery);
+- an internal error: the service's `failure_mode` answers the same way, logged and counted in
+  `errors`;
+- a descriptor that does not follow the scheme is answered OK, logged and counted in `malformed`.
 
 If Envoy gives up on a call (its timeout, or the downstream went away) while the reservation is
 being made, the work still completes, and anything it reserved is given back, since Envoy never
 saw the marker that would true it up (`abandoned` counts such calls, `released` the ones that had
 reserved something).
+
+Counters (all only grow; read by the process's `/metrics`, see `server.py`): `calls` (every call,
+admission and true-up alike), `over_limit` (refused by a limit the store decided on), `degraded`,
+`errors`, `malformed`, `abandoned`, `released`.
 """
 
 from __future__ import annotations
@@ -28,13 +37,17 @@ log = logging.getLogger("interlock.limits")
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
-    """Shared by all calls of a server; per-call state lives in the call. Counters only grow."""
+    """Shared by all calls of a server; per-call state lives in the call. Counters only grow;
+    `store_healthy` follows the latest admission (see the module docstring)."""
 
     def __init__(self, limiter: Limiter, *, failure_mode: FailureMode | str | None = None) -> None:
         """`failure_mode` defaults to the store's own (`RedisStore.failure_mode`), else open."""
         self.limiter = limiter
         default: FailureMode = getattr(limiter.store, "failure_mode", FailureMode.OPEN)
         self.failure_mode = FailureMode(failure_mode) if failure_mode is not None else default
+        self.calls = 0
+        self.degraded = 0
+        self.store_healthy = True
         self.errors = 0
         self.malformed = 0
         self.over_limit = 0
@@ -44,13 +57,17 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
 
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
                               context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
+        self.calls += 1
         work = asyncio.ensure_future(self._decide(request))
         try:
             parsed, verdict = await asyncio.shield(work)
-            if verdict is not None and verdict.degraded:
-                return scheme.failure_response(FailureMode.OPEN if verdict.allowed else FailureMode.CLOSED)
-            if verdict is not None and not verdict.allowed:
-                self.over_limit += 1
+            if verdict is not None:
+                self.store_healthy = not verdict.degraded
+                if verdict.degraded:
+                    self.degraded += 1
+                    return scheme.failure_response(FailureMode.OPEN if verdict.allowed else FailureMode.CLOSED)
+                if not verdict.allowed:
+                    self.over_limit += 1
             return scheme.render(parsed, verdict)
         except asyncio.CancelledError:
             self.abandoned += 1
