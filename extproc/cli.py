@@ -87,7 +87,8 @@ def _cmd_ratelimit(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_file(args.config)
-        run(args.config, cfg.rate_limit.address, args.port or cfg.rate_limit.port, metrics_port=args.metrics_port)
+        metrics_port = args.metrics_port if args.metrics_port is not None else (cfg.rate_limit.metrics_port or None)
+        run(args.config, cfg.rate_limit.address, args.port or cfg.rate_limit.port, metrics_port=metrics_port)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
@@ -160,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("-c", "--config", required=True, help="gateway config YAML")
     rl.add_argument("--port", type=int, help="listen port (default: rate_limit.port)")
     rl.add_argument("--metrics-port", type=int, metavar="N",
-                    help="also serve Prometheus text at http://<rate_limit.address>:N/metrics (default: off)")
+                    help="also serve Prometheus text at http://<rate_limit.address>:N/metrics "
+                         "(default: rate_limit.metrics_port; 0 there = off)")
     rl.set_defaults(func=_cmd_ratelimit)
 
     sim = sub.add_parser("simulate", help="the provider simulator (every provider type's wire format)",

@@ -371,7 +371,8 @@ def validate(doc: Any) -> GatewayConfig:
 def _rate_limit(r: _Reader, raw: Any) -> RateLimit:
     path = "rate_limit"
     base = RateLimit()
-    d = r.mapping(raw, path, ("address", "port", "store", "redis_url", "failure_mode", "timeout")) or {}
+    d = r.mapping(raw, path, ("address", "port", "store", "redis_url", "failure_mode", "timeout",
+                              "metrics_port")) or {}
     address, port = _listen(r, {k: d[k] for k in ("address", "port") if k in d}, path, base.port)
     store = r.string(d, "store", path, default=base.store, choices=("memory", "redis")) or base.store
     url = r.string(d, "redis_url", path, default=base.redis_url) or base.redis_url
@@ -379,7 +380,8 @@ def _rate_limit(r: _Reader, raw: Any) -> RateLimit:
         r.fail(_join(path, "redis_url"), "must be a redis://, rediss:// or unix:// URL")
     mode = r.string(d, "failure_mode", path, default=base.failure_mode, choices=("open", "closed"))
     timeout = r.duration(d, "timeout", path, base.timeout, allow_zero=False)
-    return RateLimit(address, port, store, url, mode or base.failure_mode, timeout)
+    metrics_port = r.number(d, "metrics_port", path, 0, integer=True, minimum=0, maximum=65535)
+    return RateLimit(address, port, store, url, mode or base.failure_mode, timeout, metrics_port)
 
 
 def _admission(r: _Reader, raw: Any) -> Admission:

@@ -161,6 +161,7 @@ class RateLimit:
     redis_url: str = "redis://127.0.0.1:6379/0"
     failure_mode: str = "open"  # when the store or the service cannot answer: open = allow, closed = 429
     timeout: float = 0.1  # Envoy's wait for the service's answer
+    metrics_port: int = 0  # Prometheus text of the service's counters on rate_limit.address (0 = none)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class Reservation:
     at: float
 
     def encode(self) -> str:
-        return f"{self.amount}@{round(self.at * 1000)}"
+        return f"{self.amount}@{math.floor(self.at * 1000)}"
 
     @classmethod
     def parse(cls, text: str) -> Reservation:

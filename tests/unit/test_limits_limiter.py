@@ -225,3 +225,12 @@ def test_memory_store_forgets_finished_windows() -> None:
             await store.reserve([slot], [1, 2], 0.0)
 
     asyncio.run(run())
+
+
+def test_a_reservation_marker_never_points_past_the_second_it_was_made_in() -> None:
+    """The marker keeps whole milliseconds rounded down: a reservation in the last half
+    millisecond of a window is trued up in that window, not the next."""
+    late = Reservation(400, 1000.9996)
+    assert late.encode() == "400@1000999"
+    back = Reservation.parse(late.encode())
+    assert back.amount == 400 and int(back.at) == 1000
