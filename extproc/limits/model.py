@@ -85,6 +85,7 @@ class Limit:
     amount: float
     name: str = ""
     id: str = field(init=False, compare=False)
+    _capacity: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.key_fields) - set(KEY_FIELDS))
@@ -101,11 +102,12 @@ class Limit:
         object.__setattr__(self, "per", Per(self.per))
         key = ",".join(f"{k}={_escape(v)}" for k, v in fields.items())
         object.__setattr__(self, "id", f"{self.unit.value}/{self.per.value}/{key}")
+        object.__setattr__(self, "_capacity", round(self.amount * self.unit.scale))
 
     @property
     def capacity(self) -> int:
         """The amount in ticks."""
-        return round(self.amount * self.unit.scale)
+        return self._capacity
 
     @property
     def label(self) -> str:

@@ -40,17 +40,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-import grpc
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2
+from grpc_health.v1 import health_pb2
 
 from extproc.config import ConfigError, GatewayConfig, load_file
+from extproc.limits.h2server import UnaryServer
 from extproc.limits.limiter import Limiter
 from extproc.limits.model import LimitTable
-from extproc.limits.service import RateLimitService, add_to_server
+from extproc.limits.service import RateLimitService
 from extproc.limits.store import FailureMode, MemoryStore, RedisStore, Store
 
 log = logging.getLogger("interlock.limits")
@@ -153,17 +155,14 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
         metrics, bound_metrics = await _start_metrics(address, metrics_port, lambda: metrics_text(
             service, store, store_kind=cfg.rate_limit.store, limits=len(table[0]), reloads=reloads))
         where = f"; metrics on http://{address}:{bound_metrics}/metrics"
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 100000)])
-    add_to_server(service, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{address}:{port}")
-    if bound == 0:
+    serving = [True]
+    server = UnaryServer({SHOULD_RATE_LIMIT: _should_rate_limit(service), HEALTH_CHECK: _health(serving)})
+    try:
+        bound = await server.start(address, port)
+    except OSError as e:
         if metrics is not None:
             await metrics.cleanup()
-        raise OSError(f"cannot listen on {address}:{port}")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        raise OSError(f"cannot listen on {address}:{port}: {e.strerror}") from None
     log.info("rate limit service on %s:%d: %d limits, store %s, failure mode %s%s", address, bound,
              len(table[0]), cfg.rate_limit.store, cfg.rate_limit.failure_mode, where)
     if ready:
@@ -185,7 +184,7 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
-    await health_servicer.enter_graceful_shutdown()
+    serving[0] = False
     await server.stop(grace=2)
     await service.drain()
     if metrics is not None:
@@ -194,6 +193,25 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
     log.info("rate limit service stopped: calls=%d over_limit=%d degraded=%d errors=%d malformed=%d abandoned=%d "
              "store_failures=%s", service.calls, service.over_limit, service.degraded, service.errors,
              service.malformed, service.abandoned, getattr(store, "failures", 0))
+
+
+SHOULD_RATE_LIMIT = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def _should_rate_limit(service: RateLimitService) -> Callable[[bytes], Coroutine[Any, Any, bytes]]:
+    async def call(data: bytes) -> bytes:
+        request = rls_pb2.RateLimitRequest.FromString(data)
+        response = await service.ShouldRateLimit(request, None)
+        return bytes(response.SerializeToString())
+    return call
+
+
+def _health(serving: list[bool]) -> Callable[[bytes], bytes]:
+    def check(data: bytes) -> bytes:
+        status = health_pb2.HealthCheckResponse.SERVING if serving[0] else health_pb2.HealthCheckResponse.NOT_SERVING
+        return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+    return check
 
 
 def run(config_path: str, address: str, port: int, *, metrics_port: int | None = None) -> None:

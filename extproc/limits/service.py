@@ -58,6 +58,18 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
                               context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
         self.calls += 1
+        if getattr(self.limiter.store, "synchronous", False):
+            # A store that never suspends (memory) decides before any cancellation can land:
+            # no task and no shield needed (they cost as much as the decision).
+            try:
+                parsed, verdict = await self._decide(request)
+            except Exception:
+                self.errors += 1
+                log.exception("rate limit call failed; answering %s", self.failure_mode.value)
+                return scheme.failure_response(self.failure_mode)
+            if verdict is not None and not verdict.allowed:
+                self.over_limit += 1
+            return scheme.render(parsed, verdict)
         work = asyncio.ensure_future(self._decide(request))
         try:
             parsed, verdict = await asyncio.shield(work)

@@ -70,6 +70,10 @@ class Decision:
 
 
 class Store(Protocol):
+    """A store may set a class attribute `synchronous = True` when none of its coroutines ever
+    suspends (they run to completion when first resumed): the service then decides a call inline,
+    without a task, since nothing can cancel it halfway."""
+
     async def reserve(self, slots: Sequence[Slot], amount: Amounts, now: float) -> Decision: ...
 
     async def adjust(self, slots: Sequence[Slot], delta: Amounts, now: float, *, at: float | None = None) -> None: ...
@@ -128,6 +132,8 @@ def _adjust_targets(slots: Sequence[Slot], deltas: Sequence[int], now: float,
 class MemoryStore:
     """Counters in this process's memory. Every operation runs without yielding to the event loop,
     so it is atomic with respect to other tasks; not for use from several threads."""
+
+    synchronous = True  # its coroutines never suspend: a call cannot be cancelled halfway
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, int], tuple[int, float]] = {}

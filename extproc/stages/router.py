@@ -467,6 +467,10 @@ class RouterStream:
         if 200 <= self.upstream_status < 300:
             ctx = ResponseContext(self.request_id, int(self.clock()), False, self.encoding_format)
             body, self.usage = tr.translate_response(m.body, d.target, ctx)
+            if tr.passthrough:
+                # Read for its usage only (rate limits, the budget's end): the body goes on as is.
+                self._log_done()
+                return msgs.response_body(None, dynamic_metadata=self._usage_metadata(b"", self.usage))
         else:
             if self.deadline_hit:
                 err = errors.DeadlineExceeded("The request did not complete within its deadline "

@@ -200,6 +200,8 @@ def test_redis_down_answers_with_the_stores_failure_mode(mode: FailureMode) -> N
 
 
 class GatedStore(MemoryStore):
+    synchronous = False  # its reservations suspend (MemoryStore's never do)
+
     def __init__(self) -> None:
         super().__init__()
         self.gate = asyncio.Event()
