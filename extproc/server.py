@@ -1,8 +1,11 @@
-"""grpc.aio servicers: ext_proc (router stage) and gRPC health. The error boundary.
+"""The worker's gRPC services, ext_proc (both stages) and gRPC health, on `extproc.h2grpc`.
 
 One worker process serves one port. Each gRPC stream is one client request and gets its own
-`RouterStream`; nothing is shared between streams but the immutable `Runtime`, so any worker
-process can serve any request.
+`RouterStream` (or `UpstreamStream` for a per-attempt call, named by the call's
+`x-interlock-stage: upstream` metadata); nothing is shared between streams but the immutable
+`Runtime`, the worker's routing statistics and its admission gate, so any worker process can
+serve any request. A stream's `close` runs when the call ends for any reason — answered, failed,
+or cancelled because the client went away — and gives back its concurrency slot.
 """
 
 from __future__ import annotations
@@ -10,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from extproc import metadata
 from extproc.admission import Board, Gate
+from extproc.h2grpc import Server
 from extproc.runtime import Runtime
 from extproc.stages.decide import RoutingState
 from extproc.stages.router import RouterStream
@@ -26,8 +28,28 @@ from extproc.stages.upstream import UpstreamStream
 
 log = logging.getLogger("interlock.server")
 
+PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
-class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+
+class _Call:
+    """One ext_proc gRPC stream: each ProcessingRequest answered by one ProcessingResponse."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self, stage: RouterStream | UpstreamStream) -> None:
+        self.stage = stage
+
+    async def message(self, data: bytes) -> bytes:
+        response = await self.stage.handle(pb.ProcessingRequest.FromString(data))
+        return bytes(response.SerializeToString())
+
+    def close(self) -> None:
+        if isinstance(self.stage, RouterStream):
+            self.stage.close()
+
+
+class ExternalProcessor:
     """Serves both stages; Envoy names the stage in the call's metadata (`x-interlock-stage`)."""
 
     def __init__(self, runtime: Callable[[], Runtime], board: Board | None = None) -> None:
@@ -35,21 +57,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self._routing = RoutingState()
         self.gate = Gate(board or Board(), lambda: runtime().config.admission, self._routing.clock)
 
-    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
-        if any(k == metadata.STAGE_METADATA and v == "upstream" for k, v in context.invocation_metadata() or ()):
-            upstream = UpstreamStream(self._runtime())
-            async for req in request_iterator:
-                yield await upstream.handle(req)
-            return
-        stream = RouterStream(self._runtime(), self._routing, gate=self.gate)
-        try:
-            async for req in request_iterator:
-                yield await stream.handle(req)
-        finally:
-            # Answered, failed, or the client went away (the call is cancelled): the budget
-            # slot is free again.
-            stream.close()
+    def call(self, headers: dict[str, str]) -> _Call:
+        if headers.get(metadata.STAGE_METADATA) == "upstream":
+            return _Call(UpstreamStream(self._runtime()))
+        return _Call(RouterStream(self._runtime(), self._routing, gate=self.gate))
 
 
 async def serve(address: str, port: int, runtime: Callable[[], Runtime],
@@ -57,22 +68,18 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
                 board: Board | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let open streams finish (5 s).
     SIGHUP calls `on_reload` (the worker re-reads its config and swaps its runtime)."""
-    server = grpc.aio.server(options=[
-        ("grpc.so_reuseport", 0),
-        ("grpc.max_concurrent_streams", 100000),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10000),
-    ])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, board), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{address}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot listen on {address}:{port}")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    serving = [True]
+
+    def health_check(data: bytes) -> bytes:
+        status = health_pb2.HealthCheckResponse.SERVING if serving[0] else health_pb2.HealthCheckResponse.NOT_SERVING
+        return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+
+    processor = ExternalProcessor(runtime, board)
+    server = Server(unary={HEALTH_CHECK: health_check}, streams={PROCESS: processor.call})
+    try:
+        bound = await server.start(address, port)
+    except OSError as e:
+        raise OSError(f"cannot listen on {address}:{port}: {e.strerror}") from None
     if ready:
         ready(bound)
     stop = asyncio.Event()
@@ -82,5 +89,5 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
     if on_reload is not None:
         loop.add_signal_handler(signal.SIGHUP, on_reload)
     await stop.wait()
-    await health_servicer.enter_graceful_shutdown()
+    serving[0] = False
     await server.stop(grace=5)

@@ -164,7 +164,9 @@ class TokenSource:
                 "assertion": build_assertion(self.account, now, self._scope, self.token_uri)}
         who = f"service account {self.account.client_email}"
         try:
-            status, answer = await self._fetch(self.token_uri, form)
+            # A task of its own: the ext_proc runs a message's handling inline, outside any task,
+            # until it first suspends, and aiohttp's timeouts need a current task.
+            status, answer = await asyncio.ensure_future(self._fetch(self.token_uri, form))
         except Exception as e:
             raise TokenError(f"{who}: token request to {self.token_uri} failed: {type(e).__name__}") from None
         if status != 200:

@@ -49,7 +49,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from grpc_health.v1 import health_pb2
 
 from extproc.config import ConfigError, GatewayConfig, load_file
-from extproc.limits.h2server import UnaryServer
+from extproc.h2grpc import Server
 from extproc.limits.limiter import Limiter
 from extproc.limits.model import LimitTable
 from extproc.limits.service import RateLimitService
@@ -156,7 +156,7 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
             service, store, store_kind=cfg.rate_limit.store, limits=len(table[0]), reloads=reloads))
         where = f"; metrics on http://{address}:{bound_metrics}/metrics"
     serving = [True]
-    server = UnaryServer({SHOULD_RATE_LIMIT: _should_rate_limit(service), HEALTH_CHECK: _health(serving)})
+    server = Server({SHOULD_RATE_LIMIT: _should_rate_limit(service), HEALTH_CHECK: _health(serving)})
     try:
         bound = await server.start(address, port)
     except OSError as e:
