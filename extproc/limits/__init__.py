@@ -2,7 +2,8 @@
 
 `model` (limits, matcher, fixed windows) → `store` (atomic counters: memory or Redis) →
 `limiter` (admission and true-up of typed charges) → `scheme` (Envoy's descriptors ⇄ charges) →
-`service` (the grpc.aio RateLimitService Envoy's rate-limit filter calls).
+`service` (the RateLimitService Envoy's rate-limit filter calls) → `server` (the pod's rate-limit
+process, on `extproc.h2grpc`).
 
 State must be seen by every process that decides: with `MemoryStore`, one RateLimitService
 process serves the whole pod (Envoy's rate-limit cluster points at it alone); with `RedisStore`,

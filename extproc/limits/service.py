@@ -1,4 +1,6 @@
-"""grpc.aio servicer of `envoy.service.ratelimit.v3.RateLimitService`: the error boundary.
+"""The `envoy.service.ratelimit.v3.RateLimitService` servicer: the error boundary. The rate-limit
+process serves it on `extproc.h2grpc` (`context` is then None); it also plugs into a grpcio
+server (`add_to_server`).
 
 Each call is parsed (`scheme.parse`), its true-ups applied and its admissions reserved through one
 `Limiter`, and answered (`scheme.render`). The call never fails at the gRPC level:

@@ -80,3 +80,25 @@ def test_defaults_and_typed_values() -> None:
                                           ("1.5s", 1.5), ("5", None), ("s", None), ("-1s", None)])
 def test_parse_duration(text: str, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_admission_settings_parse() -> None:
+    from extproc.limits import Per, Unit
+
+    cfg = load_file(str(FIXTURES / "config" / "valid" / "admission.yaml"))
+    t = cfg.tenants[0]
+    assert (t.priority, t.deadline) == ("batch", 30.0)
+    assert [(x.unit, x.per, x.amount, dict(x.key_fields)) for x in t.limits] == [
+        (Unit.TOKENS, Per.MINUTE, 100000.0, {"tenant": "t", "model": "*", "priority": "*"}),
+        (Unit.USD, Per.DAY, 2.5, {"tenant": "t", "model": "r", "priority": "batch"}),
+        (Unit.REQUESTS, Per.SECOND, 10.0, {"tenant": "t", "model": "a", "priority": "*"}),
+    ]
+    assert t.limits[1].label == "batch-spend" and t.limits[1].capacity == 2_500_000
+    assert cfg.models[0].max_concurrency == 32 and cfg.rate_limited
+    rl, ad = cfg.rate_limit, cfg.admission
+    assert (rl.store, rl.redis_url, rl.failure_mode, rl.timeout, rl.port, rl.metrics_port) == (
+        "redis", "redis://127.0.0.1:6390/0", "closed", 0.05, 50071, 50072)
+    assert (ad.queue_timeout, ad.share("batch"), ad.share("default"), ad.share("interactive")) == (0.25, 0.25, 0.6, 1.0)
+    assert ad.success_rate_threshold == 0 and ad.max_heap_bytes == 1 << 30
+    demo = load_file(str(FIXTURES / "config" / "valid" / "minimal.yaml"))
+    assert not demo.rate_limited and demo.tenants[0].priority == "default" and demo.tenants[0].deadline == 0

@@ -102,3 +102,38 @@ def test_checked_in_demo_render_is_current() -> None:
     for name, text in files.items():
         assert (out / name).read_text() == text, f"envoy/demo/{name} is stale: REGEN=1 pytest {__file__}"
         yaml.safe_load(text)
+
+
+def test_rate_limit_and_last_line_filters_are_rendered_in_order() -> None:
+    from extproc.config import load_file as load
+    from extproc.envoyconf import render
+    from extproc.limits import envoy_rate_limits
+
+    cfg = load(str(FIXTURES / "config" / "valid" / "demo.yaml"))
+    boot = render(cfg, "/tmp/x")["envoy.yaml"]
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.ratelimit",
+                     "envoy.filters.http.admission_control", "envoy.filters.http.router"]
+    rl = hcm["http_filters"][1]["typed_config"]
+    assert rl["domain"] == "interlock" and rl["failure_mode_deny"] is False and rl["timeout"] == "0.100s"
+    assert rl["rate_limits"] == envoy_rate_limits("interlock")
+    ac = hcm["http_filters"][2]["typed_config"]
+    assert ac["sr_threshold"]["default_value"]["value"] == 50.0
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    assert clusters["interlock_ratelimit"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"]["socket_address"]["port_value"] == cfg.rate_limit.port
+    actions = {a["name"]: a["triggers"][0]["threshold"]["value"] for a in boot["overload_manager"]["actions"]}
+    assert actions == {"envoy.overload_actions.shrink_heap": 0.95,
+                       "envoy.overload_actions.stop_accepting_requests": 0.98}
+    # The ext_proc may set Envoy's timeout header (deadlines).
+    ext = hcm["http_filters"][0]["typed_config"]
+    assert ext["mutation_rules"]["allow_envoy"] is True
+    # Envoy's own rate-limit 429 is shaped for the client, in Anthropic's format when the client
+    # spoke Messages, even after the router stage rewrote the path for the provider.
+    mappers = hcm["local_reply_config"]["mappers"]
+    limited = [m for m in mappers if "request_rate_limited" in m["filter"]["extension_filter"]["typed_config"]["expression"]]
+    assert len(limited) == 2
+    assert any(m["body_format_override"]["json_format"].get("type") == "error" and
+               "x-interlock-client-api" in m["filter"]["extension_filter"]["typed_config"]["expression"]
+               for m in limited)
