@@ -11,8 +11,9 @@ a deadline (`x-interlock-deadline-ms`):
             throughput)
   burst     interactive at the same rate + batch up to 10× the sustainable rate
             (sustainable = the provider's concurrency limit / its mean service time)
-  after     as before; recovery = seconds from the burst's end until the completed requests
-            per second are back to the pre-burst level (2-second windows, ≥ 90 %) for good
+  after     as before; recovery = seconds from the burst's end until the requests started
+            per second that get a complete answer are back to the pre-burst level (every later
+            2-second window, ≥ 90 %)
 
 A request is *hung* when it has neither a complete answer (the stream's `[DONE]`) nor an error
 by its deadline + 1 s. Prints the phases, then, last, one line:
@@ -128,25 +129,27 @@ class Result:
     def hung(self) -> int:
         return sum(1 for o in self.outcomes if o.hung)
 
-    def completed_per_s(self, since: float, until: float) -> float:
-        n = sum(1 for o in self.outcomes if o.complete and o.end is not None and since <= o.end < until)
+    def served_per_s(self, since: float, until: float) -> float:
+        """Requests started in [since, until) that got a complete answer, per second. Counting
+        by start time (not completion time) keeps the yardstick free of completion jitter."""
+        n = sum(1 for o in self.outcomes if o.complete and since <= o.start < until)
         return n / (until - since)
 
     @property
     def before_rps(self) -> float:
         starts = [o.start for o in self.outcomes if o.phase == "before"]
-        return self.completed_per_s(min(starts) + 1.0, max(starts))
+        return self.served_per_s(min(starts), max(starts))
 
     @property
     def recovery_s(self) -> float:
-        """Seconds after the burst until a 2-second window completes ≥ 90 % of the pre-burst rate
-        and every later window does too."""
+        """Seconds after the burst until the requests started in every later 2-second window are
+        served at ≥ 90 % of the pre-burst rate."""
         target = 0.9 * self.before_rps
-        ends = [o.start for o in self.outcomes if o.phase == "after"]
-        last = max(ends) if ends else self.burst_end
+        starts = [o.start for o in self.outcomes if o.phase == "after"]
+        last = max(starts) if starts else self.burst_end
         t, found = self.burst_end, None
         while t + 2.0 <= last:
-            ok = self.completed_per_s(t, t + 2.0) >= target
+            ok = self.served_per_s(t, t + 2.0) >= target
             if ok and found is None:
                 found = t
             elif not ok:
@@ -326,7 +329,7 @@ def report(r: Result) -> None:
             print(f"spike: {phase:8} {kind:11} n={len(xs):4} statuses={dict(sorted(codes.items()))} "
                   f"ttft_p50={quantile(t, 0.5) * 1000:.0f}ms ttft_p99={quantile(t, 0.99) * 1000:.0f}ms", flush=True)
     print(f"spike: provider peak in flight {r.max_seen} (limit {p.limit}), provider 429s {r.provider_rejected}, "
-          f"429 without Retry-After {r.unexplained_429}, pre-burst {r.before_rps:.1f} completed/s", flush=True)
+          f"429 without Retry-After {r.unexplained_429}, pre-burst {r.before_rps:.1f} served/s", flush=True)
 
 
 def main() -> int:
