@@ -392,8 +392,9 @@ class RouterStream:
         self.deadline_hit = (status == 504 and self.deadline_at is not None and "x-envoy-upstream-service-time" not in h
                              and self.state.clock() >= self.deadline_at - 0.05)
         if not self.deadline_hit:
+            upstream = {k: v for k, v in h.items() if not k.startswith(_RATELIMIT_PREFIX)}
             self._learn(answered_by, status, int(attempts) if attempts.isdigit() else 1, h.get("retry-after"),
-                        {**h, **provider_limits})
+                        {**upstream, **provider_limits})
         d = self.deployment
         out = self._routing_headers() + limit_headers
         if d is not None:
