@@ -158,8 +158,10 @@ def test_raising_ttft_shifts_traffic_away(gw: Gateway, sim: Simulator) -> None:
     def served(n: int) -> Counter[str]:
         out: Counter[str] = Counter()
         for _ in range(n):
+            # max_tokens as short as the answers: the expected generation time (time per output
+            # token × tokens) then cannot drown the time-to-first-token difference under test.
             with c.chat.completions.with_streaming_response.create(
-                    model="route-latency", messages=HELLO, stream=True,
+                    model="route-latency", messages=HELLO, stream=True, max_tokens=8,
                     stream_options={"include_usage": True}) as r:
                 out[r.headers["x-interlock-model"]] += 1
                 for _ in r.iter_lines():
