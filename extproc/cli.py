@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log level of the Python processes (default: info)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="start the gateway: Envoy + ext_proc workers (+ simulator)",
-                         description="Start Envoy and the ext_proc workers for a config; with no -c, serve "
+    run = sub.add_parser("run", help="start the gateway: Envoy + ext_proc workers + rate-limit service (+ simulator)",
+                         description="Start Envoy, the ext_proc workers and the rate-limit service for a "
+                                     "config; with no -c, serve "
                                      "the embedded demo config with simulated providers. Ctrl-C drains "
                                      "in-flight requests and stops every child process.")
     run.add_argument("-c", "--config", help="gateway config YAML (default: the embedded demo config)")
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "not the output directory (e.g. a mounted ConfigMap)")
     render.set_defaults(func=_cmd_render)
 
-    ext = sub.add_parser("extproc", help="the ext_proc server alone (as the sidecar container runs it)")
+    ext = sub.add_parser("extproc", help="the ext_proc workers and the rate-limit service alone (as the sidecar "
+                                         "container runs them)")
     ext.add_argument("-c", "--config", required=True, help="gateway config YAML")
     ext.add_argument("--workers", type=int, help="worker processes (default: config, else one per core)")
     ext.add_argument("--single", action="store_true", help="serve one worker in this process (no supervisor)")

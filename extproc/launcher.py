@@ -1,7 +1,7 @@
 """`interlock run` and `interlock extproc`: start, watch and stop the gateway's processes.
 
-`run`: [simulator] → N ext_proc workers → Envoy; prints `ready: URL` once Envoy's admin says
-ready and the listener accepts; then watches the config file and reloads it without a restart
+`run`: [simulator] → N ext_proc workers + the rate-limit service → Envoy; prints `ready: URL` once
+Envoy's admin says ready and the listener accepts; then watches the config file and reloads it without a restart
 (`extproc.reload`); serves Prometheus text on the metrics port; on SIGINT/SIGTERM drains
 Envoy's listener (in-flight requests finish, up to `drain_timeout`), then stops Envoy, the
 workers and the simulator, in that order.
@@ -222,7 +222,8 @@ def run_extproc(config_path: str, *, workers: int | None, log_level: str) -> int
     try:
         children = start_workers(sup, cfg, str(active), log_level)
         print(f"extproc: {worker_count(cfg)} workers on {cfg.extproc.address}:{cfg.extproc.port}"
-              f"-{cfg.extproc.port + worker_count(cfg) - 1}", flush=True)
+              f"-{cfg.extproc.port + worker_count(cfg) - 1}; rate limit service on "
+              f"{cfg.rate_limit.address}:{cfg.rate_limit.port}", flush=True)
         reloader = Reloader(Path(config_path), active, file_cfg, hup(children))
         serve_metrics(cfg, reloader, sup)
         while True:
