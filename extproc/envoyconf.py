@@ -98,10 +98,12 @@ def _local_reply_config() -> dict[str, Any]:
     (details `interlock`) are already shaped and are left alone."""
     mappers = []
     for anthropic in (True, False):
-        # The router stage rewrites the path for the provider; it names the client's API in a
-        # request header (never sent upstream) for replies Envoy makes after that.
-        api = (f"(request.path.startsWith('/v1/messages') || ('{metadata.CLIENT_API_HEADER}' in request.headers && "
-               f"request.headers['{metadata.CLIENT_API_HEADER}'] == '{errors.ANTHROPIC}'))")
+        # The router stage rewrites the path for the provider (an OpenAI client's request to an
+        # Anthropic model goes upstream as /v1/messages), so it names the client's API in a
+        # request header (never sent upstream); before that, the path is still the client's.
+        h = metadata.CLIENT_API_HEADER
+        api = (f"(('{h}' in request.headers) ? request.headers['{h}'] == '{errors.ANTHROPIC}' : "
+               "request.path.startsWith('/v1/messages'))")
         for cond, status, otype, code, atype, message in _LOCAL_REPLIES:
             expr = f"response.code_details != '{metadata.IMMEDIATE_DETAILS}' && {cond} && " + (
                 api if anthropic else f"!{api}")

@@ -30,6 +30,7 @@ def admission_config(sim: Simulator) -> dict[str, Any]:
                  {"name": "an", "type": "anthropic", "endpoint": sim.url, **key}]
     models = [
         {"name": "reqs-model", "provider": "oa", "upstream_model": "reqs-upstream"},
+        {"name": "reqs-claude", "provider": "an", "upstream_model": "reqs-claude-upstream", "max_output_tokens": 1024},
         {"name": "tokens-model", "provider": "oa", "upstream_model": "tokens-upstream",
          "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
         {"name": "cut-model", "provider": "oa", "upstream_model": "cut-upstream"},
@@ -94,11 +95,17 @@ def test_gateway_rate_limit_answers_429_in_each_clients_format(gw: Gateway, sim:
     assert int(e.value.response.headers["retry-after"]) >= 1
     assert e.value.response.headers["x-interlock-provider"] == "interlock"
     assert e.value.body["type"] == "rate_limit_error" and e.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    # An OpenAI client's request for a model on Anthropic goes upstream as /v1/messages: the
+    # refusal still comes in OpenAI's format.
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="reqs-claude", messages=HELLO)
+    assert e.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
     claude = anthropic.Anthropic(base_url=gw.url, api_key=KEYS["reqs"], max_retries=0)
-    with pytest.raises(anthropic.RateLimitError) as a:
-        claude.messages.create(model="reqs-model", max_tokens=50, messages=HELLO)
-    assert a.value.body["type"] == "error" and a.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
-    assert int(a.value.response.headers["retry-after"]) >= 1
+    for model in ("reqs-model", "reqs-claude"):  # upstream as /v1/chat/completions, and as /v1/messages
+        with pytest.raises(anthropic.RateLimitError) as a:
+            claude.messages.create(model=model, max_tokens=50, messages=HELLO)
+        assert a.value.body["type"] == "error" and a.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert int(a.value.response.headers["retry-after"]) >= 1
     # Refused requests never reached the provider, and the provider's own rate-limit headers
     # (about the gateway's account) are not shown to tenants.
     assert len([r for r in sim.requests() if (r.get("body") or {}).get("model") == "reqs-upstream"]) == 2
