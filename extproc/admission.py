@@ -166,8 +166,7 @@ class Gate:
         `RateLimited` (429) or `DeadlineExceeded` (504) when the request is shed."""
         start = self.clock()
         primary = cands[0]
-        if deadline_at is not None and deadline_at - start < primary.ttft_s and all(
-                deadline_at - start < c.ttft_s for c in cands):
+        if deadline_at is not None and all(deadline_at - start < c.ttft_s for c in cands):
             self.deadline_rejected += 1
             raise errors.DeadlineExceeded(
                 f"The deadline ({max(0, round((deadline_at - start) * 1000))} ms left) is shorter than the "
