@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
+from grpc_health.v1 import health_pb2
 from hpack import Decoder
 from hpack.exceptions import HPACKError
 
@@ -486,16 +487,24 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
 class Server:
-    """`unary` and `streams` map gRPC paths (`/package.Service/Method`) to handlers."""
+    """`unary` and `streams` map gRPC paths (`/package.Service/Method`) to handlers. It also
+    answers the gRPC health check (`grpc.health.v1.Health/Check`): SERVING until `stop()`."""
 
     def __init__(self, unary: dict[str, UnaryHandler] | None = None,
                  streams: dict[str, StreamFactory] | None = None) -> None:
-        self.unary = unary or {}
+        self.unary = {HEALTH_CHECK: self._health, **(unary or {})}
         self.streams = streams or {}
         self.connections: set[Connection] = set()
         self.stopping = False
         self._server: asyncio.AbstractServer | None = None
+
+    def _health(self, data: bytes) -> bytes:
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if self.stopping else health_pb2.HealthCheckResponse.SERVING
+        return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
 
     async def start(self, address: str, port: int) -> int:
         """Listen; returns the bound port (`port` 0: a free one). Raises OSError."""

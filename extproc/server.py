@@ -16,7 +16,6 @@ import signal
 from collections.abc import Callable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from grpc_health.v1 import health_pb2
 
 from extproc import metadata
 from extproc.admission import Board, Gate
@@ -29,7 +28,6 @@ from extproc.stages.upstream import UpstreamStream
 log = logging.getLogger("interlock.server")
 
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 class _Call:
@@ -68,14 +66,8 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
                 board: Board | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let open streams finish (5 s).
     SIGHUP calls `on_reload` (the worker re-reads its config and swaps its runtime)."""
-    serving = [True]
-
-    def health_check(data: bytes) -> bytes:
-        status = health_pb2.HealthCheckResponse.SERVING if serving[0] else health_pb2.HealthCheckResponse.NOT_SERVING
-        return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
-
     processor = ExternalProcessor(runtime, board)
-    server = Server(unary={HEALTH_CHECK: health_check}, streams={PROCESS: processor.call})
+    server = Server(streams={PROCESS: processor.call})
     try:
         bound = await server.start(address, port)
     except OSError as e:
@@ -89,5 +81,4 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
     if on_reload is not None:
         loop.add_signal_handler(signal.SIGHUP, on_reload)
     await stop.wait()
-    serving[0] = False
     await server.stop(grace=5)

@@ -46,7 +46,6 @@ from typing import Any
 
 from aiohttp import web
 from envoy.service.ratelimit.v3 import rls_pb2
-from grpc_health.v1 import health_pb2
 
 from extproc.config import ConfigError, GatewayConfig, load_file
 from extproc.h2grpc import Server
@@ -155,8 +154,7 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
         metrics, bound_metrics = await _start_metrics(address, metrics_port, lambda: metrics_text(
             service, store, store_kind=cfg.rate_limit.store, limits=len(table[0]), reloads=reloads))
         where = f"; metrics on http://{address}:{bound_metrics}/metrics"
-    serving = [True]
-    server = Server({SHOULD_RATE_LIMIT: _should_rate_limit(service), HEALTH_CHECK: _health(serving)})
+    server = Server({SHOULD_RATE_LIMIT: _should_rate_limit(service)})
     try:
         bound = await server.start(address, port)
     except OSError as e:
@@ -184,7 +182,6 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
-    serving[0] = False
     await server.stop(grace=2)
     await service.drain()
     if metrics is not None:
@@ -196,7 +193,6 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
 
 
 SHOULD_RATE_LIMIT = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 def _should_rate_limit(service: RateLimitService) -> Callable[[bytes], Coroutine[Any, Any, bytes]]:
@@ -205,13 +201,6 @@ def _should_rate_limit(service: RateLimitService) -> Callable[[bytes], Coroutine
         response = await service.ShouldRateLimit(request, None)
         return bytes(response.SerializeToString())
     return call
-
-
-def _health(serving: list[bool]) -> Callable[[bytes], bytes]:
-    def check(data: bytes) -> bytes:
-        status = health_pb2.HealthCheckResponse.SERVING if serving[0] else health_pb2.HealthCheckResponse.NOT_SERVING
-        return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
-    return check
 
 
 def run(config_path: str, address: str, port: int, *, metrics_port: int | None = None) -> None:

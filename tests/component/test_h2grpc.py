@@ -83,6 +83,16 @@ def test_unary_calls_answer_inline_and_after_suspending() -> None:
     asyncio.run(main())
 
 
+def test_the_health_check_answers_serving() -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async def main() -> None:
+        async with serving() as (_, ch):
+            answer = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    asyncio.run(main())
+
+
 def test_errors_and_unknown_methods_are_grpc_statuses_without_details_leaking() -> None:
     async def main() -> None:
         async with serving() as (_, ch):
