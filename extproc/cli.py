@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     ext = sub.add_parser("extproc", help="the ext_proc workers and the rate-limit service alone (as the sidecar "
                                          "container runs them)")
     ext.add_argument("-c", "--config", required=True, help="gateway config YAML")
-    ext.add_argument("--workers", type=int, help="worker processes (default: config, else one per core)")
+    ext.add_argument("--workers", type=int, help="worker processes (default: config, else one per core); with "
+                                                  "--single and --board: how many workers share the board")
     ext.add_argument("--single", action="store_true", help="serve one worker in this process (no supervisor)")
     ext.add_argument("--port", type=int, help="with --single: the port (default: extproc.port)")
     ext.add_argument("--board", help="with --single: the file the pod's workers count requests in flight in "
