@@ -232,22 +232,29 @@ def _limit_filters(cfg: GatewayConfig) -> list[dict[str, Any]]:
     return out
 
 
-def _ratelimit_cluster(cfg: GatewayConfig) -> dict[str, Any]:
-    rl = cfg.rate_limit
+def _local_grpc_cluster(name: str, sockets: Iterable[tuple[str, int]], *, max_connections: int,
+                        max_requests: int, max_retries: int) -> dict[str, Any]:
+    """A cluster of the pod's own gRPC processes: static addresses, HTTP/2 with keep-alive."""
     return {
-        "name": metadata.RATELIMIT_CLUSTER,
+        "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": metadata.RATELIMIT_CLUSTER, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": _socket(rl.address, rl.port)}}]}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket(address, port)}} for address, port in sockets]}]},
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": _HTTP_OPTS, "explicit_http_config": {"http2_protocol_options": {
                 "max_concurrent_streams": 10000,
                 "connection_keepalive": {"interval": "30s", "timeout": "5s"}}}}},
         "circuit_breakers": {"thresholds": [{
-            "priority": "DEFAULT", "max_connections": 64, "max_pending_requests": 100000,
-            "max_requests": 100000, "max_retries": 0}]},
+            "priority": "DEFAULT", "max_connections": max_connections, "max_pending_requests": max_requests,
+            "max_requests": max_requests, "max_retries": max_retries}]},
     }
+
+
+def _ratelimit_cluster(cfg: GatewayConfig) -> dict[str, Any]:
+    rl = cfg.rate_limit
+    return _local_grpc_cluster(metadata.RATELIMIT_CLUSTER, [(rl.address, rl.port)], max_connections=64,
+                               max_requests=100000, max_retries=0)
 
 
 def _overload_manager(cfg: GatewayConfig) -> dict[str, Any]:
@@ -334,20 +341,11 @@ def provider_cluster(p: Provider, limits: Limits) -> dict[str, Any]:
 
 def _extproc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     x = cfg.extproc
+    cluster = _local_grpc_cluster(metadata.EXTPROC_CLUSTER, [(x.address, x.port + i) for i in range(worker_count(cfg))],
+                                  max_connections=1024, max_requests=x.max_streams, max_retries=3)
     return {
-        "name": metadata.EXTPROC_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
+        **cluster,
         "lb_policy": "LEAST_REQUEST",
-        "load_assignment": {"cluster_name": metadata.EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": _socket(x.address, x.port + i)}} for i in range(worker_count(cfg))]}]},
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": _HTTP_OPTS, "explicit_http_config": {"http2_protocol_options": {
-                "max_concurrent_streams": 10000,
-                "connection_keepalive": {"interval": "30s", "timeout": "5s"}}}}},
-        "circuit_breakers": {"thresholds": [{
-            "priority": "DEFAULT", "max_connections": 1024, "max_pending_requests": x.max_streams,
-            "max_requests": x.max_streams, "max_retries": 3}]},
         "health_checks": [{
             "timeout": "1s", "interval": "2s", "unhealthy_threshold": 1, "healthy_threshold": 1,
             "no_traffic_interval": "2s", "grpc_health_check": {}}],
