@@ -15,6 +15,10 @@ the statistics' monotonic `now` for the rest):
     p = pressure_from_headers(response_headers, time.time())
     if p is not None:
         stats.record_pressure(deployment_id, p, now)
+
+A decision that explored (`decision.explanation.chosen_by == "exploration"`) is reported back with
+`stats.record_probe(decision.primary, now)`: without it a never-observed deployment is probed on every
+decision until its first observation lands.
 """
 
 from routing.affinity import rendezvous

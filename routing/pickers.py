@@ -7,12 +7,17 @@ broken constraints) aligned to it. Pure; randomness enters as `rand` (uniform in
   within each tier by total score, then secondary scores (objective cost: latency then quality; latency:
   cost then quality; quality: cost then latency; weighted: cost then latency; best_quality: cost), then
   candidate order, so equal inputs always give the same order.
-- `explore`: with probability `policy.exploration` (when `rand` < it), and only for policies that read
-  latency, the primary becomes a non-best eligible deployment whose latency estimate is older than
-  `policy.stale_after_s` and which meets the quality floor (exploring cannot change a quality, so it
-  never breaks that constraint; it may try a deployment whose stale TTFT breaks the latency constraint,
-  which is how a recovered deployment is noticed). `rand / exploration` then picks uniformly among them,
-  so one draw decides both whether and where.
+- `explore`: only for policies that read latency and with `policy.exploration` > 0. Cold start first:
+  a non-best eligible deployment meeting the quality floor that has never been observed (it reads as its
+  pessimistic prior, so it would rarely win on its own) is probed at once, `rand` picking among several,
+  and again each `policy.stale_after_s` (at least `PROBE_INTERVAL_MIN_S`) while no observation of it has
+  landed (`snapshot.probed`, kept by the caller's `LatencyStats.record_probe`). Otherwise, with
+  probability `policy.exploration` (when `rand` < it), the primary becomes a non-best eligible deployment
+  whose latency estimate is older than `policy.stale_after_s` (never observed counts as older) and which
+  meets the quality floor (exploring cannot change a quality, so it never breaks that constraint; it may
+  try a deployment whose stale TTFT breaks the latency constraint, which is how a recovered deployment is
+  noticed). `rand / exploration` then picks uniformly among them, so one draw decides both whether and
+  where.
 - `affinity_pool` / `rendezvous`: see `routing.affinity`.
 - `with_fallbacks`: the primary, then the rest in objective order, cut to `max_attempts`. If the first
   fallback would share the primary's provider while a deployment of another provider in the same tier
@@ -22,6 +27,7 @@ broken constraints) aligned to it. Pure; randomness enters as `rand` (uniform in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from routing.model import ConstraintFailure, Deployment, Scores
@@ -68,7 +74,8 @@ def last_n_tie_break(ranked: list[int], scores: Sequence[Scores], rand: float) -
     return [ranked[j], *ranked[:j], *ranked[j + 1:]]
 
 
-COLD_START_RATE = 0.25
+PROBE_INTERVAL_MIN_S = 1.0
+"""The shortest wait before a never-observed deployment whose probe brought no observation is probed again."""
 
 
 def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment], snapshot: Snapshot,
@@ -78,13 +85,14 @@ def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment
     if rate <= 0 or len(ranked) < 2 or not uses_latency(policy):
         return None
     floor = policy.min_quality if isinstance(policy, CONSTRAINED) else None
-    # Cold start: a deployment never observed reads as its (pessimistic) prior and would rarely
-    # win, so it is probed at a higher rate until its first observation.
-    never = [i for i in ranked[1:] if (floor is None or eligible[i].quality >= floor)
-             and snapshot.staleness(eligible[i].id, now) == float("inf")]
-    cold = max(rate, COLD_START_RATE)
-    if never and rand < cold:
-        return never[min(int(rand / cold * len(never)), len(never) - 1)]
+    # Cold start: probed at once, not at a rate. A worker that happened to observe a slow deployment first
+    # would otherwise keep sending it most of its traffic until a random draw tried the fast one.
+    interval = max(policy.stale_after_s, PROBE_INTERVAL_MIN_S)
+    due = [i for i in ranked[1:] if (floor is None or eligible[i].quality >= floor)
+           and snapshot.staleness(eligible[i].id, now) == float("inf")
+           and now - snapshot.probed.get(eligible[i].id, -math.inf) >= interval]
+    if due:
+        return due[min(int(rand * len(due)), len(due) - 1)]
     if rand >= rate:
         return None
     stale_after = policy.stale_after_s

@@ -11,7 +11,8 @@
   by the caller's random draw).
 
 Common settings: `exploration` (probability of sending the request to a non-best eligible deployment
-whose latency estimate is older than `stale_after_s`; only for policies that read latency),
+whose latency estimate is older than `stale_after_s`; only for policies that read latency; when > 0, a
+never-observed deployment is also probed at once, see `routing.pickers.explore`),
 `affinity` / `affinity_tolerance` (see `routing.affinity`), `diversity_tolerance` (how close, in score
 terms, a different-provider deployment must be to the next in line to become the first fallback) and
 `max_attempts` (the length of the candidate list). Baselines default to no exploration and no affinity,

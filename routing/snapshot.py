@@ -121,6 +121,8 @@ class Snapshot:
     - `ramp` maps deployment ids whose cool-down or pressure ended recently to the fraction of traffic,
       in [0, 1), they may take as of `taken_at` (soft: dropped when the decision's draw is ≥ it, only
       while another candidate survives).
+    - `probed` maps deployment ids never observed to when a decision last explored them (the cold-start
+      probe of `routing.pickers.explore`; the probe's answer has not been observed yet).
 
     The health filter compares each `until` with the request's `now`; `ramp` fractions are as of
     `taken_at`. Every map is copied into a read-only view.
@@ -132,9 +134,10 @@ class Snapshot:
     unavailable: Mapping[str, Unavailable] = field(default_factory=lambda: MappingProxyType({}))
     pressured: Mapping[str, Pressured] = field(default_factory=lambda: MappingProxyType({}))
     ramp: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    probed: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        for name in ("estimates", "unavailable", "pressured", "ramp"):
+        for name in ("estimates", "unavailable", "pressured", "ramp", "probed"):
             m = getattr(self, name)
             if not isinstance(m, MappingProxyType):
                 object.__setattr__(self, name, MappingProxyType(dict(m)))

@@ -20,6 +20,10 @@ the limit resets now, pressure ends now. Pressure is soft (the health filter pre
 but never drops the last one) and is not a failure: it neither counts in the failure streak nor starts
 or lengthens a cool-down.
 
+Probes: `record_probe` notes that a decision explored a deployment (`chosen_by == "exploration"`); for a
+deployment never observed the snapshot lists when (`probed`), so the cold-start probe of
+`routing.pickers.explore` is not repeated while its answer is on the way. The first observation clears it.
+
 Ramp: for `ramp_s` seconds after a cool-down or pressure ends, a deployment may take only a fraction of
 the traffic, rising linearly from `ramp_floor` to 1, so traffic returns gradually instead of all at once
 (which would exhaust a just-reset limit again). An open circuit has no end time and does not ramp.
@@ -54,7 +58,7 @@ DEFAULT_PRIOR = LatencyPrior()
 
 class _Deployment:
     __slots__ = ("ttft", "tpot", "recent", "last_observed", "failures", "cooldown_until", "circuit_open",
-                 "pressure", "pressured_until", "dirty", "ttft_q", "tpot_p50", "buckets")
+                 "pressure", "pressured_until", "probed_at", "dirty", "ttft_q", "tpot_p50", "buckets")
 
     def __init__(self, half_life_s: float, last_n: int) -> None:
         self.ttft = DecayedHistogram(half_life_s)
@@ -66,6 +70,7 @@ class _Deployment:
         self.circuit_open = False
         self.pressure: Pressured | None = None
         self.pressured_until = -math.inf
+        self.probed_at = -math.inf
         self.dirty = True
         self.ttft_q: tuple[float | None, ...] = ()
         self.tpot_p50: float | None = None
@@ -135,10 +140,21 @@ class LatencyStats:
         d.recent.append(ttft_s)
         if tpot_s is not None:
             d.tpot.add(tpot_s, now)
+        if d.last_observed == -math.inf and d.probed_at != -math.inf:
+            d.probed_at = -math.inf
+            self._changed = True  # no longer listed as probed
         d.last_observed = max(d.last_observed, now)
         d.dirty = True
         self._pending.add(deployment_id)
         self._changed = True
+
+    def record_probe(self, deployment_id: str, now: float) -> None:
+        """Note that a decision explored the deployment at `now` (see the module docstring); kept only
+        while the deployment has never been observed."""
+        d = self._dep(deployment_id)
+        if d.last_observed == -math.inf and d.probed_at != now:
+            d.probed_at = now
+            self._changed = True
 
     def quantile(self, deployment_id: str, q: float, now: float, *, metric: str = "ttft") -> float:
         """The q-quantile of TTFT (or of TPOT with ``metric="tpot"``) at `now`, seconds, blended with the
@@ -256,6 +272,7 @@ class LatencyStats:
         unavailable: dict[str, Unavailable] = {}
         pressured: dict[str, Pressured] = {}
         ramp: dict[str, float] = {}
+        probed: dict[str, float] = {}
         ramp_s, floor = self.ramp_s, self.ramp_floor
         transition = math.inf
         for dep_id, d in self._deps.items():
@@ -272,9 +289,11 @@ class LatencyStats:
             if not d.circuit_open and ended <= now < ended + ramp_s:
                 ramp[dep_id] = floor + (1.0 - floor) * (now - ended) / ramp_s
                 transition = min(transition, ended + ramp_s)
+            if d.probed_at != -math.inf:
+                probed[dep_id] = d.probed_at
         s = self._snapshot = Snapshot(now, self._prior_estimate, MappingProxyType(dict(self._estimates)),
                                       MappingProxyType(unavailable), MappingProxyType(pressured),
-                                      MappingProxyType(ramp))
+                                      MappingProxyType(ramp), MappingProxyType(probed))
         self._next_transition = transition
         self._changed = False
         return s

@@ -92,5 +92,9 @@ class RoutingState:
         return n
 
     def decide(self, route: RouteRuntime, request: routing.RouteRequest) -> routing.Decision:
-        return routing.decide(request, route.candidates, route.policy, self.stats.snapshot(request.now),
-                              rr_counter=self.next_rr(route.name), rand=self.rand())
+        decision = routing.decide(request, route.candidates, route.policy, self.stats.snapshot(request.now),
+                                  rr_counter=self.next_rr(route.name), rand=self.rand())
+        if decision.explanation.chosen_by == "exploration" and decision.primary is not None:
+            # A never-observed deployment is probed once, not on every request until its answer lands.
+            self.stats.record_probe(decision.primary, request.now)
+        return decision

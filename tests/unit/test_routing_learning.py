@@ -118,19 +118,47 @@ def test_exploration_happens_at_the_configured_rate(rate: float) -> None:
     assert set(counts) == {B.id, C.id} and abs(counts[B.id] - counts[C.id]) <= 1
 
 
-def test_never_observed_deployments_are_probed_at_the_cold_start_rate() -> None:
-    """A deployment with no data reads as its pessimistic prior; it is probed at
-    max(exploration, COLD_START_RATE) until observed, and never when exploration is off."""
-    from routing.pickers import COLD_START_RATE
+def test_a_never_observed_deployment_is_probed_at_once_then_once_per_stale_after() -> None:
+    """A deployment with no data reads as its pessimistic prior; the first decision probes it (whatever
+    the draw), later ones explore it only at the configured rate until stale_after has passed since the
+    probe with no observation; its first observation ends the probing. Never when exploration is off."""
+    stats = LatencyStats()
+    feed(stats, A, 0.3, 5, 499.0)
+    feed(stats, B, 0.3, 5, 499.0)  # C never observed
+    policy = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.02,
+                             stale_after_s=30.0)
 
-    fresh = LatencyEstimate.of({0.5: 0.3, 0.9: 0.5}, 0.01, last_observed=499.0)
-    snapshot = Snapshot(500.0, estimates={A.id: fresh, B.id: fresh})  # C never observed
-    policy = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.02)
-    n = 2000
-    probes = Counter(decide(req(500.0), [A, B, C], policy, snapshot, rand=k / n).primary for k in range(n))
-    assert probes[C.id] == round(COLD_START_RATE * n)
+    def run(now: float, draws: int = 500) -> Counter[str | None]:
+        out: Counter[str | None] = Counter()
+        for k in range(draws):
+            d = decide(req(now), [A, B, C], policy, stats.snapshot(now), rand=k / draws)
+            if d.explanation.chosen_by == "exploration":
+                stats.record_probe(d.primary or "", now)
+            out[d.primary] += 1
+        return out
+
+    first = decide(req(500.0), [A, B, C], policy, stats.snapshot(500.0), rand=0.99)
+    assert first.primary == C.id and first.explanation.chosen_by == "exploration"
+    assert first.deployments[1] == A.id  # the best follows as the first fallback
+    stats.record_probe(C.id, 500.0)
+    assert stats.snapshot(500.0).probed == {C.id: 500.0}
+    # while the probe's answer is on the way: the exploration rate only (C counts as stale); each of
+    # those explorations is a probe too
+    assert run(505.0)[C.id] == round(0.02 * 500)
+    # stale_after after the last one, still no observation: probed again by the first draw, then the
+    # rate (draws 1..9 of 500 are below 0.02)
+    feed(stats, A, 0.3, 1, 535.0)
+    feed(stats, B, 0.3, 1, 535.0)
+    assert run(535.5)[C.id] == 1 + 9
+    # observed: probing ends, and C is fresh (no exploration at all)
+    feed(stats, C, 0.3, 1, 531.0)
+    stats.record_probe(C.id, 532.0)  # exploring an observed deployment is no cold-start probe
+    assert stats.snapshot(532.0).probed == {}
+    assert run(532.0) == Counter({A.id: 500})
+
     off = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.0)
-    assert {decide(req(500.0), [A, B, C], off, snapshot, rand=k / n).primary for k in range(n)} == {A.id}
+    fresh = Snapshot(500.0, estimates={x.id: LatencyEstimate.of(0.3, 0.01, last_observed=499.0) for x in (A, B)})
+    assert {decide(req(500.0), [A, B, C], off, fresh, rand=k / 100).primary for k in range(100)} == {A.id}
 
 
 def test_exploration_with_a_seeded_generator() -> None:
