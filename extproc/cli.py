@@ -80,6 +80,9 @@ def _cmd_extproc(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def _cmd_ratelimit(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from extproc.config import GatewayConfig, load_file
+from extproc.config import ConfigError, GatewayConfig, load_file
 from extproc.envoyconf import render_files, worker_count, write_files
 from extproc.reload import Reloader, metrics_text
 from extproc.supervisor import Child, Supervisor, http_ok, port_open, wait_until
@@ -94,6 +94,19 @@ def hup(children: list[Child]) -> Callable[[], None]:
     return notify
 
 
+def load_for_pod(config_path: str, workers: int | None) -> tuple[GatewayConfig, GatewayConfig]:
+    """The config as in the file and as this pod runs it (`workers` overrides `extproc.workers`);
+    ConfigError also when the pod's ports clash once the worker count is known (one per core)."""
+    cfg = file_cfg = load_file(config_path)
+    if workers is not None:
+        cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
+    n = worker_count(cfg)
+    clashes = cfg.port_clashes(n)
+    if clashes:
+        raise ConfigError([f"{path}: {problem}" for path, problem in clashes])
+    return file_cfg, cfg
+
+
 def start_workers(sup: Supervisor, cfg: GatewayConfig, config_path: str, log_level: str) -> list[Child]:
     """The pod's ext_proc workers (sharing one concurrency board next to the config) and its
     rate-limit process; all get SIGHUP on reload."""
@@ -117,9 +130,7 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
     demo = config_path is None
     path = str(DEMO_CONFIG) if demo else config_path
     assert path is not None
-    cfg = file_cfg = load_file(path)
-    if workers is not None:
-        cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
+    file_cfg, cfg = load_for_pod(path, workers)
     if demo:
         os.environ.setdefault(SIM_KEY_ENV, SIM_KEY)
         from extproc.simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
@@ -211,9 +222,7 @@ def _drain(admin: str, timeout: float) -> None:
 
 def run_extproc(config_path: str, *, workers: int | None, log_level: str) -> int:
     """The ext_proc alone (the sidecar container's command): N supervised worker processes."""
-    cfg = file_cfg = load_file(config_path)
-    if workers is not None:
-        cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=workers))
+    file_cfg, cfg = load_for_pod(config_path, workers)
     sup = Supervisor()
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)

@@ -353,8 +353,12 @@ def validate(doc: Any) -> GatewayConfig:
     maddr, mport = _listen(r, top.get("metrics"), "metrics", 9464)
     rate_limit = _rate_limit(r, top.get("rate_limit"))
     admission = _admission(r, top.get("admission"))
-    if port in (aport, xport, mport, rate_limit.port):
-        r.fail("listen.port", "collides with the admin, extproc, metrics or rate_limit port")
+    # With `workers: 0` (one per core) the worker count is known where the gateway runs: the
+    # launcher checks again with it; here at least worker 0.
+    ports = GatewayConfig(Listen(address, port), (), (), (), extproc=extproc, admin=Admin(aaddr, aport),
+                          metrics=Metrics(maddr, mport), rate_limit=rate_limit)
+    for path, problem in ports.port_clashes(extproc.workers or 1):
+        r.fail(path, problem)
     if r.problems:
         raise ConfigError(r.problems)
     return GatewayConfig(

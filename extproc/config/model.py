@@ -136,7 +136,9 @@ class ExtProcSettings:
     """Where the ext_proc workers listen: worker i serves on `port + i`."""
 
     address: str = "127.0.0.1"
-    port: int = 50051
+    # Below Linux's ephemeral range (32768-60999): an outgoing connection of the pod (Envoy's to the
+    # providers) never holds it when a restarted worker binds again. Worker i serves on port + i.
+    port: int = 10051
     workers: int = 0  # 0 = one per CPU core
     message_timeout: float = 30.0  # Envoy's wait for one ext_proc reply
     max_streams: int = 100000  # concurrent gRPC streams Envoy may hold to the ext_proc cluster
@@ -156,7 +158,7 @@ class RateLimit:
     """The rate-limit service (one per pod) that Envoy's rate-limit filter asks."""
 
     address: str = "127.0.0.1"
-    port: int = 50070
+    port: int = 10050  # below the ext_proc workers' ports, so more workers never reach it
     store: str = "memory"  # memory: this process's counters; redis: shared by every replica
     redis_url: str = "redis://127.0.0.1:6379/0"
     failure_mode: str = "open"  # when the store or the service cannot answer: open = allow, closed = 429
@@ -214,6 +216,25 @@ class GatewayConfig:
 
     def provider(self, name: str) -> Provider:
         return next(p for p in self.providers if p.name == name)
+
+    def port_clashes(self, workers: int) -> list[tuple[str, str]]:
+        """(config path, problem) for the ports the pod listens on when `workers` ext_proc workers
+        serve on `extproc.port` + 0..workers−1: two listeners on one port (addresses aside: 0.0.0.0
+        takes every address), or a worker past port 65535. Empty when every port is distinct."""
+        named = [("listen.port", self.listen.port), ("admin.port", self.admin.port),
+                 ("metrics.port", self.metrics.port), ("rate_limit.port", self.rate_limit.port)]
+        if self.rate_limit.metrics_port:
+            named.append(("rate_limit.metrics_port", self.rate_limit.metrics_port))
+        first, last = self.extproc.port, self.extproc.port + workers - 1
+        out = []
+        if last > 65535:
+            out.append(("extproc.port", f"{workers} workers need ports {first}-{last}, past 65535"))
+        for i, (name, port) in enumerate(named):
+            out.extend((name, f"{port} is also {other}") for other, p in named[:i] if p == port)
+            if first <= port <= last:
+                out.append((name, f"{port} is one of the ext_proc workers' ports ({first}-{last} for "
+                                  f"{workers} worker{'s' if workers != 1 else ''})"))
+        return out
 
     def summary(self) -> str:
         return (f"{len(self.providers)} providers, {len(self.models)} models, {len(self.routes)} routes, "

@@ -16,9 +16,9 @@ import openai
 import pytest
 import yaml
 
-from extproc.config import load_text
-from extproc.envoyconf import render_files
-from extproc.launcher import envoy_binary
+from extproc.config import load_file, load_text
+from extproc.envoyconf import render_files, worker_count
+from extproc.launcher import DEMO_CONFIG, SIM_PORT, envoy_binary
 from extproc.supervisor import port_open, wait_until
 from tests.conftest import free_port, free_port_run
 from tests.integration.conftest import (
@@ -97,7 +97,10 @@ def test_ext_proc_unavailable_is_503_in_openai_format(simulator: Simulator, tmp_
 
 def test_demo_run_serves_openai_sdk_and_stops_clean(tmp_path: Path) -> None:
     """`make run`'s command: the embedded demo config on 127.0.0.1:10000 with simulated providers."""
-    for p in (10000, 18000, 9901, 50051, 50052):
+    demo = load_file(str(DEMO_CONFIG))
+    needed = [SIM_PORT, demo.listen.port, demo.admin.port, demo.metrics.port, demo.rate_limit.port,
+              *(demo.extproc.port + i for i in range(worker_count(demo)))]
+    for p in needed:
         if port_open("127.0.0.1", p):
             pytest.fail(f"port {p} is taken; the demo needs it")
     run = start_process(["run"], tmp_path / "demo.log")

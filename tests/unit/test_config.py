@@ -102,3 +102,27 @@ def test_admission_settings_parse() -> None:
     assert ad.success_rate_threshold == 0 and ad.max_heap_bytes == 1 << 30
     demo = load_file(str(FIXTURES / "config" / "valid" / "minimal.yaml"))
     assert not demo.rate_limited and demo.tenants[0].priority == "default" and demo.tenants[0].deadline == 0
+
+
+PORTS_CONFIG = """
+extproc: {port: 20000, workers: 0}
+rate_limit: {port: 20002}
+providers: [{name: openai, type: openai, api_key_env: K}]
+models: [{name: a, provider: openai}]
+tenants: [{name: t, api_key_sha256: ["%s"]}]
+""" % ("0" * 64)
+
+
+@pytest.mark.parametrize("command", [["run", "--workers", "3"], ["extproc"]])
+def test_worker_ports_clashing_once_the_worker_count_is_known_stop_the_start(
+        command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`workers: 0` is one per core: the file is valid (worker 0 clashes with nothing), but on a
+    3-core machine (or with `--workers 3`) worker 2 would take the rate-limit port. Nothing starts."""
+    path = tmp_path / "gw.yaml"
+    path.write_text(PORTS_CONFIG)
+    assert main(["check", "-c", str(path)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("extproc.envoyconf.os.cpu_count", lambda: 3)
+    assert main([command[0], "-c", str(path), *command[1:]]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "rate_limit.port: 20002 is one of the ext_proc workers' ports (20000-20002 for 3 workers)"]
