@@ -7,8 +7,9 @@ the gateway's own work. This server parses frames on one asyncio protocol per co
 runs a handler inline while it does not suspend, so a message costs tens of microseconds.
 
 What it implements (RFC 9113 and gRPC over HTTP/2):
-- the connection preface; SETTINGS (acknowledged; the peer's initial window and maximum frame
-  size honoured), PING (answered), GOAWAY, RST_STREAM (the call is cancelled and closed);
+- the connection preface; SETTINGS (acknowledged before any data a larger window lets out; the
+  peer's initial window and maximum frame size honoured), PING (answered), GOAWAY, RST_STREAM
+  (the call is cancelled and closed);
 - HEADERS with CONTINUATION, padding and priority, decoded with HPACK (`hpack`) for `:path`
   and the call's metadata; responses use literal fields without indexing, so the peer's
   decoder table is never touched;
@@ -295,7 +296,10 @@ class Connection(asyncio.Protocol):
             if not flags & ACK:
                 self._settings(payload)
                 if self.transport is not None:
+                    # The ACK before any data a larger window lets out: the peer (grpc-core does)
+                    # checks what it receives against the window it knows acknowledged.
                     self.transport.write(frame(SETTINGS, ACK, 0))
+                self._flush()
         elif ftype == PING:
             if not flags & ACK and self.transport is not None:
                 self.transport.write(frame(PING, ACK, 0, payload))
@@ -327,7 +331,6 @@ class Connection(asyncio.Protocol):
                     call.send_window += delta
             elif key == 0x5:
                 self.peer_max_frame = value
-        self._flush()
 
     def _headers(self, call: _Call) -> None:
         try:

@@ -137,6 +137,54 @@ def test_messages_larger_than_frames_and_windows_cross_both_ways() -> None:
     asyncio.run(main())
 
 
+def test_a_window_raised_by_settings_is_used_only_after_the_settings_are_acknowledged() -> None:
+    """grpc-core checks received data against the initial window it knows we acknowledged: data a
+    SETTINGS frame's larger window lets out must follow our ACK (it once went first, and grpcio's
+    client failed the call: "frame of size ... overflows local window of 0")."""
+    import struct
+
+    from hpack import Encoder
+
+    from extproc import h2grpc as h
+
+    async def read_frame(r: asyncio.StreamReader) -> tuple[int, int, int, bytes]:
+        head = await asyncio.wait_for(r.readexactly(9), 5)
+        length = int.from_bytes(head[:3], "big")
+        return head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF, await r.readexactly(length)
+
+    async def main() -> None:
+        server = Server(unary={"/t.S/Unary": ident})
+        port = await server.start("127.0.0.1", 0)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            w.write(h.PREFACE + h.frame(h.SETTINGS, 0, 0, struct.pack(">HI", 0x4, 10)))
+            block = Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", "/t.S/Unary"),
+                                      (":authority", "t"), ("content-type", "application/grpc"), ("te", "trailers")])
+            message = b"x" * 100
+            w.write(h.frame(h.HEADERS, h.END_HEADERS, 1, block)
+                    + h.frame(h.DATA, h.END_STREAM, 1, b"\x00" + len(message).to_bytes(4, "big") + message))
+            sent = 0
+            while sent < 10:  # the first 10 bytes of the answer: all our window allows
+                ftype, _, sid, payload = await read_frame(r)
+                if ftype == h.DATA and sid == 1:
+                    sent += len(payload)
+            assert sent == 10
+            w.write(h.frame(h.SETTINGS, 0, 0, struct.pack(">HI", 0x4, 1000)))
+            order = []
+            while sent < 105:
+                ftype, flags, sid, payload = await read_frame(r)
+                if ftype == h.SETTINGS and flags & h.ACK:
+                    order.append("ack")
+                elif ftype == h.DATA and sid == 1:
+                    order.append("data")
+                    sent += len(payload)
+            assert order[0] == "ack" and "data" in order, order
+        finally:
+            w.close()
+            await server.stop(grace=1)
+    asyncio.run(main())
+
+
 def test_a_handler_error_fails_only_its_call_and_closes_its_stream() -> None:
     async def main() -> None:
         Echo.closed.clear()
