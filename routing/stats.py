@@ -140,9 +140,7 @@ class LatencyStats:
         d.recent.append(ttft_s)
         if tpot_s is not None:
             d.tpot.add(tpot_s, now)
-        if d.last_observed == -math.inf and d.probed_at != -math.inf:
-            d.probed_at = -math.inf
-            self._changed = True  # no longer listed as probed
+        d.probed_at = -math.inf  # observed: no longer a cold-start probe
         d.last_observed = max(d.last_observed, now)
         d.dirty = True
         self._pending.add(deployment_id)
