@@ -217,10 +217,11 @@ def test_a_request_past_its_deadline_ends_with_504_and_one_that_cannot_make_it_i
     with pytest.raises(openai.APIStatusError) as e:
         oai(gw, "deadline", **{"x-interlock-deadline-ms": "200"}).chat.completions.create(
             model="deadline-model", messages=HELLO)
-    # ...and refuses at once a deadline shorter than it, without calling the provider (waiting
-    # for Envoy's route timeout would take the whole 200 ms).
-    assert e.value.status_code == 504 and time.monotonic() - start < 0.18
-    assert "deadline" in e.value.message
+    # ...and refuses at once a deadline shorter than it, without calling the provider: the answer
+    # says why (Envoy's route timeout would have said "did not complete within its deadline"
+    # after the whole 200 ms), and arrives well inside the deadline.
+    assert e.value.status_code == 504 and time.monotonic() - start < 0.2
+    assert "shorter than the expected time to first token" in e.value.message, e.value.message
     assert len(sim.requests()) == before
 
 
