@@ -2,7 +2,9 @@
 
 Theory of operation. A `Slot` is one counter (a limit's id), its window length and its capacity,
 all in integer ticks. The store keeps one count per (slot, window index), where the index is
-`floor(now / window_s)`; a count lives for one window length (its TTL) and is then forgotten.
+`floor(now / window_s)`; a count is forgotten one window length after its window ends (Redis:
+its TTL), so an operation computed near the end of a window and applied a little later (a busy
+event loop, the network) still finds the count instead of starting the window over from 0.
 
 - `reserve(slots, amount, now)`: if every slot has room (`used + amount ≤ limit`; an amount of 0
   is a peek that needs `used < limit`), add the amount to all of them, else to none. Nothing
@@ -150,7 +152,7 @@ class MemoryStore:
         return self._counts.get((slot.key, index), (0, 0.0))[0]
 
     def _set(self, slot: Slot, index: int, value: int) -> None:
-        self._counts[(slot.key, index)] = (value, _window_end(slot, index))
+        self._counts[(slot.key, index)] = (value, _window_end(slot, index) + slot.window_s)
 
     async def reserve(self, slots: Sequence[Slot], amount: Amounts, now: float) -> Decision:
         amounts = _amounts(slots, amount)
@@ -257,8 +259,10 @@ class RedisStore:
     def _key(self, slot: Slot, index: int) -> str:
         return f"{self.prefix}{slot.key}#{index}"
 
-    def _ttl_ms(self, slot: Slot) -> int:
-        return slot.window_s * 1000
+    def _ttl_ms(self, slot: Slot, index: int, now: float) -> int:
+        """Until one window length after the window ends, from the caller's clock (so only the
+        clocks' rates matter, not their offsets)."""
+        return max(1, math.ceil((_window_end(slot, index) - now) * 1000)) + slot.window_s * 1000
 
     def _failed(self, op: str, e: BaseException) -> None:
         self.failures += 1
@@ -281,10 +285,11 @@ class RedisStore:
         amounts = _amounts(slots, amount)
         if not slots:
             return Decision(True, 0.0, ())
-        keys = [self._key(s, _index(s, now)) for s in slots]
+        indexes = [_index(s, now) for s in slots]
+        keys = [self._key(s, i) for s, i in zip(slots, indexes, strict=True)]
         args: list[int] = []
-        for s, a in zip(slots, amounts, strict=True):
-            args += [s.limit, a, self._ttl_ms(s)]
+        for s, i, a in zip(slots, indexes, amounts, strict=True):
+            args += [s.limit, a, self._ttl_ms(s, i, now)]
         try:
             out = await self._call(self._reserve, keys, args)
         except _FAILURES as e:
@@ -300,8 +305,8 @@ class RedisStore:
             return
         keys = [self._key(s, i) for s, i, _ in targets]
         args: list[int] = []
-        for s, _, d in targets:
-            args += [d, self._ttl_ms(s)]
+        for s, i, d in targets:
+            args += [d, self._ttl_ms(s, i, now)]
         try:
             await self._call(self._adjust, keys, args)
         except _FAILURES as e:
