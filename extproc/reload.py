@@ -13,7 +13,7 @@ Theory of operation (one `Reloader` in the supervising process, polled a few tim
 
 Clusters are added before any worker routes to them (so no request sees `cluster_not_found`)
 and removed only `grace` seconds after the workers stopped routing to them. Settings that need
-a restart (listen, admin, extproc) are refused as a failed reload.
+a restart (`RESTART_ONLY`) are refused as a failed reload.
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ from extproc.envoyconf import dynamic_resources, to_yaml, write_files
 from extproc.fallback import provider_orders
 
 log = logging.getLogger("interlock.reload")
+
+
+RESTART_ONLY = ("listen", "admin", "metrics", "extproc", "rate_limit", "admission.success_rate_threshold",
+                "admission.max_heap_bytes")
+"""Settings a running gateway cannot take: ports bound once, the rate-limit process's store (fixed
+for its life) and what is rendered into Envoy's static config (the rate-limit filter's timeout and
+failure mode, admission control, the overload manager). The other admission settings apply live."""
+
+
+def _setting(cfg: GatewayConfig, dotted: str) -> object:
+    value: object = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 @dataclass
@@ -83,8 +97,7 @@ class Reloader:
             problems = e.problems if isinstance(e, ConfigError) else [f"{self.source}: {e}"]
             self._fail(problems)
             return
-        restart_only = [name for name in ("listen", "admin", "extproc")
-                        if getattr(cfg, name) != getattr(self.current, name)]
+        restart_only = [name for name in RESTART_ONLY if _setting(cfg, name) != _setting(self.current, name)]
         if restart_only:
             self._fail([f"{name}: changing it needs a restart" for name in restart_only])
             return
