@@ -151,10 +151,10 @@ def test_a_never_observed_deployment_is_probed_at_once_then_once_per_stale_after
     feed(stats, B, 0.3, 1, 535.0)
     assert run(535.5)[C.id] == 1 + 9
     # observed: probing ends, and C is fresh (no exploration at all)
-    feed(stats, C, 0.3, 1, 531.0)
-    stats.record_probe(C.id, 532.0)  # exploring an observed deployment is no cold-start probe
-    assert stats.snapshot(532.0).probed == {}
-    assert run(532.0) == Counter({A.id: 500})
+    feed(stats, C, 0.3, 1, 536.0)
+    stats.record_probe(C.id, 536.5)  # exploring an observed deployment is no cold-start probe
+    assert stats.snapshot(537.0).probed == {}
+    assert run(537.0) == Counter({A.id: 500})
 
     off = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.0)
     fresh = Snapshot(500.0, estimates={x.id: LatencyEstimate.of(0.3, 0.01, last_observed=499.0) for x in (A, B)})
