@@ -10,6 +10,13 @@ from extproc import logs
 from extproc.config import ConfigError, load_file
 
 
+def _failed(e: Exception) -> int:
+    """Report why a command could not run: every problem of a config, else one `error:` line."""
+    for line in e.problems if isinstance(e, ConfigError) else [f"error: {e}"]:
+        print(line, file=sys.stderr)
+    return 1
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     import logging
 
@@ -18,9 +25,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = load_file(args.config)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _failed(e)
     logging.disable(logging.ERROR)
     for i, p in enumerate(cfg.providers):
         cred = credential_for(p)
@@ -37,9 +42,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     try:
         cfg = load_file(args.config)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _failed(e)
     out = Path(args.output).resolve()
     files = render_files(cfg, str(args.config_dir or out), static=args.static)
     write_files(out, files)
@@ -54,13 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return run_gateway(args.config, simulate=args.simulate, workers=args.workers, workdir=args.workdir,
                            drain_timeout=args.drain_timeout, log_level=args.log_level,
                            envoy_log_level=args.envoy_log_level)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, RuntimeError) as e:
+        return _failed(e)
 
 
 def _cmd_extproc(args: argparse.Namespace) -> int:
@@ -76,13 +74,8 @@ def _cmd_extproc(args: argparse.Namespace) -> int:
         from extproc.launcher import run_extproc
 
         return run_extproc(args.config, workers=args.workers, log_level=args.log_level)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, RuntimeError) as e:
+        return _failed(e)
 
 
 def _cmd_ratelimit(args: argparse.Namespace) -> int:
@@ -92,13 +85,8 @@ def _cmd_ratelimit(args: argparse.Namespace) -> int:
         cfg = load_file(args.config)
         metrics_port = args.metrics_port if args.metrics_port is not None else (cfg.rate_limit.metrics_port or None)
         run(args.config, cfg.rate_limit.address, args.port or cfg.rate_limit.port, metrics_port=metrics_port)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, OSError) as e:
+        return _failed(e)
     return 0
 
 
