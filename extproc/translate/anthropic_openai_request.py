@@ -37,33 +37,23 @@ from typing import Any
 from extproc.errors import BadRequest
 from extproc.translate.anthropic_openai_messages import CACHE_CONTROL, as_str, convert_messages
 from extproc.translate.base import Target
-from extproc.translate.openai_fields import EFFORTS
+from extproc.translate.openai_fields import DROPPED, EFFORTS, HANDLED, REJECTED, sort_fields
 
-_HANDLED, _DROPPED, _REJECTED = "handled", "dropped", "rejected"
 _FIELDS = {
     **dict.fromkeys(
         ["model", "max_tokens", "messages", "system", "stop_sequences", "stream", "metadata", "output_config",
-         "service_tier", "tool_choice", "tools", "temperature", "top_p", "speed"], _HANDLED),
+         "service_tier", "tool_choice", "tools", "temperature", "top_p", "speed"], HANDLED),
     **dict.fromkeys(
         ["top_k", "thinking", "cache_control", "diagnostics", "inference_geo", "user_profile_id",
-         "workspace_id"], _DROPPED),
-    **dict.fromkeys(["container"], _REJECTED),
+         "workspace_id"], DROPPED),
+    **dict.fromkeys(["container"], REJECTED),
 }
 _TIERS = {"auto": "auto", "standard_only": "default"}
 
 
 def to_openai(body: dict[str, Any], target: Target) -> tuple[dict[str, Any], set[str]]:
     """(OpenAI chat body, dropped client field names) for an Anthropic Messages body."""
-    fields = {k: v for k, v in body.items() if v is not None}
-    dropped: set[str] = set()
-    for name in fields:
-        kind = _FIELDS.get(name)
-        if kind is None:
-            raise BadRequest(f"{name}: Extra inputs are not permitted", param=name)
-        if kind == _REJECTED:
-            raise BadRequest(f"`{name}` is not supported for model {target.public_model}.", param=name)
-        if kind == _DROPPED:
-            dropped.add(name)
+    fields, dropped = sort_fields(body, target, _FIELDS, "{name}: Extra inputs are not permitted")
     model = fields.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: must be a non-empty string.", param="model")

@@ -11,16 +11,18 @@ from extproc.translate.base import Target
 HANDLED, DROPPED, REJECTED = "handled", "dropped", "rejected"
 
 
-def sort_fields(body: dict[str, Any], target: Target, table: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
+def sort_fields(body: dict[str, Any], target: Target, table: dict[str, str],
+                unknown: str = "Unrecognized request argument supplied: {name}") -> tuple[dict[str, Any], set[str]]:
     """(the non-null fields, the names dropped) by the translator's `table` (field → HANDLED,
-    DROPPED or REJECTED): an unknown field is a 400, as OpenAI answers; a rejected one is a 400
-    naming it; an empty `metadata` is not counted as dropped."""
+    DROPPED or REJECTED): an unknown field is a 400 with the client API's `unknown` message
+    (OpenAI's by default); a rejected one is a 400 naming it; an empty `metadata` is not counted
+    as dropped."""
     fields = {k: v for k, v in body.items() if v is not None}
     dropped: set[str] = set()
     for name in fields:
         kind = table.get(name)
         if kind is None:
-            raise BadRequest(f"Unrecognized request argument supplied: {name}", param=name)
+            raise BadRequest(unknown.format(name=name), param=name)
         if kind == REJECTED:
             raise BadRequest(f"`{name}` is not supported for model {target.public_model}.", param=name)
         if kind == DROPPED and (name != "metadata" or fields[name]):
