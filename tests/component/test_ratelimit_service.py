@@ -29,6 +29,7 @@ from extproc.limits import (
 )
 from extproc.limits.limiter import slot_of
 from tests.conftest import free_port
+from tests.conftest import rls_request as request
 
 OK, OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
 NOW = 1_767_225_630.25
@@ -62,17 +63,6 @@ def run(svc: RateLimitService, test: Callable[[rls_pb2_grpc.RateLimitServiceStub
             await test(stub)
 
     asyncio.run(asyncio.wait_for(main(), 30))
-
-
-def request(*descriptors: tuple[dict[str, str], int | None]) -> rls_pb2.RateLimitRequest:
-    req = rls_pb2.RateLimitRequest(domain="interlock")
-    for entries, addend in descriptors:
-        d = req.descriptors.add()
-        for k, v in entries.items():
-            d.entries.add(key=k, value=v)
-        if addend is not None:
-            d.hits_addend.value = addend
-    return req
 
 
 def headers(resp: rls_pb2.RateLimitResponse) -> dict[str, str]:

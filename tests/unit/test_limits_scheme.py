@@ -21,19 +21,9 @@ from google.protobuf import json_format
 from extproc.limits import Limit, Limiter, LimitTable, MemoryStore, Per, Unit, envoy_rate_limits, scheme
 from extproc.limits.limiter import slot_of
 from extproc.limits.store import FailureMode
+from tests.conftest import rls_request as request
 
 OK, OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
-
-
-def request(*descriptors: tuple[dict[str, str], int | None], hits_addend: int = 0) -> rls_pb2.RateLimitRequest:
-    req = rls_pb2.RateLimitRequest(domain="interlock", hits_addend=hits_addend)
-    for entries, addend in descriptors:
-        d = req.descriptors.add()
-        for k, v in entries.items():
-            d.entries.add(key=k, value=v)
-        if addend is not None:
-            d.hits_addend.value = addend
-    return req
 
 
 @pytest.mark.parametrize(("own", "request_level", "amount"), [
