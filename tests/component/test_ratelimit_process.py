@@ -22,7 +22,7 @@ from redis import Redis
 
 from extproc.limits import Reservation
 from tests.component.redis_server import RedisServer
-from tests.conftest import free_port
+from tests.conftest import free_port, rls_request
 
 ROOT = Path(__file__).resolve().parents[2]
 OK, OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
@@ -91,21 +91,12 @@ class RateLimitProcess:
 
 def admission(tokens: int) -> rls_pb2.RateLimitRequest:
     """The filter's call before the request goes upstream: reserve `tokens`."""
-    req = rls_pb2.RateLimitRequest(domain="interlock")
-    d = req.descriptors.add()
-    for k, v in ENTRIES.items():
-        d.entries.add(key=k, value=v)
-    d.hits_addend.value = tokens
-    return req
+    return rls_request((ENTRIES, tokens))
 
 
 def stream_done(marker: str, actual: int) -> rls_pb2.RateLimitRequest:
     """The filter's `apply_on_stream_done` call: true the reservation up to `actual`."""
-    req = rls_pb2.RateLimitRequest(domain="interlock")
-    d = req.descriptors.add()
-    for k, v in {**ENTRIES, "reservation": marker, "actual": str(actual)}.items():
-        d.entries.add(key=k, value=v)
-    return req
+    return rls_request(({**ENTRIES, "reservation": marker, "actual": str(actual)}, None))
 
 
 def headers(resp: rls_pb2.RateLimitResponse) -> dict[str, str]:
