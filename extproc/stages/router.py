@@ -284,9 +284,9 @@ class RouterStream:
         """Take a budget slot (see `extproc.admission`); the admitted deployment goes first."""
         if self.gate is None or (self.deadline_at is None and not any(d.model.max_concurrency for d in chain)):
             return chain
-        now = self.state.clock()
+        snapshot = self.state.stats.snapshot(self.state.clock())  # the one the decision read
         max_out = _max_tokens(body)
-        self.ticket = await self.gate.admit([self._candidate(d, now, max_out) for d in chain], self.priority,
+        self.ticket = await self.gate.admit([self._candidate(d, snapshot, max_out) for d in chain], self.priority,
                                             self.deadline_at)
         i = self.ticket.index
         if self.ticket.waited_s:
@@ -294,15 +294,14 @@ class RouterStream:
                      self.ticket.deployment_id)
         return [chain[i], *chain[:i], *chain[i + 1:]] if i else chain
 
-    def _candidate(self, d: Deployment, now: float, max_out: int | None) -> Candidate:
+    @staticmethod
+    def _candidate(d: Deployment, snapshot: routing.Snapshot, max_out: int | None) -> Candidate:
         dep = deployment_id(d)
-        stats = self.state.stats
-        if stats.weight(dep, now) < 1.0:  # not observed yet: nothing to judge a deadline by
+        est = snapshot.estimate(dep)
+        if est.weight < 1.0:  # not observed yet: nothing to judge a deadline by
             return Candidate(dep, d.model.max_concurrency, 0.0, 1.0)
-        ttft = stats.quantile(dep, 0.5, now)
-        tpot = stats.quantile(dep, 0.5, now, metric="tpot")
         out = min(max_out or 256, d.model.max_output_tokens)
-        return Candidate(dep, d.model.max_concurrency, ttft, ttft + tpot * out)
+        return Candidate(dep, d.model.max_concurrency, est.ttft_p50_s, est.ttft_p50_s + est.tpot_p50_s * out)
 
     def _reservation(self, body: dict[str, Any], nbytes: int, model: str) -> dict[str, str]:
         """What the rate-limit filter charges at admission: the prompt estimate + the output the
