@@ -196,7 +196,7 @@ class Gate:
             finally:
                 self.waiting[primary.id] -= 1
         self.shed += 1
-        raise errors.RateLimited(self._shed_message(primary, priority), self.retry_after(cands, priority))
+        raise errors.RateLimited(self._shed_message(priority), self.retry_after(cands, priority))
 
     def _count(self, ticket: Ticket) -> None:
         self.admitted += 1
@@ -215,7 +215,7 @@ class Gate:
         return max(1, math.ceil(best)) if math.isfinite(best) else 1
 
     @staticmethod
-    def _shed_message(c: Candidate, priority: str) -> str:
+    def _shed_message(priority: str) -> str:
         return (f"Too many requests in flight: the concurrency budget for {priority} requests is in use "
                 "on every candidate; retry after the number of seconds in Retry-After.")
 
