@@ -510,9 +510,13 @@ class Server:
         return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
 
     async def start(self, address: str, port: int) -> int:
-        """Listen; returns the bound port (`port` 0: a free one). Raises OSError."""
+        """Listen; returns the bound port (`port` 0: a free one). Raises OSError ("cannot listen on
+        address:port: why")."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), address, port, reuse_address=True)
+        try:
+            self._server = await loop.create_server(lambda: Connection(self), address, port, reuse_address=True)
+        except OSError as e:
+            raise OSError(f"cannot listen on {address}:{port}: {e.strerror or e}") from None
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -68,10 +68,7 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
     SIGHUP calls `on_reload` (the worker re-reads its config and swaps its runtime)."""
     processor = ExternalProcessor(runtime, board)
     server = Server(streams={PROCESS: processor.call})
-    try:
-        bound = await server.start(address, port)
-    except OSError as e:
-        raise OSError(f"cannot listen on {address}:{port}: {e.strerror}") from None
+    bound = await server.start(address, port)
     if ready:
         ready(bound)
     stop = asyncio.Event()

@@ -157,10 +157,10 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
     server = Server({SHOULD_RATE_LIMIT: _should_rate_limit(service)})
     try:
         bound = await server.start(address, port)
-    except OSError as e:
+    except OSError:
         if metrics is not None:
             await metrics.cleanup()
-        raise OSError(f"cannot listen on {address}:{port}: {e.strerror}") from None
+        raise
     log.info("rate limit service on %s:%d: %d limits, store %s, failure mode %s%s", address, bound,
              len(table[0]), cfg.rate_limit.store, cfg.rate_limit.failure_mode, where)
     if ready:
