@@ -353,15 +353,7 @@ def validate(doc: Any) -> GatewayConfig:
     maddr, mport = _listen(r, top.get("metrics"), "metrics", 9464)
     rate_limit = _rate_limit(r, top.get("rate_limit"))
     admission = _admission(r, top.get("admission"))
-    # With `workers: 0` (one per core) the worker count is known where the gateway runs: the
-    # launcher checks again with it; here at least worker 0.
-    ports = GatewayConfig(Listen(address, port), (), (), (), extproc=extproc, admin=Admin(aaddr, aport),
-                          metrics=Metrics(maddr, mport), rate_limit=rate_limit)
-    for path, problem in ports.port_clashes(extproc.workers or 1):
-        r.fail(path, problem)
-    if r.problems:
-        raise ConfigError(r.problems)
-    return GatewayConfig(
+    cfg = GatewayConfig(
         listen=Listen(address, port),
         providers=tuple(p for p in providers if p),
         models=tuple(m for m in models if m),
@@ -370,6 +362,13 @@ def validate(doc: Any) -> GatewayConfig:
         routes=tuple(x for x in routes if x), default_policy=default_policy or DEFAULT_POLICY,
         rate_limit=rate_limit, admission=admission,
     )
+    # With `workers: 0` (one per core) the worker count is known where the gateway runs: the
+    # launcher checks again with it; here at least worker 0.
+    for path, problem in cfg.port_clashes(extproc.workers or 1):
+        r.fail(path, problem)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return cfg
 
 
 def _rate_limit(r: _Reader, raw: Any) -> RateLimit:
