@@ -24,9 +24,11 @@ test: lint system-deps
 system-deps:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
+## lint: ruff, mypy and the architecture rules (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check extproc routing tests bench
+	$(VENV)/bin/ruff check extproc routing simulator tests bench
 	$(VENV)/bin/mypy extproc routing
+	$(VENV)/bin/lint-imports
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit tests/golden

@@ -29,8 +29,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from extproc.launcher import envoy_binary  # noqa: E402
-from extproc.supervisor import free_port, free_port_run, port_open, wait_until  # noqa: E402
+from extproc.cmd.run import envoy_binary  # noqa: E402
+from extproc.cmd.supervisor import port_open, wait_until  # noqa: E402
+from tests.support.ports import free_port, free_port_run  # noqa: E402
 
 KEY = "sk-bench-tenant"
 RECORDED = Path(__file__).parent / "recorded"
@@ -223,7 +224,7 @@ def main() -> int:
                             "--log-level", "error"], work / "mock.log"))
         procs.append(start([envoy, "-c", str(work / "plain.yaml"), "--disable-hot-restart",
                             "--log-level", "error"], work / "plain.log"))
-        gateway = start([sys.executable, "-m", "extproc.cli", "--log-level", "warning", "run", "-c",
+        gateway = start([sys.executable, "-m", "extproc.cmd.cli", "--log-level", "warning", "run", "-c",
                          str(work / "gateway.yaml"), "--workdir", str(work / "rendered")], work / "gateway.log",
                         env={**os.environ, "BENCH_KEY": "sk-upstream-bench", "PYTHONPATH": str(ROOT)})
         procs.append(gateway)

@@ -49,7 +49,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extproc.supervisor import free_port, free_port_run, port_open, wait_until  # noqa: E402
+from extproc.cmd.supervisor import port_open, wait_until  # noqa: E402
+from tests.support.ports import free_port, free_port_run  # noqa: E402
 
 KEY = "sk-spike-tenant"
 PROVIDER_KEY = "sk-spike-provider"
@@ -185,7 +186,7 @@ def gateway_config(p: Params, sim_port: int) -> dict:
 
 
 def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "extproc.cli", *argv], stdout=log.open("wb"),
+    return subprocess.Popen([sys.executable, "-m", "extproc.cmd.cli", *argv], stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
 
 

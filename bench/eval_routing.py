@@ -56,7 +56,7 @@ import orjson  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.eval import make_trace  # noqa: E402
-from extproc.supervisor import free_port, free_port_run  # noqa: E402
+from tests.support.ports import free_port, free_port_run  # noqa: E402
 
 PROFILES = ROOT / "bench" / "eval" / "profiles.yaml"
 TENANT_KEY = "sk-eval-tenant"
@@ -337,7 +337,7 @@ class Process:
     def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "extproc.cli", *args], stdout=log.open("wb"),
+        self.proc = subprocess.Popen([sys.executable, "-m", "extproc.cmd.cli", *args], stdout=log.open("wb"),
                                      stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
@@ -386,7 +386,7 @@ async def apply_profiles(http: Any, sim_url: str, profiles: Profiles) -> None:
 def restored(m: ModelProfile, outage: Outage) -> dict[str, Any]:
     """The patch that undoes the outage for `m`: its own value of each field the outage set, else
     the simulator's default."""
-    from extproc.simulator.state import Behaviour
+    from simulator.state import Behaviour
 
     default = Behaviour()
     return {k: m.behaviour.get(k, getattr(default, k)) for k in outage.behaviour}
@@ -551,7 +551,7 @@ async def replay(url: str, sim_url: str, rows: list[dict[str, Any]], profiles: P
 def run_policy(name: str, policy: dict[str, Any], rows: list[dict[str, Any]], profiles: Profiles,
                outage: Outage, args: argparse.Namespace, work: Path) -> tuple[list[Result], list[str], list[Any]]:
     """Fresh simulator + gateway for one policy, the replay, then both stopped."""
-    from extproc.simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
+    from simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
 
     d = work / name
     d.mkdir(parents=True, exist_ok=True)

@@ -26,3 +26,9 @@ DEADLINE_HEADER = "x-interlock-deadline-ms"  # the client's deadline, millisecon
 # Envoy's route timeout for this request: the router stage sets it from the deadline.
 ENVOY_TIMEOUT_HEADER = "x-envoy-upstream-rq-timeout-ms"
 CLIENT_API_HEADER = "x-interlock-client-api"  # set on the request by the router stage: openai | anthropic
+AGGREGATE_PREFIX = "fallback~"  # the Envoy aggregate cluster serving an ordered list of providers
+
+
+def aggregate_name(providers: tuple[str, ...]) -> str:
+    """The aggregate cluster for trying `providers` in this order (rendered by `extproc.envoyconf`)."""
+    return AGGREGATE_PREFIX + "~".join(providers)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from envoy.service.ratelimit.v3 import rls_pb2
 
-from extproc.supervisor import free_port, free_port_run  # noqa: F401 (re-exported for tests)
+from tests.support.ports import free_port, free_port_run  # noqa: F401 (re-exported for tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -1,6 +1,7 @@
 """The `envoy.service.ratelimit.v3.RateLimitService` servicer: the error boundary. The rate-limit
-process serves it on `extproc.h2grpc` (`context` is then None); it also plugs into a grpcio
-server (`add_to_server`).
+process serves it on `extproc.h2grpc` (`context` is then None). It has the servicer's method, so
+a grpcio server takes it too (`rls_pb2_grpc.add_RateLimitServiceServicer_to_server`, as the
+component tests do), but nothing here imports grpc.
 
 Each call is parsed (`scheme.parse`), its true-ups applied and its admissions reserved through one
 `Limiter`, and answered (`scheme.render`). The call never fails at the gRPC level:
@@ -28,8 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2
 
 from extproc.limits import scheme
 from extproc.limits.limiter import Limiter, Verdict
@@ -38,7 +38,7 @@ from extproc.limits.store import FailureMode
 log = logging.getLogger("interlock.limits")
 
 
-class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
+class RateLimitService:
     """Shared by all calls of a server; per-call state lives in the call. Counters only grow;
     `store_healthy` follows the latest admission (see the module docstring)."""
 
@@ -58,7 +58,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         self._background: set[asyncio.Task[None]] = set()
 
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
-                              context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
+                              context: object = None) -> rls_pb2.RateLimitResponse:
         self.calls += 1
         if getattr(self.limiter.store, "synchronous", False):
             # A store that never suspends (memory) decides before any cancellation can land:
@@ -125,6 +125,3 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-
-def add_to_server(service: RateLimitService, server: grpc.aio.Server) -> None:
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)

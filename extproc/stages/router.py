@@ -41,7 +41,7 @@ from extproc import errors, metadata
 from extproc.admission import Candidate, Gate, Ticket
 from extproc.config.model import PRIORITIES, Tenant
 from extproc.errors import GatewayError
-from extproc.fallback import aggregate_name
+from extproc.metadata import aggregate_name
 from extproc.runtime import Deployment, RouteRuntime, Runtime, deployment_id
 from extproc.stages.decide import RoutingState, route_request
 from extproc.stages.models import models_body

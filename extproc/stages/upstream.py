@@ -1,7 +1,7 @@
 """Upstream stage: one `UpstreamStream` per retry attempt that Envoy sends to a provider other
 than the one the request body was translated for.
 
-Envoy runs this stage in the router's upstream filter chain (see `extproc.envoyconf_fallback`):
+Envoy runs this stage in the router's upstream filter chain (see `extproc.envoyconf.fallback`):
 request headers (with the `xds.upstream_host_metadata` attribute naming the provider of the
 host picked for this attempt, and the router stage's dynamic metadata: the original request,
 the client API and the ordered deployments) → request body (buffered: the previous attempt's

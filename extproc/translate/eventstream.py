@@ -1,5 +1,6 @@
-"""AWS event-stream framing (`application/vnd.amazon.eventstream`): an incremental decoder and
-an encoder.
+"""AWS event-stream framing (`application/vnd.amazon.eventstream`): an incremental decoder.
+(The encoder is the simulator's, `simulator.eventstream_encode`, written apart so the oracle does
+not share the codec it checks.)
 
 One message on the wire (all integers big-endian):
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -76,15 +76,6 @@ class Message:
 
     headers: dict[str, HeaderValue]
     payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Typed:
-    """A header value with an explicit wire type, for `encode_message` (e.g. a SHORT, a TIMESTAMP
-    in milliseconds, or a 16-byte UUID)."""
-
-    type: HeaderType
-    value: HeaderValue
 
 
 class EventStreamDecoder:
@@ -193,68 +184,3 @@ def _text(data: bytes, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise EventStreamError(f"{what} is not UTF-8") from None
-
-
-def encode_message(headers: Mapping[str, HeaderValue | Typed], payload: bytes) -> bytes:
-    """One message on the wire. Header values: str → string, bytes → byte array, bool → true or
-    false, int → integer (long when it does not fit 32 bits), `Typed` → its explicit type.
-    Raises ValueError for values the format cannot carry."""
-    parts: list[bytes] = []
-    for name, value in headers.items():
-        raw_name = name.encode()
-        if not 0 < len(raw_name) < 256:
-            raise ValueError(f"header name {name!r} must be 1 to 255 bytes")
-        parts.append(bytes([len(raw_name)]) + raw_name + _encode_value(value))
-    head = b"".join(parts)
-    if len(head) > MAX_HEADERS_LENGTH or len(payload) > MAX_PAYLOAD_LENGTH:
-        raise ValueError("headers or payload too long for one event-stream message")
-    total = _MIN_MESSAGE + len(head) + len(payload)
-    prelude = struct.pack("!II", total, len(head))
-    prelude += struct.pack("!I", zlib.crc32(prelude))
-    body = prelude + head + payload
-    return body + struct.pack("!I", zlib.crc32(body))
-
-
-def _encode_value(value: HeaderValue | Typed) -> bytes:
-    if isinstance(value, Typed):
-        kind, raw = value.type, value.value
-    elif isinstance(value, bool):
-        kind, raw = (HeaderType.TRUE if value else HeaderType.FALSE), value
-    elif isinstance(value, int):
-        kind, raw = (HeaderType.INTEGER if -2**31 <= value < 2**31 else HeaderType.LONG), value
-    elif isinstance(value, bytes):
-        kind, raw = HeaderType.BYTE_ARRAY, value
-    else:
-        kind, raw = HeaderType.STRING, value
-    tag = bytes([kind])
-    if kind in (HeaderType.TRUE, HeaderType.FALSE):
-        return tag
-    if kind in _FIXED:
-        if not isinstance(raw, int) or isinstance(raw, bool):
-            raise ValueError(f"a {kind.name} header needs an int")
-        try:
-            return tag + _FIXED[kind].pack(raw)
-        except struct.error:
-            raise ValueError(f"{raw} does not fit a {kind.name} header") from None
-    data = raw.encode() if isinstance(raw, str) else raw
-    if not isinstance(data, bytes):
-        raise ValueError(f"a {kind.name} header needs bytes or a string")
-    if kind is HeaderType.UUID:
-        if len(data) != 16:
-            raise ValueError("a UUID header needs 16 bytes")
-        return tag + data
-    if len(data) > 0xFFFF:
-        raise ValueError("a header value must be at most 65535 bytes")
-    return tag + struct.pack("!H", len(data)) + data
-
-
-def event_message(event_type: str, payload: bytes, content_type: str = "application/json") -> bytes:
-    """An AWS service event (`:message-type` event), as Bedrock's ConverseStream sends them."""
-    return encode_message({":event-type": event_type, ":content-type": content_type,
-                           ":message-type": "event"}, payload)
-
-
-def exception_message(exception_type: str, payload: bytes, content_type: str = "application/json") -> bytes:
-    """A modeled exception mid-stream (`:message-type` exception, e.g. `throttlingException`)."""
-    return encode_message({":exception-type": exception_type, ":content-type": content_type,
-                           ":message-type": "exception"}, payload)

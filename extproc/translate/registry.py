@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from extproc.translate.anthropic_anthropic import AnthropicToAnthropic
 from extproc.translate.anthropic_via import AnthropicToOpenAI, AnthropicVia
-from extproc.translate.azure_openai import OpenAIToAzure
 from extproc.translate.base import Registry, Translator
 from extproc.translate.openai_anthropic import OpenAIToAnthropic
+from extproc.translate.openai_azure import OpenAIToAzure
 from extproc.translate.openai_bedrock import OpenAIToBedrock
 from extproc.translate.openai_embeddings import OpenAIEmbeddingsToAzure, OpenAIEmbeddingsToOpenAI
 from extproc.translate.openai_gemini import OpenAIToGemini

@@ -1,4 +1,4 @@
-"""The rate-limit process (`python -m extproc.cli ratelimit`) as Envoy's rate-limit filter sees it:
+"""The rate-limit process (`python -m extproc.cmd.cli ratelimit`) as Envoy's rate-limit filter sees it:
 real processes driven over gRPC with the descriptor scheme of `extproc.limits.scheme`, a private
 redis-server, the process's log and its `/metrics`, and SIGHUP."""
 
@@ -44,7 +44,7 @@ def write_config(path: Path, *, port: int, tokens_per: str, amount: int, store: 
 
 
 class RateLimitProcess:
-    """`python -m extproc.cli ratelimit -c CONFIG --port P --metrics-port M`, its output in a log
+    """`python -m extproc.cmd.cli ratelimit -c CONFIG --port P --metrics-port M`, its output in a log
     file; stopped by its PID."""
 
     def __init__(self, config: Path, port: int, log: Path) -> None:
@@ -52,7 +52,7 @@ class RateLimitProcess:
         self.metrics_port = free_port()
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "extproc.cli", "ratelimit", "-c", str(config), "--port", str(port),
+            [sys.executable, "-m", "extproc.cmd.cli", "ratelimit", "-c", str(config), "--port", str(port),
              "--metrics-port", str(self.metrics_port)],
             stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 

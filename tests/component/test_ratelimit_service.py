@@ -25,7 +25,6 @@ from extproc.limits import (
     Slot,
     Store,
     Unit,
-    add_to_server,
 )
 from extproc.limits.limiter import slot_of
 from tests.conftest import free_port
@@ -46,7 +45,7 @@ def service(store: Store | None = None, mode: FailureMode | None = None) -> Rate
 @asynccontextmanager
 async def serving(svc: RateLimitService) -> AsyncIterator[rls_pb2_grpc.RateLimitServiceStub]:
     server = grpc.aio.server()
-    add_to_server(svc, server)
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(svc, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

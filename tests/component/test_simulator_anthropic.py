@@ -12,7 +12,7 @@ import anthropic
 import orjson
 import pytest
 
-from extproc.simulator import BackgroundSimulator, count_tokens, start_background
+from simulator import BackgroundSimulator, count_tokens, start_background
 
 KEY = "sk-ant-sim"
 VERSION = "2026-10-21"

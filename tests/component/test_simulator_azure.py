@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from extproc.simulator import BackgroundSimulator, count_tokens, start_background
+from simulator import BackgroundSimulator, count_tokens, start_background
 
 KEY = "azure-sim-key"
 VERSION = "2024-10-21"

@@ -19,9 +19,9 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
-from extproc.schemas.bedrock import bedrock_output_problems
-from extproc.simulator import BackgroundSimulator, count_tokens, start_background
-from extproc.simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
+from simulator import BackgroundSimulator, count_tokens, start_background
+from simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
+from simulator.validate.bedrock import bedrock_output_problems
 
 MODEL = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0"
 KEY_ID, SECRET = "AKIATESTKEY000000001", "test/secret/key"

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from extproc.simulator import Simulator, start
+from simulator import Simulator, start
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
 MESSAGE = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}

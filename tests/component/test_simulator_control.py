@@ -19,7 +19,7 @@ import anthropic
 import openai
 import pytest
 
-from extproc.simulator import Simulator, start
+from simulator import Simulator, start
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
@@ -199,7 +199,7 @@ def test_ttft_and_pacing_use_the_injected_sleep() -> None:
 def test_ttft_prefill_and_spread() -> None:
     """`ttft_ms_per_ktok` adds prefill per prompt token; `ttft_sigma` spreads the delay log-normally
     around `ttft_ms`, drawn from (seed, model, request body): repeatable, and apart from error draws."""
-    from extproc.simulator.openai_api import input_tokens
+    from simulator.openai_api import input_tokens
 
     def chat(i: int) -> dict[str, Any]:
         return {"model": "m", "messages": [{"role": "user", "content": f"request {i} " + "word " * 2000}]}
@@ -369,7 +369,7 @@ def test_anthropic_midstream_error() -> None:
 
 def test_run_serves_until_sigterm(tmp_path: Path) -> None:
     account = tmp_path / "sa.json"
-    code = ("from extproc.simulator import run; run('127.0.0.1', 0, ['k'], "
+    code = ("from simulator import run; run('127.0.0.1', 0, ['k'], "
             f"gcp_service_accounts=[{str(account)!r}], aws_credentials={{'AKIA9': 'secret'}})")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)

@@ -12,7 +12,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from extproc.simulator import BackgroundSimulator, count_tokens, start_background
+from simulator import BackgroundSimulator, count_tokens, start_background
 
 KEY = "gemini-sim-key"
 MODEL = "gemini-2.5-flash"

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from extproc.simulator import BackgroundSimulator, count_tokens, start_background
+from simulator import BackgroundSimulator, count_tokens, start_background
 
 KEY = "sk-sim-test"
 TOOLS: list[Any] = [

@@ -29,8 +29,8 @@ from google import genai
 from google.genai import errors, types
 from google.oauth2 import service_account
 
-from extproc.simulator import BackgroundSimulator, start_background
-from extproc.simulator.common import go_duration
+from simulator import BackgroundSimulator, start_background
+from simulator.common import go_duration
 
 KEY = "sk-quota"
 T0 = 2_000_000_040.0  # 60 × 33_333_334: a 60 s window starts here

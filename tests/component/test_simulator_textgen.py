@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extproc.simulator import textgen
+from simulator import textgen
 
 
 def test_reply_has_exactly_n_tokens_and_starts_with_simulated() -> None:

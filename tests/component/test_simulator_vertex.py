@@ -23,8 +23,8 @@ from google.auth.transport.requests import Request
 from google.genai import errors, types
 from google.oauth2 import service_account
 
-from extproc.simulator import BackgroundSimulator, start_background
-from extproc.simulator.gcp import JWT_GRANT, make_service_account, public_key_pem
+from simulator import BackgroundSimulator, start_background
+from simulator.gcp import JWT_GRANT, make_service_account, public_key_pem
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 CLAUDE = "claude-sonnet-4@20250514"

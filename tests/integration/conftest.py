@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from extproc.supervisor import port_open, wait_until
+from extproc.cmd.supervisor import port_open, wait_until
 from tests.conftest import ROOT, free_port, free_port_run
 
 TENANT_KEY = "sk-it-tenant"
@@ -77,7 +77,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def start_process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
-    proc = subprocess.Popen([sys.executable, "-m", "extproc.cli", *args], stdout=log.open("wb"),
+    proc = subprocess.Popen([sys.executable, "-m", "extproc.cmd.cli", *args], stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     return Proc(proc, log)
@@ -166,7 +166,7 @@ def gateway_config(sim_port: int, port: int, admin: int, extproc: int, workers: 
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     """One simulator for the session: accepts PROVIDER_KEY, the AWS pair below, and JWTs of a
     service account it was started with (its key file is `Simulator.gcp_key_file`)."""
-    from extproc.simulator.gcp import make_service_account
+    from simulator.gcp import make_service_account
 
     work = tmp_path_factory.mktemp("sim")
     port = free_port()

@@ -16,10 +16,10 @@ import openai
 import pytest
 import yaml
 
+from extproc.cmd.run import DEMO_CONFIG, SIM_PORT, envoy_binary
+from extproc.cmd.supervisor import port_open, wait_until
 from extproc.config import load_file, load_text
-from extproc.envoyconf import render_files, worker_count
-from extproc.launcher import DEMO_CONFIG, SIM_PORT, envoy_binary
-from extproc.supervisor import port_open, wait_until
+from extproc.envoyconf.render import render_files, worker_count
 from tests.conftest import free_port, free_port_run
 from tests.integration.conftest import (
     HELLO_BODY,

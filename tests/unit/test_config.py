@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.cli import main
+from extproc.cmd.cli import main
 from extproc.config import ConfigError, load_file, load_text, parse_duration
 from tests.conftest import FIXTURES
 
@@ -122,7 +122,7 @@ def test_worker_ports_clashing_once_the_worker_count_is_known_stop_the_start(
     path.write_text(PORTS_CONFIG)
     assert main(["check", "-c", str(path)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("extproc.envoyconf.os.cpu_count", lambda: 3)
+    monkeypatch.setattr("extproc.envoyconf.render.os.cpu_count", lambda: 3)
     assert main([command[0], "-c", str(path), *command[1:]]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "rate_limit.port: 20002 is one of the ext_proc workers' ports (20000-20002 for 3 workers)"]

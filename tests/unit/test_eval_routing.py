@@ -11,7 +11,7 @@ import yaml
 
 from bench import eval_routing as ev
 from bench.eval import make_trace
-from extproc.simulator.textgen import count_tokens
+from simulator.textgen import count_tokens
 
 
 def test_committed_trace_is_the_generators_output() -> None:

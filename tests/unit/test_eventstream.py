@@ -12,16 +12,9 @@ from typing import Any
 import pytest
 from botocore.eventstream import EventStreamBuffer, ParserError
 
-from extproc.translate.eventstream import (
-    EventStreamDecoder,
-    EventStreamError,
-    HeaderType,
-    Message,
-    Typed,
-    encode_message,
-    event_message,
-    exception_message,
-)
+from extproc.translate.eventstream import EventStreamDecoder, EventStreamError, Message
+from simulator.eventstream_encode import Typed, encode_message, event_message, exception_message
+from simulator.eventstream_encode import WireType as HeaderType
 from tests.unit.test_translate_golden import stream_pieces
 
 RECORDED = sorted((Path(__file__).resolve().parents[1] / "golden").glob("*/*/*.eventstream"))

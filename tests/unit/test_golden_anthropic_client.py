@@ -40,14 +40,14 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
 from extproc.errors import GatewayError, render
-from extproc.schemas import anthropic_messages_request_problems, check, openai_chat_request_problems
 from extproc.translate.anthropic_anthropic import AnthropicToAnthropic
 from extproc.translate.anthropic_via import AnthropicToOpenAI, AnthropicVia
-from extproc.translate.azure_openai import OpenAIToAzure
 from extproc.translate.base import Translator
 from extproc.translate.openai_anthropic import OpenAIToAnthropic
+from extproc.translate.openai_azure import OpenAIToAzure
 from extproc.translate.openai_embeddings import OpenAIEmbeddingsToOpenAI
 from extproc.translate.vertex_anthropic import AnthropicToVertexAnthropic, OpenAIToVertexAnthropic
+from simulator.validate import anthropic_messages_request_problems, check, openai_chat_request_problems
 from tests.unit.test_translate_golden import (
     CACHE_CONTROL_EXTENSION,
     _context,

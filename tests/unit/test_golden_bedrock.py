@@ -35,10 +35,10 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from extproc.errors import GatewayError
-from extproc.schemas import openai_chat_request_problems
 from extproc.translate.base import Target
-from extproc.translate.eventstream import encode_message
 from extproc.translate.openai_bedrock import OpenAIToBedrock
+from simulator.eventstream_encode import encode_message
+from simulator.validate import openai_chat_request_problems
 from tests.unit.test_translate_golden import (
     _check_client_stream,
     _context,

@@ -30,10 +30,10 @@ from openai.types import CreateEmbeddingResponse, embedding_create_params
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from extproc.errors import GatewayError
-from extproc.schemas import check, openai_chat_request_problems
 from extproc.translate.base import Target
 from extproc.translate.openai_gemini import OpenAIToGemini
 from extproc.translate.openai_gemini_embeddings import OpenAIEmbeddingsToGemini
+from simulator.validate import check, openai_chat_request_problems
 from tests.unit.test_translate_golden import (
     OUTPUTS,
     _context,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from extproc.cmd.reload import Reloader
 from extproc.config import load_file
-from extproc.reload import Reloader
 
 BASE = """
 providers: [{name: openai, type: openai, api_key_env: OPENAI_API_KEY}]

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from extproc import metadata
-from extproc.cli import main
+from extproc.cmd.cli import main
+from extproc.cmd.run import envoy_binary
 from extproc.config import load_file
-from extproc.envoyconf import render, render_files
-from extproc.launcher import envoy_binary
+from extproc.envoyconf.render import render, render_files
 from tests.conftest import FIXTURES, ROOT
 
 VALID = sorted((FIXTURES / "config" / "valid").glob("*.yaml"))
@@ -91,7 +91,7 @@ def test_checked_in_demo_render_is_current() -> None:
     """envoy/demo/ is generated; regenerate with REGEN=1 when the renderer changes."""
     import dataclasses
 
-    cfg = load_file(str(ROOT / "extproc" / "demo" / "demo.yaml"))
+    cfg = load_file(str(ROOT / "extproc" / "cmd" / "demo" / "demo.yaml"))
     cfg = dataclasses.replace(cfg, extproc=dataclasses.replace(cfg.extproc, workers=2))
     files = render_files(cfg, "/etc/interlock/envoy")
     out = ROOT / "envoy" / "demo"
@@ -106,7 +106,7 @@ def test_checked_in_demo_render_is_current() -> None:
 
 def test_rate_limit_and_last_line_filters_are_rendered_in_order() -> None:
     from extproc.config import load_file as load
-    from extproc.envoyconf import render
+    from extproc.envoyconf.render import render
     from extproc.limits import envoy_rate_limits
 
     cfg = load(str(FIXTURES / "config" / "valid" / "demo.yaml"))

@@ -1,12 +1,12 @@
-"""extproc.schemas.strict against the installed openai / anthropic SDK param types."""
+"""simulator.validate.strict against the installed openai / anthropic SDK param types."""
 
 from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, Optional, Required, TypedDict, Union
 
-from extproc.schemas import anthropic_messages_request_problems as anthropic_problems
-from extproc.schemas import check
-from extproc.schemas import openai_chat_request_problems as openai_problems
+from simulator.validate import anthropic_messages_request_problems as anthropic_problems
+from simulator.validate import check
+from simulator.validate import openai_chat_request_problems as openai_problems
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 

@@ -12,11 +12,11 @@ import pytest
 from anthropic.types import message_create_params
 
 from extproc.errors import GatewayError
-from extproc.schemas import openai_chat_request_problems
 from extproc.translate.anthropic_anthropic import AnthropicPassthroughStream, AnthropicToAnthropic
 from extproc.translate.anthropic_openai_request import _FIELDS
 from extproc.translate.anthropic_via import AnthropicToOpenAI
 from extproc.translate.base import Target, Usage
+from simulator.validate import openai_chat_request_problems
 
 TARGET = Target("qwen", "Qwen/Qwen3-32B", "openai", 4096, frozenset({"tools", "images", "json", "reasoning"}))
 PLAIN = Target("qwen", "Qwen/Qwen3-32B", "openai", 4096)

@@ -11,8 +11,8 @@ import pytest
 from openai import AzureOpenAI
 
 from extproc.errors import GatewayError
-from extproc.translate.azure_openai import DEFAULT_API_VERSION, OpenAIToAzure
 from extproc.translate.base import ResponseContext, Target, Usage
+from extproc.translate.openai_azure import DEFAULT_API_VERSION, OpenAIToAzure
 from extproc.translate.openai_embeddings import OpenAIEmbeddingsToAzure
 
 CTX = ResponseContext("req-1", 1767225600)

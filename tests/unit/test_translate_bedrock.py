@@ -17,8 +17,8 @@ from openai.types.chat import completion_create_params
 
 from extproc.errors import GatewayError, render
 from extproc.translate.base import ResponseContext, Target
-from extproc.translate.eventstream import encode_message, event_message, exception_message
 from extproc.translate.openai_bedrock import _FIELDS, OpenAIToBedrock, path_for
+from simulator.eventstream_encode import encode_message, event_message, exception_message
 from tests.unit.test_golden_bedrock import boto3_params
 
 TARGET = Target("claude", "anthropic.claude-3-haiku-20240307-v1:0", "bedrock", 4096,

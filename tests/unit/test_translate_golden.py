@@ -33,9 +33,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
 from extproc.errors import GatewayError, render
-from extproc.schemas import anthropic_messages_request_problems, openai_chat_request_problems
 from extproc.translate.base import ResponseContext, Target
 from extproc.translate.registry import default_registry
+from simulator.validate import anthropic_messages_request_problems, openai_chat_request_problems
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 REGEN = os.environ.get("REGEN") == "1"

@@ -12,9 +12,9 @@ import pytest
 from openai.types.chat import completion_create_params
 
 from extproc.errors import GatewayError
-from extproc.schemas import anthropic_messages_request_problems
 from extproc.translate.base import Target
 from extproc.translate.openai_anthropic import _FIELDS, OpenAIToAnthropic
+from simulator.validate import anthropic_messages_request_problems
 
 TARGET = Target("claude", "claude-sonnet-4-5", "anthropic", 4096, frozenset({"tools", "images", "json"}))
 USER = [{"role": "user", "content": "Hi"}]

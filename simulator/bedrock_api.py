@@ -3,7 +3,7 @@
 Routes: ``POST /model/{modelId}/converse`` and ``/model/{modelId}/converse-stream`` (the model
 id percent-encoded in the path). Every request must be SigV4-signed (service ``bedrock``) with
 known credentials (`aws_auth`); the body is validated against botocore's input shapes
-(`extproc.schemas.bedrock`) and then as Bedrock does: the conversation starts with a user
+(`simulator.validate.bedrock`) and then as Bedrock does: the conversation starts with a user
 message, roles alternate, tool results answer the previous turn's tool uses, a forced tool exists.
 Errors: ``x-amzn-ErrorType: <Type>:http://internal.amazon.com/coral/com.amazon.bedrock/`` and
 ``{"message": ...}`` (ValidationException 400, AccessDeniedException 403,
@@ -31,13 +31,13 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from extproc.schemas.bedrock import bedrock_converse_request_problems
-from extproc.simulator import textgen
-from extproc.simulator.aws_auth import as_headers
-from extproc.simulator.common import ClientGone, json_response, write
-from extproc.simulator.state import UNANSWERED, Behaviour, SimState
-from extproc.simulator.textgen import Output, ToolCall
-from extproc.translate.eventstream import event_message, exception_message
+from simulator import textgen
+from simulator.aws_auth import as_headers
+from simulator.common import ClientGone, json_response, write
+from simulator.eventstream_encode import event_message, exception_message
+from simulator.state import UNANSWERED, Behaviour, SimState
+from simulator.textgen import Output, ToolCall
+from simulator.validate.bedrock import bedrock_converse_request_problems
 
 STOP_REASONS = {"end": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence", "tool": "tool_use"}
 ERRORS: dict[int, tuple[str, str]] = {

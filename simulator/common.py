@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from extproc.simulator.state import STREAM_STATUS
+from simulator.state import STREAM_STATUS
 
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream"

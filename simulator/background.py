@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from extproc.simulator.server import Simulator, start
-from extproc.simulator.state import Behaviour, Clock, Sleep
+from simulator.server import Simulator, start
+from simulator.state import Behaviour, Clock, Sleep
 
 
 class BackgroundSimulator:

@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from extproc.simulator.common import json_response
-from extproc.simulator.state import SimState
+from simulator.common import json_response
+from simulator.state import SimState
 
 
 def stats(state: SimState) -> dict[str, Any]:

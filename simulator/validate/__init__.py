@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.schemas.strict import check
+from simulator.validate.strict import check
 
 __all__ = ["check", "openai_chat_request_problems", "anthropic_messages_request_problems",
            "openai_embedding_request_problems"]

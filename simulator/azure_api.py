@@ -27,10 +27,10 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc.simulator.common import go_duration, json_response
-from extproc.simulator.embeddings import Embeddings
-from extproc.simulator.openai_api import ChatCompletions
-from extproc.simulator.state import QUOTA, Behaviour, SimState
+from simulator.common import go_duration, json_response
+from simulator.embeddings import Embeddings
+from simulator.openai_api import ChatCompletions
+from simulator.state import QUOTA, Behaviour, SimState
 
 REQUEST_LIMIT = 1_000
 TOKEN_LIMIT = 1_000_000

@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc.simulator.aws_auth import AwsCredentials
-from extproc.simulator.gcp import GcpAuth
-from extproc.simulator.quota import Quota, QuotaView
+from simulator.aws_auth import AwsCredentials
+from simulator.gcp import GcpAuth
+from simulator.quota import Quota, QuotaView
 
 MAX_RECORDS = 1000
 UNANSWERED = web.RequestKey("sim_unanswered", bool)

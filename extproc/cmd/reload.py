@@ -29,8 +29,8 @@ from pathlib import Path
 
 from extproc.config import ConfigError, GatewayConfig, load_text
 from extproc.config.model import Provider
-from extproc.envoyconf import dynamic_resources, to_yaml, write_files
-from extproc.fallback import provider_orders
+from extproc.envoyconf.orders import provider_orders
+from extproc.envoyconf.render import dynamic_resources, to_yaml, write_files
 
 log = logging.getLogger("interlock.reload")
 

@@ -35,8 +35,8 @@ import yaml
 
 from extproc import errors, metadata
 from extproc.config.model import GatewayConfig, Limits, Provider
-from extproc.envoyconf_fallback import aggregate_cluster, aggregate_route, host_metadata, upstream_filters
-from extproc.fallback import provider_orders
+from extproc.envoyconf.fallback import aggregate_cluster, aggregate_route, host_metadata, upstream_filters
+from extproc.envoyconf.orders import provider_orders
 from extproc.limits.scheme import envoy_rate_limits
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"

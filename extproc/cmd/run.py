@@ -2,7 +2,7 @@
 
 `run`: [simulator] → N ext_proc workers + the rate-limit service → Envoy; prints `ready: URL` once
 Envoy's admin says ready and the listener accepts; then watches the config file and reloads it without a restart
-(`extproc.reload`); serves Prometheus text on the metrics port; on SIGINT/SIGTERM drains
+(`extproc.cmd.reload`); serves Prometheus text on the metrics port; on SIGINT/SIGTERM drains
 Envoy's listener (in-flight requests finish, up to `drain_timeout`), then stops Envoy, the
 workers and the simulator, in that order.
 """
@@ -24,14 +24,17 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from extproc.cmd.reload import Reloader, metrics_text
+from extproc.cmd.supervisor import Child, Supervisor, http_ok, port_open, wait_until
 from extproc.config import ConfigError, GatewayConfig, load_file
-from extproc.envoyconf import render_files, worker_count, write_files
-from extproc.reload import Reloader, metrics_text
-from extproc.supervisor import Child, Supervisor, http_ok, port_open, wait_until
+from extproc.envoyconf.render import render_files, worker_count, write_files
 
 log = logging.getLogger("interlock.run")
 DEMO_CONFIG = Path(__file__).parent / "demo" / "demo.yaml"
 DEMO_KEY = "sk-interlock-demo"
+# The AWS pair the demo config's Bedrock provider reads (`aws_*_env`); any pair works with the simulator.
+DEMO_AWS_ENV = {"INTERLOCK_SIM_AWS_ACCESS_KEY_ID": "AKIAINTERLOCKRUNDEMO",
+                "INTERLOCK_SIM_AWS_SECRET_ACCESS_KEY": "interlock/run/demo/secret/access/key"}
 SIM_KEY_ENV = "INTERLOCK_SIM_API_KEY"
 SIM_KEY = "sk-simulated-provider"
 SIM_PORT = 18000
@@ -48,7 +51,7 @@ def envoy_binary() -> str:
 
 
 def _py(*args: str) -> list[str]:
-    return [sys.executable, "-m", "extproc.cli", *args]
+    return [sys.executable, "-m", "extproc.cmd.cli", *args]
 
 
 class _Stop(Exception):
@@ -125,6 +128,11 @@ def start_workers(sup: Supervisor, cfg: GatewayConfig, config_path: str, log_lev
     return workers
 
 
+def _aws_args() -> list[str]:
+    return ["--aws-access-key-id", os.environ["INTERLOCK_SIM_AWS_ACCESS_KEY_ID"],
+            "--aws-secret-access-key", os.environ["INTERLOCK_SIM_AWS_SECRET_ACCESS_KEY"]]
+
+
 def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None, workdir: str | None,
                 drain_timeout: float, log_level: str, envoy_log_level: str) -> int:
     demo = config_path is None
@@ -133,11 +141,9 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
     file_cfg, cfg = load_for_pod(path, workers)
     if demo:
         os.environ.setdefault(SIM_KEY_ENV, SIM_KEY)
-        from extproc.simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
-
-        # The simulator always accepts its demo AWS pair: the demo's Bedrock signs with it.
-        os.environ.setdefault("INTERLOCK_SIM_AWS_ACCESS_KEY_ID", DEMO_ACCESS_KEY_ID)
-        os.environ.setdefault("INTERLOCK_SIM_AWS_SECRET_ACCESS_KEY", DEMO_SECRET_ACCESS_KEY)
+        # The demo's Bedrock provider signs with this pair; the simulator is told to accept it.
+        for env, value in DEMO_AWS_ENV.items():
+            os.environ.setdefault(env, value)
     out = Path(workdir or tempfile.mkdtemp(prefix="interlock-")).resolve()
     write_files(out, {**render_files(cfg, str(out)), "active.yaml": Path(path).read_text()})
 
@@ -149,7 +155,8 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
     worker_children: list[Child] = []
     try:
         if demo or simulate:
-            keys = ["--api-key", os.environ[SIM_KEY_ENV]] if demo else []  # else: any key, as configured
+            # The demo accepts only its own keys; otherwise any key, as configured.
+            keys = ["--api-key", os.environ[SIM_KEY_ENV], *_aws_args()] if demo else []
             sim = [sup.add(Child("simulator", _py("--log-level", log_level, "simulate", "--port", str(SIM_PORT),
                                                   *keys)))]
             if not wait_until(lambda: port_open("127.0.0.1", SIM_PORT), 30):

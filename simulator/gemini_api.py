@@ -29,15 +29,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from extproc.schemas.gemini import (
-    gemini_batch_embed_request_problems,
-    gemini_embed_request_problems,
-    gemini_generate_request_problems,
-    snake,
-)
-from extproc.simulator import textgen
-from extproc.simulator.common import ClientGone, json_response, open_stream, write
-from extproc.simulator.google_errors import (
+from simulator import textgen
+from simulator.common import ClientGone, json_response, open_stream, write
+from simulator.google_errors import (
     BAD_CREDENTIALS,
     GOOGLE_HEADERS,
     TYPE_PREFIX,
@@ -47,8 +41,14 @@ from extproc.simulator.google_errors import (
     retry_info,
     violations_error,
 )
-from extproc.simulator.state import UNANSWERED, Behaviour, SimState
-from extproc.simulator.textgen import Output, ToolCall
+from simulator.state import UNANSWERED, Behaviour, SimState
+from simulator.textgen import Output, ToolCall
+from simulator.validate.gemini import (
+    gemini_batch_embed_request_problems,
+    gemini_embed_request_problems,
+    gemini_generate_request_problems,
+    snake,
+)
 
 SERVICE = "generativelanguage.googleapis.com"
 EMBED_DIMS = 8

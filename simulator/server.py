@@ -33,16 +33,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from extproc.schemas import anthropic_messages_request_problems, openai_chat_request_problems
-from extproc.schemas.bedrock import bedrock_converse_request_problems
-from extproc.schemas.gemini import gemini_generate_request_problems
-from extproc.simulator import anthropic_api, control, gcp, openai_api
-from extproc.simulator.azure_api import azure_route
-from extproc.simulator.bedrock_api import bedrock_route
-from extproc.simulator.common import json_response
-from extproc.simulator.embeddings import embeddings
-from extproc.simulator.gemini_api import gemini_route
-from extproc.simulator.state import (
+from simulator import anthropic_api, control, gcp, openai_api
+from simulator.azure_api import azure_route
+from simulator.bedrock_api import bedrock_route
+from simulator.common import json_response
+from simulator.embeddings import embeddings
+from simulator.gemini_api import gemini_route
+from simulator.state import (
     SLOT,
     STREAM_STATUS,
     UNANSWERED,
@@ -52,7 +49,10 @@ from extproc.simulator.state import (
     Sleep,
     validate_patch,
 )
-from extproc.simulator.vertex_api import vertex_route
+from simulator.validate import anthropic_messages_request_problems, openai_chat_request_problems
+from simulator.validate.bedrock import bedrock_converse_request_problems
+from simulator.validate.gemini import gemini_generate_request_problems
+from simulator.vertex_api import vertex_route
 
 STATE_KEY = web.AppKey("sim_state", SimState)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

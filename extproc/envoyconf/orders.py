@@ -14,12 +14,6 @@ from itertools import permutations
 
 from extproc.config.model import GatewayConfig
 
-AGGREGATE_PREFIX = "fallback~"
-
-
-def aggregate_name(providers: tuple[str, ...]) -> str:
-    return AGGREGATE_PREFIX + "~".join(providers)
-
 
 def routed_names(cfg: GatewayConfig) -> dict[str, tuple[tuple[str, ...], int]]:
     """Public names decided per request → (the providers their deployments live on, in config

@@ -15,7 +15,7 @@ from typing import Any
 
 from extproc import metadata
 from extproc.config.model import ExtProcSettings, Provider
-from extproc.fallback import aggregate_name
+from extproc.metadata import aggregate_name
 
 _AGGREGATE = "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig"
 _PREVIOUS_PRIORITIES = ("type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."

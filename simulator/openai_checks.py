@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc.simulator.common import json_response
+from simulator.common import json_response
 
 _TYPE_WORDS = ("a string", "an integer", "a number", "a boolean", "an array", "an object", "null")
 

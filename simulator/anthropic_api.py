@@ -22,9 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from extproc.schemas import anthropic_messages_request_problems
-from extproc.simulator import textgen
-from extproc.simulator.common import (
+from simulator import textgen
+from simulator.common import (
     ClientGone,
     bearer_token,
     json_response,
@@ -33,8 +32,9 @@ from extproc.simulator.common import (
     rfc3339,
     write,
 )
-from extproc.simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
-from extproc.simulator.textgen import Output, ToolCall
+from simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
+from simulator.textgen import Output, ToolCall
+from simulator.validate import anthropic_messages_request_problems
 
 REQUEST_LIMIT = 4_000
 TOKEN_LIMIT = 2_000_000

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from extproc import logs
+from extproc.cmd import logs
 from extproc.config import ConfigError, load_file
 
 
@@ -37,7 +37,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from extproc.envoyconf import render_files, write_files
+    from extproc.envoyconf.render import render_files, write_files
 
     try:
         cfg = load_file(args.config)
@@ -51,7 +51,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from extproc.launcher import run_gateway
+    from extproc.cmd.run import run_gateway
 
     try:
         return run_gateway(args.config, simulate=args.simulate, workers=args.workers, workdir=args.workdir,
@@ -64,14 +64,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_extproc(args: argparse.Namespace) -> int:
     try:
         if args.single:
+            from extproc.cmd.worker import run_worker
             from extproc.config import load_file as _load
-            from extproc.worker import run_worker
 
             cfg = _load(args.config)
             run_worker(args.config, cfg.extproc.address, args.port or cfg.extproc.port, board=args.board,
                        worker_index=args.worker_index, workers=args.workers or 1)
             return 0
-        from extproc.launcher import run_extproc
+        from extproc.cmd.run import run_extproc
 
         return run_extproc(args.config, workers=args.workers, log_level=args.log_level)
     except (ConfigError, RuntimeError) as e:
@@ -79,7 +79,7 @@ def _cmd_extproc(args: argparse.Namespace) -> int:
 
 
 def _cmd_ratelimit(args: argparse.Namespace) -> int:
-    from extproc.limits.server import run
+    from extproc.cmd.ratelimit import run
 
     try:
         cfg = load_file(args.config)
@@ -91,7 +91,7 @@ def _cmd_ratelimit(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from extproc.simulator import run
+    from simulator import run
 
     if bool(args.aws_access_key_id) != bool(args.aws_secret_access_key):
         print("error: --aws-access-key-id and --aws-secret-access-key go together", file=sys.stderr)

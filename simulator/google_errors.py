@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc.schemas.gemini import Violation
-from extproc.simulator.common import json_response
+from simulator.common import json_response
+from simulator.validate.gemini import Violation
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",

@@ -21,9 +21,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from extproc.schemas import openai_chat_request_problems
-from extproc.simulator import textgen
-from extproc.simulator.common import (
+from simulator import textgen
+from simulator.common import (
     ClientGone,
     bearer_token,
     duration_text,
@@ -33,10 +32,11 @@ from extproc.simulator.common import (
     parse_json_body,
     write,
 )
-from extproc.simulator.openai_checks import error, problems_error, semantic_problems, tool_name
-from extproc.simulator.quota import QuotaView
-from extproc.simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
-from extproc.simulator.textgen import Output, ToolCall
+from simulator.openai_checks import error, problems_error, semantic_problems, tool_name
+from simulator.quota import QuotaView
+from simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
+from simulator.textgen import Output, ToolCall
+from simulator.validate import openai_chat_request_problems
 
 REQUEST_LIMIT = 10_000
 TOKEN_LIMIT = 30_000_000

@@ -20,11 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc.simulator.anthropic_api import MessagesExchange
-from extproc.simulator.common import bearer_token
-from extproc.simulator.gemini_api import GeminiExchange, Target
-from extproc.simulator.google_errors import BAD_CREDENTIALS, NO_CREDENTIALS, error_info, google_error
-from extproc.simulator.state import Behaviour, SimState
+from simulator.anthropic_api import MessagesExchange
+from simulator.common import bearer_token
+from simulator.gemini_api import GeminiExchange, Target
+from simulator.google_errors import BAD_CREDENTIALS, NO_CREDENTIALS, error_info, google_error
+from simulator.state import Behaviour, SimState
 
 SERVICE = "aiplatform.googleapis.com"
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"

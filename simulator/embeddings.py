@@ -14,12 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc.schemas import openai_embedding_request_problems
-from extproc.simulator import textgen
-from extproc.simulator.common import json_response, parse_json_body
-from extproc.simulator.openai_api import ChatCompletions
-from extproc.simulator.openai_checks import error, problems_error
-from extproc.simulator.state import UNANSWERED, SimState
+from simulator import textgen
+from simulator.common import json_response, parse_json_body
+from simulator.openai_api import ChatCompletions
+from simulator.openai_checks import error, problems_error
+from simulator.state import UNANSWERED, SimState
+from simulator.validate import openai_embedding_request_problems
 
 DIMENSIONS = 8
 _INVALID_INPUT = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
