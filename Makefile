@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint system-deps unit integration bench bench-spike eval-routing clean
+.PHONY: run test lint system-deps unit integration bench bench-spike eval-routing protos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench-spike: $(STAMP)
 ## eval-routing: trace-driven routing evaluation through the running gateway (several minutes)
 eval-routing: $(STAMP)
 	$(PY) bench/eval_routing.py
+
+## protos: regenerate extproc/pb from protos/ (tests/unit/protos fails when they differ)
+PROTOS := $(shell cd protos && find . -name '*.proto' | sed 's|^\./||' | sort)
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=extproc/pb --pyi_out=extproc/pb $(addprefix protos/,$(PROTOS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
