@@ -2,17 +2,20 @@
 
     GatewayError                 status + client-safe message, rendered per client API
     ├── BadRequest               400 invalid_request_error
-    ├── Unauthorized             401 authentication_error
+    ├── Unauthorized             401 authentication_error (code invalid_api_key)
     ├── NotFound                 404 not_found_error (unknown path, unknown or forbidden model)
-    ├── PayloadTooLarge          413 request_too_large
+    ├── MethodNotAllowed         405 invalid_request_error
+    ├── PayloadTooLarge          413 invalid_request_error (code request_too_large)
     ├── RateLimited              429 rate_limit_error (+ Retry-After)
     ├── ProviderError            any status: a provider's failure mapped for the client
     ├── Unavailable              503 api_error (no deployment can serve)
-    └── DeadlineExceeded         504 timeout_error (the client's deadline cannot be met)
+    ├── DeadlineExceeded         504 timeout_error (the client's deadline cannot be met)
+    └── InternalError            500 api_error: an unexpected fault, named by its request id only
 
-Only the message of a GatewayError ever reaches a client. Anything else raised inside the
-ext_proc is caught at the server boundary and becomes a 500 "internal error" with the request
-id; its text and traceback go to the log only.
+Every node is a class, so `except errors.RateLimited` works. Only the message of a GatewayError
+ever reaches a client. Anything else raised inside the ext_proc is caught at the one boundary
+(`extproc.server`) and becomes an `InternalError` with the request id; its text and traceback go
+to the log only.
 
 Rendering is pure: `render(err, api)` returns the status, the JSON body and extra headers in
 the client's API format (`openai` or `anthropic`).
@@ -20,57 +23,124 @@ the client's API format (`openai` or `anthropic`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import orjson
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
 
 
-@dataclass
 class GatewayError(Exception):
-    """An error whose message is safe to show to the client."""
+    """An error whose message is safe to show to the client.
 
-    message: str
-    status: int = 500
-    # OpenAI `error.type`; Anthropic's `error.type` is derived from the status.
-    type: str = "api_error"
+    `status`: the HTTP status the client gets; `type`: OpenAI's `error.type` (Anthropic's is
+    derived from the status); `code`, `param`: OpenAI's fields; `headers`: extra response headers
+    (e.g. `retry-after`). A subclass fixes `status`, `type` and `code`; the base class takes
+    them as arguments (a translator mapping a provider's answer, for example)."""
+
+    status = 500
+    type = "api_error"
     code: str | None = None
-    param: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        Exception.__init__(self, self.message)
+    def __init__(self, message: str, status: int | None = None, type: str | None = None,
+                 code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
 
-
-def BadRequest(message: str, *, param: str | None = None, code: str | None = None) -> GatewayError:
-    return GatewayError(message, 400, "invalid_request_error", code, param)
-
-
-def Unauthorized(message: str = "Invalid or missing API key.") -> GatewayError:
-    return GatewayError(message, 401, "authentication_error", "invalid_api_key")
-
-
-def NotFound(message: str, *, code: str | None = None, param: str | None = None) -> GatewayError:
-    return GatewayError(message, 404, "not_found_error", code, param)
-
-
-def PayloadTooLarge(message: str = "Request body too large.") -> GatewayError:
-    return GatewayError(message, 413, "invalid_request_error", "request_too_large")
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status})"
 
 
-def RateLimited(message: str, retry_after_s: int) -> GatewayError:
-    return GatewayError(message, 429, "rate_limit_error", "rate_limit_exceeded",
-                        headers={"retry-after": str(max(1, retry_after_s))})
+class BadRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code, param=param)
 
 
-def Unavailable(message: str) -> GatewayError:
-    return GatewayError(message, 503, "api_error", "service_unavailable")
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str = "Invalid or missing API key.") -> None:
+        super().__init__(message)
 
 
-def DeadlineExceeded(message: str) -> GatewayError:
-    return GatewayError(message, 504, "timeout_error", "deadline_exceeded")
+class NotFound(GatewayError):
+    status = 404
+    type = "not_found_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, code=code, param=param)
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"Method {method} is not allowed on {path}.")
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+    def __init__(self, message: str = "Request body too large.") -> None:
+        super().__init__(message)
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"retry-after": str(max(1, retry_after_s))})
+
+
+class ProviderError(GatewayError):
+    """A provider's failure (its error answer, an unreadable answer, unreachable), mapped to the
+    status and text a client may see. Status and type vary; see `translate.base.provider_error`."""
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class DeadlineExceeded(GatewayError):
+    status = 504
+    type = "timeout_error"
+    code = "deadline_exceeded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class InternalError(GatewayError):
+    """An unexpected fault. The message names only the request id; the cause goes to the log."""
+
+    status = 500
+    type = "api_error"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"Internal gateway error (request id {request_id or '-'}).")
 
 
 # Anthropic's error `type` per HTTP status (https://docs.anthropic.com/en/api/errors).

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import GatewayError
+from extproc.errors import GatewayError, ProviderError
 from extproc.translate.base import ResponseContext, Usage, provider_error
 from extproc.translate.openai_openai import usage_from_openai
 
@@ -39,7 +39,7 @@ ERROR_STATUS = {
 
 
 def unreadable(what: str) -> GatewayError:
-    return GatewayError(f"The provider returned {what} the gateway could not read.", 502, "api_error")
+    return ProviderError(f"The provider returned {what} the gateway could not read.", 502, "api_error")
 
 
 def message_id(openai_id: Any, ctx: ResponseContext) -> str:
@@ -91,7 +91,7 @@ def stream_error(data: dict[str, Any], trusted: bool) -> GatewayError:
     else:
         status = ERROR_STATUS.get(kind, 502 if trusted else 500) if isinstance(kind, str) else 500
     if trusted and message:
-        return GatewayError(message, status, kind if isinstance(kind, str) else "api_error")
+        return ProviderError(message, status, kind if isinstance(kind, str) else "api_error")
     return provider_error(status, message, None)
 
 
@@ -141,5 +141,5 @@ def _arguments(arguments: Any) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, dict):
-        raise GatewayError("The provider returned tool call arguments that are not a JSON object.", 502, "api_error")
+        raise ProviderError("The provider returned tool call arguments that are not a JSON object.", 502, "api_error")
     return parsed

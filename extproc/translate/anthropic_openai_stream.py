@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import ANTHROPIC, GatewayError, render
+from extproc.errors import ANTHROPIC, GatewayError, ProviderError, render
 from extproc.translate.anthropic_openai_response import (
     anthropic_usage,
     message_id,
@@ -94,7 +94,7 @@ class OpenAIToAnthropicStream:
         if self._state == "FINISHED":
             self._close(out)
         elif self._state in ("START", "OPEN"):
-            self._fail(out, GatewayError("The provider's stream ended before the response was complete.",
+            self._fail(out, ProviderError("The provider's stream ended before the response was complete.",
                                          502, "api_error"))
         return b"".join(out)
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from extproc.errors import GatewayError
+from extproc.errors import GatewayError, ProviderError
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ class Translator(Protocol):
     # True when successful responses need no translation (client and provider speak the same
     # API): the router stage then lets the body bypass the ext_proc entirely.
     passthrough: bool
-    # Optional: client request headers that go upstream unchanged (others are stripped), e.g.
-    # `anthropic-beta` for Anthropic passthrough. Read with getattr(..., ()).
+    # An optional ability is a separate small protocol, e.g. `ForwardsClientHeaders`
+    # (`extproc.stages.outbound`): client headers that go upstream unchanged.
 
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         """Client request (parsed JSON) → upstream request. Raises GatewayError (400) on input
@@ -106,6 +106,9 @@ class Translator(Protocol):
         ...
 
     def stream_translator(self, target: Target, ctx: ResponseContext) -> StreamTranslator:
+        """A fresh `StreamTranslator` for one streamed 2xx response to a request translated for
+        `target`. For a passthrough pair it returns the body unchanged and only reads it (usage,
+        the end of the stream). One per stream; never shared."""
         ...
 
     def translate_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
@@ -136,7 +139,7 @@ def client_status_for(upstream_status: int) -> int:
     return 502
 
 
-def provider_error(status: int, provider_message: str | None, retry_after: str | None) -> GatewayError:
+def provider_error(status: int, provider_message: str | None, retry_after: str | None) -> ProviderError:
     """Build the client-safe error for a provider failure. The provider's own message is kept
     for client mistakes (it explains what to fix) and replaced where it could describe the
     gateway's credentials or internals."""
@@ -149,7 +152,7 @@ def provider_error(status: int, provider_message: str | None, retry_after: str |
         message = provider_message or f"The provider rejected the request (status {status})."
     types = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
              429: "rate_limit_error", 504: "timeout_error"}
-    err = GatewayError(message, client_status, types.get(client_status, "api_error"), code=None)
+    err = ProviderError(message, client_status, types.get(client_status, "api_error"))
     if client_status == 429:
         err.code = "rate_limit_exceeded"
         err.headers["retry-after"] = retry_after if retry_after and retry_after.isdigit() else "1"

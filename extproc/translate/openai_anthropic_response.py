@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import OPENAI, GatewayError, render
+from extproc.errors import OPENAI, GatewayError, ProviderError, render
 from extproc.translate.base import ResponseContext, Target, Usage, provider_error
 from extproc.translate.sse import DONE, SSEDecoder, encode_event
 
@@ -65,7 +65,7 @@ def openai_usage(usage: Usage, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def unreadable(what: str) -> GatewayError:
-    return GatewayError(f"The provider returned {what} the gateway could not read.", 502, "api_error")
+    return ProviderError(f"The provider returned {what} the gateway could not read.", 502, "api_error")
 
 
 def translate_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
@@ -169,7 +169,7 @@ class AnthropicToOpenAIStream:
         if self._state == "STOPPED":
             self._close(out)
         elif self._state in ("START", "OPEN"):
-            self._fail(out, GatewayError("The provider's stream ended before the response was complete.",
+            self._fail(out, ProviderError("The provider's stream ended before the response was complete.",
                                          502, "api_error"))
         return b"".join(out)
 

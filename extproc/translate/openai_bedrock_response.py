@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import OPENAI, GatewayError, render
+from extproc.errors import OPENAI, GatewayError, ProviderError, render
 from extproc.translate.base import ResponseContext, Target, Usage, provider_error
 from extproc.translate.eventstream import EventStreamDecoder, EventStreamError, Message
 from extproc.translate.openai_anthropic_response import openai_usage, unreadable
@@ -117,7 +117,7 @@ def error_for(name: str | None, status: int, message: str | None, retry_after: s
     e.g. ThrottlingException or throttlingException) that came with HTTP `status`."""
     key = (name or "").lower()
     if key == "resourcenotfoundexception":
-        return GatewayError("The provider does not know the model this deployment is configured with.",
+        return ProviderError("The provider does not know the model this deployment is configured with.",
                             502, "api_error")
     effective = _ERRORS.get(key, status)
     return provider_error(effective, message, retry_after)
@@ -191,7 +191,7 @@ class BedrockToOpenAIStream:
         if self._state == "STOPPED":
             self._close(out)
         elif self._state in ("START", "OPEN"):
-            self._fail(out, GatewayError("The provider's stream ended before the response was complete.",
+            self._fail(out, ProviderError("The provider's stream ended before the response was complete.",
                                          502, "api_error"))
         return b"".join(out)
 

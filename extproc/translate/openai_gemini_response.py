@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import GatewayError
+from extproc.errors import GatewayError, ProviderError
 from extproc.translate.base import ResponseContext, Target, Usage, provider_error
 from extproc.translate.openai_gemini_messages import join_call_id
 
@@ -62,7 +62,7 @@ def finish_reason(reason: str, has_calls: bool) -> str:
 
 
 def failed(reason: str) -> GatewayError:
-    return GatewayError(f"The model did not produce a usable response (finish reason {reason}).", 502, "api_error")
+    return ProviderError(f"The model did not produce a usable response (finish reason {reason}).", 502, "api_error")
 
 
 def blocked(feedback: dict[str, Any]) -> GatewayError:
@@ -71,11 +71,11 @@ def blocked(feedback: dict[str, Any]) -> GatewayError:
     detail = feedback.get("blockReasonMessage")
     if isinstance(detail, str) and detail:
         message += f" {detail}"
-    return GatewayError(message, 400, "invalid_request_error", "content_filter", "messages")
+    return ProviderError(message, 400, "invalid_request_error", "content_filter", "messages")
 
 
 def unreadable(what: str) -> GatewayError:
-    return GatewayError(f"The provider returned {what} the gateway could not read.", 502, "api_error")
+    return ProviderError(f"The provider returned {what} the gateway could not read.", 502, "api_error")
 
 
 def _count(raw: dict[str, Any], key: str) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import OPENAI, GatewayError, render
+from extproc.errors import OPENAI, GatewayError, ProviderError, render
 from extproc.translate.base import ResponseContext, Target, Usage
 from extproc.translate.openai_gemini_response import (
     FAILED,
@@ -91,7 +91,7 @@ class GeminiToOpenAIStream:
             out.append(DONE)
             self._state = "DONE"
         elif self._state in ("START", "OPEN"):
-            self._fail(out, GatewayError("The provider's stream ended before the response was complete.",
+            self._fail(out, ProviderError("The provider's stream ended before the response was complete.",
                                          502, "api_error"))
         return b"".join(out)
 
