@@ -43,7 +43,7 @@ from routing.policy import (
     RoundRobinPolicy,
     WeightedPolicy,
 )
-from routing.pricing import expected_cost_usd, expected_output_tokens
+from routing.pricing import cost_usd, expected_cost_usd, expected_output_tokens, micro_usd
 from routing.provider_limits import Pressure, pressure_from_headers, retry_after_s
 from routing.snapshot import LatencyEstimate, LatencyPrior, Pressured, Snapshot, Unavailable
 from routing.stats import LatencyStats
@@ -76,8 +76,10 @@ __all__ = [
     "Unavailable",
     "WeightedPolicy",
     "decide",
+    "cost_usd",
     "expected_cost_usd",
     "expected_output_tokens",
+    "micro_usd",
     "pressure_from_headers",
     "rendezvous",
     "retry_after_s",

@@ -19,7 +19,8 @@ CAPABILITIES = frozenset({"tools", "images", "json", "reasoning", "embeddings"})
 class Deployment:
     """One model served by one provider account: the unit a decision picks.
 
-    `id` is unique across the gateway (for example ``"claude-haiku-4-5@anthropic#0"``) and stable across
+    `id` is unique across the gateway (the gateway uses ``"model@provider:upstream_model"``, e.g.
+    ``"claude-haiku-4-5@anthropic:claude-haiku-4-5-20251001"``) and stable across
     processes and replicas: affinity hashing and statistics are keyed by it. `model` is the public model
     name a tenant's allow-list names. Prices are USD per million tokens; `quality` is an operator-assigned
     score in [0, 1]; `expected_output_tokens`, when set, is the typical answer length used for cost and

@@ -29,7 +29,7 @@ from routing.policy import (
     Policy,
     WeightedPolicy,
 )
-from routing.pricing import OUTPUT_FRACTION
+from routing.pricing import cost_usd, expected_output_tokens
 from routing.snapshot import LatencyEstimate, Snapshot
 
 
@@ -90,9 +90,8 @@ def score_all(request: RouteRequest, eligible: Sequence[Deployment], snapshot: S
     ttfts = []
     for d in eligible:
         e = get(d.id, prior)
-        cap = d.max_output_tokens if max_out is None else max_out
-        exp_out = cap * OUTPUT_FRACTION if d.expected_output_tokens is None else min(cap, d.expected_output_tokens)
-        costs.append(est_in * d.in_per_tok + exp_out * d.out_per_tok)
+        exp_out = expected_output_tokens(d, max_out)
+        costs.append(cost_usd(d, est_in, exp_out))
         lats.append(e.ttft_p50_s + exp_out * e.tpot_p50_s)
         t = e.ttft_s.get(q)
         ttfts.append(e.ttft_quantile(q) if t is None else t)
