@@ -9,7 +9,7 @@ needs `clear_route_cache`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -66,9 +66,10 @@ def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> pb
 
 def request_body(body: bytes | None, set_headers: Headers = (), remove: Iterable[str] = (),
                  clear_route_cache: bool = False,
-                 dynamic_metadata: dict[str, dict[str, str]] | None = None) -> pb.ProcessingResponse:
+                 dynamic_metadata: Mapping[str, Mapping[str, object]] | None = None) -> pb.ProcessingResponse:
     """`dynamic_metadata`: {namespace: {key: value}}, emitted for later filters (the namespace
-    must be in the filter's `metadata_options.receiving_namespaces`)."""
+    must be in the filter's `metadata_options.receiving_namespaces`); values are JSON-like
+    (strings, numbers, lists, nested objects), stored as a `google.protobuf.Struct`."""
     resp = pb.ProcessingResponse()
     resp.request_body.response.CopyFrom(_common(set_headers, remove, body, clear_route_cache))
     if dynamic_metadata:
@@ -86,7 +87,7 @@ def response_headers(set_headers: Headers = (), remove: Iterable[str] = (),
 
 
 def response_body(body: bytes | None, set_headers: Headers = (),
-                  dynamic_metadata: dict[str, dict[str, str]] | None = None) -> pb.ProcessingResponse:
+                  dynamic_metadata: Mapping[str, Mapping[str, object]] | None = None) -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
     resp.response_body.response.CopyFrom(_common(set_headers, (), body))
     if dynamic_metadata:

@@ -27,21 +27,26 @@ class ProviderRuntime:
         return self.config.name
 
 
-@dataclass(frozen=True)
-class Deployment:
-    model: Model
-    provider: ProviderRuntime
-    target: Target
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deployment(routing.Deployment):
+    """One model on one provider account: what the routing core ranks (`routing.Deployment`:
+    `id`, public `model` name, `provider` name, prices, quality, limits, capabilities) plus what
+    the gateway needs to send it a request: the model's config (`spec`), the provider's config
+    and credentials (`account`) and the translation target. The decision's ids are these objects'
+    `id`s, so the gateway reads the deployments the decision ranked, not a parallel copy."""
+
+    spec: Model = field(compare=False, repr=False)
+    account: ProviderRuntime = field(compare=False, repr=False)
+    target: Target = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class RouteRuntime:
-    """A public name decided per request: its deployments (as the gateway and as the routing
-    core see them, same order) and its policy."""
+    """A public name decided per request: its deployments (the routing core's candidates, config
+    order) and its policy."""
 
     name: str
     deployments: tuple[Deployment, ...]
-    candidates: tuple[routing.Deployment, ...]
     policy: routing.Policy
     by_id: dict[str, Deployment]
 
@@ -61,7 +66,7 @@ class Runtime:
 
     def models_for(self, tenant: Tenant) -> list[tuple[str, str]]:
         """(public name, owner) of every model and route the tenant may use, in config order."""
-        out = [(name, deps[0].provider.name) for name, deps in self.deployments.items() if tenant.allows(name)]
+        out = [(name, deps[0].provider) for name, deps in self.deployments.items() if tenant.allows(name)]
         return out + [(name, "interlock") for name in self.routes
                       if name not in self.deployments and tenant.allows(name)]
 
@@ -88,7 +93,11 @@ def compile_runtime(cfg: GatewayConfig, registry: Registry, environ: Mapping[str
         p = cfg.provider(m.provider)
         target = Target(m.name, m.upstream_model, upstream_api(p, m), m.max_output_tokens, m.capabilities,
                         provider_options(p))
-        deployments.setdefault(m.name, []).append(Deployment(m, providers[m.provider], target))
+        deployments.setdefault(m.name, []).append(Deployment(
+            id=deployment_id(m, p), model=m.name, provider=p.name, input_per_mtok=m.price.input_per_mtok,
+            output_per_mtok=m.price.output_per_mtok, quality=m.quality, context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens, capabilities=m.capabilities, spec=m, account=providers[p.name],
+            target=target))
     tenants = {h: t for t in cfg.tenants for h in t.api_key_sha256}
     routes: dict[str, RouteRuntime] = {}
     for name, deps in deployments.items():
@@ -100,15 +109,11 @@ def compile_runtime(cfg: GatewayConfig, registry: Registry, environ: Mapping[str
                    routes)
 
 
-def deployment_id(d: Deployment) -> str:
-    """Stable across reloads while the model keeps its provider and upstream model."""
-    return f"{d.model.name}@{d.provider.name}:{d.model.upstream_model}"
+def deployment_id(m: Model, p: Provider) -> str:
+    """`model@provider:upstream_model`: stable across reloads while the model keeps its provider
+    and upstream model, and across processes and replicas (statistics and affinity key on it)."""
+    return f"{m.name}@{p.name}:{m.upstream_model}"
 
 
 def _route(name: str, deps: list[Deployment], policy: routing.Policy) -> RouteRuntime:
-    candidates = tuple(routing.Deployment(
-        id=deployment_id(d), model=d.model.name, provider=d.provider.name,
-        input_per_mtok=d.model.price.input_per_mtok, output_per_mtok=d.model.price.output_per_mtok,
-        quality=d.model.quality, context_window=d.model.context_window,
-        max_output_tokens=d.model.max_output_tokens, capabilities=d.model.capabilities) for d in deps)
-    return RouteRuntime(name, tuple(deps), candidates, policy, {deployment_id(d): d for d in deps})
+    return RouteRuntime(name, tuple(deps), policy, {d.id: d for d in deps})

@@ -6,6 +6,11 @@ One worker process serves one port. Each gRPC stream is one client request and g
 `Runtime`, the worker's routing statistics and its admission gate, so any worker process can
 serve any request. A stream's `close` runs when the call ends for any reason — answered, failed,
 or cancelled because the client went away — and gives back its concurrency slot.
+
+The one error boundary (`_Call.message`): a `GatewayError` a stage raises is rendered by that
+stage's `fail` (an immediate response in the client's format, or an error event when the
+answer has started); any other exception is logged with its traceback and rendered as an
+`InternalError` naming only the request id.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from extproc import metadata
 from extproc.admission import Board, Gate
+from extproc.errors import GatewayError, InternalError
 from extproc.h2grpc import Server
 from extproc.runtime import Runtime
-from extproc.stages.decide import RoutingState
+from extproc.stages.feedback import RoutingState
 from extproc.stages.router import RouterStream
 from extproc.stages.upstream import UpstreamStream
 
@@ -39,7 +45,17 @@ class _Call:
         self.stage = stage
 
     async def message(self, data: bytes) -> bytes:
-        response = await self.stage.handle(pb.ProcessingRequest.FromString(data))
+        stage = self.stage
+        req = pb.ProcessingRequest.FromString(data)
+        try:
+            response = await stage.handle(req)
+        except GatewayError as e:
+            response = stage.fail(e, req.WhichOneof("request"))
+        except Exception:
+            phase = req.WhichOneof("request")
+            log.exception("internal error request_id=%s stage=%s phase=%s", stage.request_id, type(stage).__name__,
+                          phase)
+            response = stage.fail(InternalError(stage.request_id), phase)
         return bytes(response.SerializeToString())
 
     def close(self) -> None:

@@ -3,32 +3,28 @@ than the one the request body was translated for.
 
 Envoy runs this stage in the router's upstream filter chain (see `extproc.envoyconf.fallback`):
 request headers (with the `xds.upstream_host_metadata` attribute naming the provider of the
-host picked for this attempt, and the router stage's dynamic metadata: the original request,
-the client API and the ordered deployments) → request body (buffered: the previous attempt's
-translation, discarded). It answers the body with the original request translated afresh for
-this attempt's deployment, and rebuilds every provider-specific header, removing those a
-previous attempt set (Envoy keeps header mutations across attempts, but not body mutations).
-No response phases. Nothing is kept between streams.
+host picked for this attempt, and the router stage's `DecisionRecord` in the `interlock`
+dynamic-metadata namespace: the original request, the client API, the route and the ordered
+deployments) → request body (buffered: the previous attempt's translation, discarded). It
+answers the body with the original request translated afresh for this attempt's deployment
+(`outbound.prepare`, as the router stage does for the first attempt), and rebuilds every
+provider-specific header, removing those a previous attempt set (Envoy keeps header mutations
+across attempts, but not body mutations). No response phases. Nothing is kept between streams;
+errors reach the boundary in `extproc.server`, which renders them with `fail`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import orjson
 
 from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
-from extproc.errors import GatewayError
+from extproc.pb import decision as decision_record
 from extproc.runtime import Deployment, Runtime
+from extproc.stages import outbound
+from extproc.stages.request import parse_json
 
 log = logging.getLogger("interlock.upstream")
-
-# Headers any provider's translation or credentials may set; each attempt removes the ones it
-# does not set itself.
-_PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "anthropic-version",
-                     "anthropic-beta", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
 
 
 class UpstreamStream:
@@ -38,66 +34,51 @@ class UpstreamStream:
         self.rt = runtime
         self.api = errors.OPENAI
         self.deployment: Deployment | None = None
-        self.request: dict[str, Any] | None = None
+        self.record: decision_record.DecisionRecord | None = None
         self.request_id = ""
 
     async def handle(self, req: msgs.ProcessingRequest) -> msgs.ProcessingResponse:
         phase = req.WhichOneof("request")
-        try:
-            if phase == "request_headers":
-                return self.on_headers(req)
-            if phase == "request_body":
-                return await self.on_body()
-            raise RuntimeError(f"unexpected upstream-stage phase {phase}")
-        except GatewayError as e:
-            status, body, headers = errors.render(e, self.api)
-            return msgs.immediate(status, body, list(headers.items()))
-        except Exception:
-            log.exception("upstream stage failed request_id=%s", self.request_id)
-            status, body, headers = errors.render(GatewayError(
-                f"Internal gateway error (request id {self.request_id}).", 500), self.api)
-            return msgs.immediate(status, body, list(headers.items()))
+        if phase == "request_headers":
+            return self.on_headers(req)
+        if phase == "request_body":
+            return await self.on_body()
+        raise RuntimeError(f"unexpected upstream-stage phase {phase}")
+
+    def fail(self, err: errors.GatewayError, phase: str | None) -> msgs.ProcessingResponse:
+        status, body, headers = errors.render(err, errors.ANTHROPIC if self.api == errors.ANTHROPIC else errors.OPENAI)
+        extra = [(metadata.REQUEST_ID_HEADER, self.request_id)] if self.request_id else []
+        return msgs.immediate(status, body, [*headers.items(), *extra])
 
     def on_headers(self, req: msgs.ProcessingRequest) -> msgs.ProcessingResponse:
         h = msgs.header_map(req.request_headers)
         self.request_id = h.get(metadata.REQUEST_ID_HEADER, "")
-        md = _fallback_metadata(req)
-        self.api = md.get("api", errors.OPENAI)
+        ns = req.metadata_context.filter_metadata.get(metadata.NAMESPACE)
+        try:
+            record = decision_record.from_metadata(ns) if ns is not None else None
+        except ValueError as e:
+            log.error("upstream stage: unreadable decision record request_id=%s: %s", self.request_id, e)
+            record = None
+        if record is not None:
+            self.api = record.client_api or errors.OPENAI
         provider = msgs.answering_provider(req)
-        route = self.rt.routes.get(md.get("route", ""))
-        chain = md.get("chain", "").split(",")
-        if route is not None and provider is not None:
-            self.deployment = next((route.by_id[i] for i in chain
-                                    if i in route.by_id and route.by_id[i].provider.name == provider), None)
-        if self.deployment is None or "request" not in md:
+        route = self.rt.routes.get(record.route) if record is not None else None
+        if route is not None and provider is not None and record is not None:
+            self.deployment = next((route.by_id[i] for i in record.deployments
+                                    if i in route.by_id and route.by_id[i].provider == provider), None)
+        if self.deployment is None or record is None:
             log.error("upstream stage: no deployment for provider %s (route %s) request_id=%s", provider,
-                      md.get("route"), self.request_id)
-            raise GatewayError("The gateway could not prepare the retry for another provider.", 502, "api_error")
-        self.request = orjson.loads(md["request"])
-        log.info("request_id=%s retry on provider=%s model=%s", self.request_id, provider,
-                 self.deployment.model.name)
+                      record.route if record else None, self.request_id)
+            raise errors.ProviderError("The gateway could not prepare the retry for another provider.", 502)
+        self.record = record
+        log.info("request_id=%s retry on provider=%s model=%s", self.request_id, provider, self.deployment.model)
         return msgs.request_headers()
 
     async def on_body(self) -> msgs.ProcessingResponse:
-        d, body = self.deployment, self.request
-        assert d is not None and body is not None
-        up = self.rt.registry.get(self.api, d.target.provider_type).translate_request(body, d.target)
-        p = d.provider.config
-        path = p.endpoint.base_path + up.path
-        protocol = [("content-type", "application/json"), *p.headers, *up.headers]
-        credentials = await d.provider.credential.headers("POST", p.endpoint.authority, path, dict(protocol),
-                                                          up.body)
-        set_headers = [(":path", path), ("content-length", str(len(up.body))),
-                       (metadata.TRANSLATED_FOR_HEADER, p.name), *protocol, *credentials]
-        mine = {k for k, _ in set_headers}
-        others = {k for q in self.rt.providers.values() for k, _ in q.config.headers}
-        remove = sorted((set(_PROVIDER_HEADERS) | others) - mine)
-        return msgs.request_body(up.body, set_headers, remove)
-
-
-def _fallback_metadata(req: msgs.ProcessingRequest) -> dict[str, str]:
-    ns = req.metadata_context.filter_metadata.get(metadata.NAMESPACE)
-    if ns is None:
-        return {}
-    return {k: v.string_value for k, v in ns.fields.items()}
-
+        d, record = self.deployment, self.record
+        assert d is not None and record is not None, "request headers come first"
+        translator = self.rt.registry.get(self.api, d.target.provider_type)
+        out = await outbound.prepare(translator, parse_json(record.request.encode("utf-8")), d)
+        remove = outbound.other_provider_headers({n: p.config.headers for n, p in self.rt.providers.items()},
+                                                 out.names())
+        return msgs.request_body(out.body, out.headers, remove)

@@ -853,7 +853,7 @@ ROUTE_CASES = {
 SECRET_OF = {"openai": OPENAI_SECRET, "anthropic": ANTHROPIC_SECRET}
 
 
-def forwarded(resp: pb.ProcessingResponse) -> dict[str, dict[str, str]]:
+def forwarded(resp: pb.ProcessingResponse) -> dict[str, dict[str, Any]]:
     """The router stage's dynamic metadata as Envoy forwards it to the upstream stage's
     `metadata_context.filter_metadata` (namespace → fields)."""
     md = json_format.MessageToDict(resp.dynamic_metadata)
@@ -892,10 +892,10 @@ def test_retry_on_another_provider_is_translated_afresh(gw: ServicerHarness, pat
     assert attempt1["authorization"] == f"Bearer {SECRET_OF[first]}"
     md = forwarded(rb)
     assert set(md) == {metadata.NAMESPACE}
-    ns = md[metadata.NAMESPACE]
-    assert ns["route"] == route and ns["api"] == client_api
-    assert ns["chain"] == (CHAIN_CHEAP if route == "cheap" else CHAIN_SMART)
-    assert orjson.loads(ns["request"]) == orjson.loads(body)
+    record = md[metadata.NAMESPACE]["decision"]  # the DecisionRecord (protos/interlock/v1/decision.proto)
+    assert record["route"] == route and record["client_api"] == client_api
+    assert ",".join(record["deployments"]) == (CHAIN_CHEAP if route == "cheap" else CHAIN_SMART)
+    assert orjson.loads(record["request"]) == orjson.loads(body)
 
     # Attempt 1 failed; Envoy retries on a host of the second provider, through the upstream stage.
     hdr_reply, body_reply = upstream_attempt(gw, attempt1, attempt1_body, second, md)

@@ -1,0 +1,230 @@
+"""The client's request, read once at the edge.
+
+`RequestHead` comes from the request headers (path → client API, tenant by key, priority and
+deadline); `ClientRequest` from the body. Every decision downstream — routing, admission,
+metering, the response's mode — reads these typed values, one rule per field; translators still
+take the parsed JSON (`ClientRequest.body`) for the fields they map. Pure functions of their
+inputs: no clock, no I/O. Both types are immutable; `body` must not be mutated (a retry
+translates it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from extproc import errors, metadata
+from extproc.config.model import PRIORITIES, Tenant
+
+OPENAI_CHAT = "openai"
+OPENAI_EMBEDDINGS = "openai-embeddings"
+ANTHROPIC_MESSAGES = errors.ANTHROPIC
+# Path → client API (the translator registry's first key).
+CLIENT_APIS = {"/v1/chat/completions": OPENAI_CHAT, "/v1/embeddings": OPENAI_EMBEDDINGS,
+               "/v1/messages": ANTHROPIC_MESSAGES}
+
+# A prompt head at least this long (bytes of JSON) earns an affinity key: shorter prompts gain
+# little from a provider's prompt cache.
+AFFINITY_MIN_BYTES = 1024
+AFFINITY_PREFIX_BYTES = 8192
+BYTES_PER_TOKEN = 4  # the prompt estimate before a provider counts: a quarter of the body's bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the request headers say. `deadline_ms` 0 means none."""
+
+    request_id: str
+    path: str  # without the query, trailing slash removed
+    method: str
+    tenant: Tenant
+    priority: str
+    deadline_ms: int
+    headers: Mapping[str, str]  # lowercase names, as Envoy sent them
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """The client's body, parsed once; derived facts computed once.
+
+    - `api`: the client API (`openai`, `openai-embeddings`, `anthropic`).
+    - `max_output_tokens`: the client's limit on the answer (OpenAI `max_completion_tokens`, else
+      `max_tokens`; Anthropic `max_tokens`), None when absent or 0.
+    - `needs`: the capabilities the request uses (`tools`, `images`, `json`).
+    - `affinity_key`: a digest of the stable prompt head (system prompt and first turn) when it is
+      long enough to be worth a provider's prompt cache, else None.
+    - `est_input_tokens`: the prompt estimate, a quarter of the body's bytes (at least 1).
+    """
+
+    api: str
+    body: dict[str, Any]
+    raw: bytes
+    model: str
+    stream: bool
+    include_usage: bool
+    encoding_format: str
+    max_output_tokens: int | None
+    needs: frozenset[str]
+    affinity_key: bytes | None
+    est_input_tokens: int
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.raw)
+
+
+def normalized_path(headers: Mapping[str, str]) -> str:
+    return headers.get(":path", "/").split("?", 1)[0].rstrip("/") or "/"
+
+
+def error_api(path: str) -> str:
+    """The API a request's errors are rendered in, known from the path alone."""
+    return errors.ANTHROPIC if path.startswith("/v1/messages") else errors.OPENAI
+
+
+def client_key(headers: Mapping[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return headers.get("x-api-key", "").strip()
+
+
+def authenticate(headers: Mapping[str, str], tenants_by_key_hash: Mapping[str, Tenant]) -> Tenant:
+    """The tenant whose key the request carries; 401 when none or unknown."""
+    key = client_key(headers)
+    if not key:
+        raise errors.Unauthorized("Missing API key: send `Authorization: Bearer <key>` or `x-api-key`.")
+    tenant = tenants_by_key_hash.get(hashlib.sha256(key.encode("utf-8")).hexdigest())
+    if tenant is None:
+        raise errors.Unauthorized("Invalid API key.")
+    return tenant
+
+
+def read_head(headers: Mapping[str, str], tenants_by_key_hash: Mapping[str, Tenant]) -> RequestHead:
+    """Authenticate and read the admission headers (`x-interlock-priority`,
+    `x-interlock-deadline-ms`; the tenant's defaults without them). 401 / 400."""
+    tenant = authenticate(headers, tenants_by_key_hash)
+    priority, deadline_ms = _admission_class(headers, tenant)
+    return RequestHead(headers.get(metadata.REQUEST_ID_HEADER, ""), normalized_path(headers),
+                       headers.get(":method", "GET"), tenant, priority, deadline_ms, headers)
+
+
+def _admission_class(h: Mapping[str, str], tenant: Tenant) -> tuple[str, int]:
+    raw = h.get(metadata.PRIORITY_HEADER)
+    if raw is None:
+        priority = tenant.priority
+    elif raw.strip().lower() in PRIORITIES:
+        priority = raw.strip().lower()
+    else:
+        raise errors.BadRequest(f"Invalid {metadata.PRIORITY_HEADER} {raw[:40]!r}: expected one of "
+                                f"{', '.join(PRIORITIES)}.")
+    raw = h.get(metadata.DEADLINE_HEADER)
+    if raw is None:
+        return priority, int(tenant.deadline * 1000)
+    if raw.strip().isdigit() and 0 < int(raw) <= 86_400_000:
+        return priority, int(raw)
+    raise errors.BadRequest(f"Invalid {metadata.DEADLINE_HEADER} {raw[:40]!r}: expected a whole number "
+                            "of milliseconds between 1 and 86400000.")
+
+
+def client_api(head: RequestHead, has_body: bool, max_request_bytes: int) -> str:
+    """The client API a request path speaks; 404 unknown path, 405 not POST, 400 no body, 413
+    a declared length over the limit (Envoy's buffer limit catches undeclared ones)."""
+    api = CLIENT_APIS.get(head.path)
+    if api is None:
+        raise errors.NotFound(f"Unknown path {head.path}.", code="unknown_url")
+    if head.method != "POST":
+        raise errors.MethodNotAllowed(head.method, head.path)
+    if not has_body:
+        raise errors.BadRequest("The request needs a JSON body.")
+    length = head.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_request_bytes:
+        raise errors.PayloadTooLarge(f"Request body too large: {length} bytes, the limit is {max_request_bytes}.")
+    return api
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object; 400 otherwise."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise errors.BadRequest(f"The request body is not valid JSON: {e.msg} (position {e.pos}).") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def requested_model(body: Mapping[str, Any]) -> str | None:
+    model = body.get("model")
+    return model if isinstance(model, str) and model else None
+
+
+def client_request(api: str, body: dict[str, Any], raw: bytes) -> ClientRequest:
+    """Read the fields decisions need from a parsed body (`parse_json`); 400 naming the field
+    when one of them has the wrong type."""
+    model = requested_model(body)
+    if model is None:
+        raise errors.BadRequest("Missing required parameter: 'model'.", param="model")
+    embeddings = api == OPENAI_EMBEDDINGS
+    stream = not embeddings and body.get("stream") is True
+    opts = body.get("stream_options")
+    return ClientRequest(
+        api=api, body=body, raw=raw, model=model, stream=stream,
+        include_usage=bool(stream and isinstance(opts, dict) and opts.get("include_usage")),
+        encoding_format="base64" if embeddings and body.get("encoding_format") == "base64" else "float",
+        max_output_tokens=None if embeddings else max_output_tokens(api, body),
+        needs=frozenset() if embeddings else needs(body),
+        affinity_key=None if embeddings else affinity_key(body),
+        est_input_tokens=max(1, len(raw) // BYTES_PER_TOKEN))
+
+
+def max_output_tokens(api: str, body: Mapping[str, Any]) -> int | None:
+    """The one rule for the client's output limit: a non-negative integer (never a boolean),
+    else 400 naming the field; absent or 0 → None."""
+    names = ("max_tokens",) if api == ANTHROPIC_MESSAGES else ("max_completion_tokens", "max_tokens")
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise errors.BadRequest(f"`{name}` must be a non-negative integer.", param=name)
+        return value or None
+    return None
+
+
+def needs(body: Mapping[str, Any]) -> frozenset[str]:
+    """Capabilities the request uses: `tools`, `json` (a JSON response format or Anthropic
+    `output_config.format`), `images` (an image part in any message)."""
+    found = set()
+    if body.get("tools"):
+        found.add("tools")
+    fmt = body.get("response_format")
+    output_config = body.get("output_config")
+    if (isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")) or (
+            isinstance(output_config, dict) and output_config.get("format")):
+        found.add("json")
+    messages = body.get("messages")
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(
+                isinstance(p, dict) and p.get("type") in ("image_url", "image") for p in content):
+            found.add("images")
+            break
+    return frozenset(found)
+
+
+def affinity_key(body: Mapping[str, Any]) -> bytes | None:
+    """A hash of the stable head of the prompt (system prompt and first turn): requests sharing
+    it share the provider's prompt cache, so they should land on the same deployment."""
+    messages = body.get("messages")
+    head: list[Any] = [body.get("system")] if body.get("system") else []
+    if isinstance(messages, list):
+        head += messages[:2]
+    prefix = orjson.dumps(head)
+    if len(prefix) < AFFINITY_MIN_BYTES:
+        return None
+    return hashlib.blake2b(prefix[:AFFINITY_PREFIX_BYTES], digest_size=16).digest()
