@@ -65,7 +65,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class Provider:
     """One upstream account. Which optional settings apply depends on `type` (see
-    `extproc.config.load.TYPE_SETTINGS`)."""
+    `extproc.config.providers.TYPE_SETTINGS`)."""
 
     name: str
     type: str

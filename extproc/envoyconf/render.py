@@ -25,7 +25,6 @@ Shape of what is rendered:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,16 +34,17 @@ import yaml
 
 from extproc import errors, metadata
 from extproc.config.model import GatewayConfig, Limits, Provider
-from extproc.envoyconf.fallback import aggregate_cluster, aggregate_route, host_metadata, upstream_filters
+from extproc.envoyconf.fallback import aggregate_cluster, aggregate_route, upstream_filters
 from extproc.envoyconf.orders import provider_orders
+from extproc.envoyconf.providers import duration as _duration
+from extproc.envoyconf.providers import provider_cluster, provider_route
+from extproc.envoyconf.providers import socket_address as _socket
 from extproc.limits.scheme import envoy_rate_limits
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 _EARLY_MUTATION = ("type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3."
                    "HeaderMutation")
@@ -79,14 +79,6 @@ _LOCAL_REPLIES: tuple[tuple[str, int | None, str, str | None, str, str], ...] = 
     ("response.code >= 500", None, "api_error", None, "api_error", "%LOCAL_REPLY_BODY%"),
     ("response.code >= 400", None, "invalid_request_error", None, "invalid_request_error", "%LOCAL_REPLY_BODY%"),
 )
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.3f}s".replace(".000s", "s")
-
-
-def _socket(address: str, port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": address, "port_value": port}}
 
 
 def worker_count(cfg: GatewayConfig) -> int:
@@ -140,7 +132,7 @@ def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]
             "name": "interlock",
             "domains": ["*"],
             "include_attempt_count_in_response": True,
-            "routes": [_route(p) for p in providers] + fallback + [{
+            "routes": [provider_route(p) for p in providers] + fallback + [{
                 # No cluster chosen: the ext_proc answered or failed before routing.
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 404, "body": {"inline_string": "Not found."}},
@@ -274,69 +266,6 @@ def _overload_manager(cfg: GatewayConfig) -> dict[str, Any]:
              "triggers": [{"name": heap, "threshold": {"value": 0.98}}]},
         ],
     }
-
-
-def _route(p: Provider) -> dict[str, Any]:
-    c = p.cluster
-    route: dict[str, Any] = {
-        "cluster": p.cluster_name,
-        "timeout": "0s",
-        "idle_timeout": _duration(c.idle_timeout),
-        "auto_host_rewrite": True,
-    }
-    if c.per_try_timeout:
-        route["retry_policy"] = {"retry_on": "reset,connect-failure", "num_retries": 0,
-                                 "per_try_timeout": _duration(c.per_try_timeout)}
-    return {
-        "match": {"prefix": "/", "headers": [{"name": metadata.CLUSTER_HEADER,
-                                             "string_match": {"exact": p.cluster_name}}]},
-        "route": route,
-    }
-
-
-def provider_cluster(p: Provider, limits: Limits) -> dict[str, Any]:
-    ep, c = p.endpoint, p.cluster
-    try:
-        ipaddress.ip_address(ep.host)
-        discovery = "STATIC"
-    except ValueError:
-        discovery = "LOGICAL_DNS"
-    cluster: dict[str, Any] = {
-        "name": p.cluster_name,
-        "type": discovery,
-        "connect_timeout": _duration(c.connect_timeout),
-        "dns_lookup_family": "V4_PREFERRED",
-        "per_connection_buffer_limit_bytes": limits.max_response_bytes,
-        "load_assignment": {"cluster_name": p.cluster_name, "endpoints": [{"lb_endpoints": [{
-            "endpoint": {"address": _socket(ep.host, ep.port), "hostname": ep.authority},
-            "metadata": host_metadata(p)}]}]},
-        "circuit_breakers": {"thresholds": [{
-            "priority": "DEFAULT", "max_connections": c.max_connections,
-            "max_pending_requests": c.max_pending_requests, "max_requests": c.max_requests,
-            "max_retries": c.max_retries}]},
-        "outlier_detection": {
-            "consecutive_5xx": c.outlier_detection.consecutive_5xx,
-            "consecutive_gateway_failure": c.outlier_detection.consecutive_gateway_failure,
-            "enforcing_consecutive_gateway_failure": 100,
-            "interval": _duration(c.outlier_detection.interval),
-            "base_ejection_time": _duration(c.outlier_detection.base_ejection_time),
-            "max_ejection_percent": c.outlier_detection.max_ejection_percent,
-        },
-    }
-    if ep.tls:
-        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": _TLS, "sni": ep.host,
-            "common_tls_context": {
-                "alpn_protocols": ["h2", "http/1.1"],
-                "validation_context": {"trusted_ca": {"filename": CA_BUNDLE},
-                                       "match_typed_subject_alt_names": [{
-                                           "san_type": "DNS", "matcher": {"exact": ep.host}}]}}}}
-        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": _HTTP_OPTS, "auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}}}}
-    else:
-        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": _HTTP_OPTS, "explicit_http_config": {"http_protocol_options": {}}}}
-    return cluster
 
 
 def _extproc_cluster(cfg: GatewayConfig) -> dict[str, Any]:

@@ -109,7 +109,8 @@ class RouterStream:
         log.info("request_id=%s tenant=%s status=%d error=%r", f.request_id, f.head.tenant.name if f.head else "-",
                  status, err.message)
         extra = [(metadata.REQUEST_ID_HEADER, f.request_id)] if f.request_id else []
-        return msgs.immediate(status, body, [*headers.items(), *response.identity_headers(f.deployment, f.route, f.model), *extra])
+        who = response.identity_headers(f.deployment, f.route, f.model)
+        return msgs.immediate(status, body, [*headers.items(), *who, *extra])
 
     # -- request ----------------------------------------------------------------------------
 
