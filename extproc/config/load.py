@@ -214,8 +214,8 @@ def validate(doc: Any) -> GatewayConfig:
         routes=tuple(x for x in routes if x), default_policy=default_policy or DEFAULT_POLICY,
         rate_limit=rate_limit, admission=admission,
     )
-    # With `workers: 0` (one per core) the worker count is known where the gateway runs: the
-    # launcher checks again with it; here at least worker 0.
+    # With `workers: 0` (one per core) the worker count is known where the gateway runs:
+    # `interlock run` and `interlock extproc` check again with it; here at least worker 0.
     for path, problem in cfg.port_clashes(extproc.workers or 1):
         r.fail(path, problem)
     if r.problems:

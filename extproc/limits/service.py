@@ -19,7 +19,7 @@ being made, the work still completes, and anything it reserved is given back, si
 saw the marker that would true it up (`abandoned` counts such calls, `released` the ones that had
 reserved something).
 
-Counters (all only grow; read by the process's `/metrics`, see `server.py`): `calls` (every call,
+Counters (all only grow; read by the process's `/metrics`, see `extproc.cmd.ratelimit`): `calls` (every call,
 admission and true-up alike), `over_limit` (refused by a limit the store decided on), `degraded`,
 `errors`, `malformed`, `abandoned`, `released`.
 """

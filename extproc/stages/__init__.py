@@ -1,1 +1,3 @@
-"""Per-stream ext_proc stages (no grpc imports here: the server drives them)."""
+"""The ext_proc stages (`router`, `upstream`; one object per gRPC stream) and the single-purpose
+modules they call (`request`, `selection`, `outbound`, `metering`, `feedback`, `response`,
+`models_list`). No grpc imports here: `extproc.server` drives the stages."""
