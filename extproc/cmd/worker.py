@@ -20,6 +20,19 @@ from extproc.translate.registry import default_registry
 log = logging.getLogger("interlock.worker")
 
 
+class RuntimeSlot:
+    """The worker's current runtime. A reload replaces it whole (one attribute store, atomic for
+    the event loop); a stream asks for it once, when it starts, and keeps that one."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.current = runtime
+
+    def __call__(self) -> Runtime:
+        return self.current
+
+
 def run_worker(config_path: str, address: str, port: int, *, board: str | None = None, worker_index: int = 0,
                workers: int = 1) -> None:
     """Blocking: serve until SIGTERM/SIGINT. Raises ConfigError on a bad config. `board`: the
@@ -27,16 +40,16 @@ def run_worker(config_path: str, address: str, port: int, *, board: str | None =
     import uvloop
 
     registry = default_registry()
-    current: list[Runtime] = [compile_runtime(load_file(config_path), registry)]
+    slot = RuntimeSlot(compile_runtime(load_file(config_path), registry))
 
     def reload() -> None:
         try:
-            current[0] = compile_runtime(load_file(config_path), registry, generation=current[0].generation + 1)
+            slot.current = compile_runtime(load_file(config_path), registry, generation=slot.current.generation + 1)
         except ConfigError as e:
-            log.error("reload failed, keeping generation %d: %s", current[0].generation, "; ".join(e.problems))
+            log.error("reload failed, keeping generation %d: %s", slot.current.generation, "; ".join(e.problems))
             return
-        log.info("config generation %d loaded", current[0].generation)
+        log.info("config generation %d loaded", slot.current.generation)
 
     uvloop.install()
     shared = Board(board, worker_index, workers) if board else Board()
-    asyncio.run(serve(address, port, lambda: current[0], on_reload=reload, board=shared))
+    asyncio.run(serve(address, port, slot, on_reload=reload, board=shared))
