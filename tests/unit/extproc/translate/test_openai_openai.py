@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import orjson
 import pytest
@@ -11,10 +10,11 @@ import pytest
 from extproc.errors import GatewayError
 from extproc.translate.base import ResponseContext, Target, Usage
 from extproc.translate.openai_openai import OpenAIToOpenAI
+from tests.golden.support import GOLDEN
 
 GPT = Target("gpt", "gpt-4o-2024-08-06", "openai", 4096, frozenset())
 CTX = ResponseContext("req-1", 1767225600)
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "openai-openai"
+PAIR = GOLDEN / "openai-openai"
 
 
 def test_request_keeps_every_field_but_model() -> None:
@@ -42,14 +42,14 @@ def test_request_envelope(body: dict[str, object], param: str) -> None:
 
 @pytest.mark.parametrize("case", ["plain", "tools"])
 def test_response_bytes_unchanged(case: str) -> None:
-    raw = (GOLDEN / case / "upstream_response.json").read_bytes()
+    raw = (PAIR / case / "upstream_response.json").read_bytes()
     body, usage = OpenAIToOpenAI().translate_response(raw, GPT, CTX)
     assert body is raw and usage is not None
 
 
 @pytest.mark.parametrize("case", ["stream-text", "stream-include-usage"])
 def test_stream_bytes_unchanged_at_every_split(case: str) -> None:
-    raw = (GOLDEN / case / "upstream_response.sse").read_bytes()
+    raw = (PAIR / case / "upstream_response.sse").read_bytes()
     for i in range(len(raw)):
         stream = OpenAIToOpenAI().stream_translator(GPT, CTX)
         assert stream.feed(raw[:i]) + stream.feed(raw[i:]) + stream.finish() == raw

@@ -9,8 +9,8 @@ import pytest
 from openai._streaming import SSEDecoder as OpenAISSEDecoder
 
 from extproc.translate.sse import DONE, Event, SSEDecoder, encode_event
+from tests.golden.support import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RECORDED = sorted(GOLDEN.glob("*/*/*.sse"))
 
 

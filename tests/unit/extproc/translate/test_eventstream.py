@@ -15,9 +15,9 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 from extproc.translate.eventstream import EventStreamDecoder, EventStreamError, Message
 from simulator.eventstream_encode import Typed, encode_message, event_message, exception_message
 from simulator.eventstream_encode import WireType as HeaderType
-from tests.unit.test_translate_golden import stream_pieces
+from tests.golden.support import GOLDEN, stream_pieces
 
-RECORDED = sorted((Path(__file__).resolve().parents[1] / "golden").glob("*/*/*.eventstream"))
+RECORDED = sorted(GOLDEN.glob("*/*/*.eventstream"))
 UUID = bytes(range(16))
 EVERY_TYPE: dict[str, Any] = {
     "t": True, "f": False, "byte": Typed(HeaderType.BYTE, -7), "short": Typed(HeaderType.SHORT, -30000),

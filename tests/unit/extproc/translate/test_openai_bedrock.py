@@ -19,7 +19,7 @@ from extproc.errors import GatewayError, render
 from extproc.translate.base import ResponseContext, Target
 from extproc.translate.openai_bedrock import _FIELDS, OpenAIToBedrock, path_for
 from simulator.eventstream_encode import encode_message, event_message, exception_message
-from tests.unit.test_golden_bedrock import boto3_params
+from tests.golden.support import boto3_params
 
 TARGET = Target("claude", "anthropic.claude-3-haiku-20240307-v1:0", "bedrock", 4096,
                 frozenset({"tools", "images", "json", "reasoning"}))
