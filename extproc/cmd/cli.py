@@ -91,7 +91,12 @@ def _cmd_ratelimit(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from simulator import run
+    try:
+        from simulator import run
+    except ImportError as e:
+        print(f"error: the simulator needs the provider SDKs ({e.name} is missing): "
+              "pip install 'interlock[simulator]'", file=sys.stderr)
+        return 2
 
     if bool(args.aws_access_key_id) != bool(args.aws_secret_access_key):
         print("error: --aws-access-key-id and --aws-secret-access-key go together", file=sys.stderr)
