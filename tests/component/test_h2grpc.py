@@ -145,7 +145,7 @@ def test_a_window_raised_by_settings_is_used_only_after_the_settings_are_acknowl
 
     from hpack import Encoder
 
-    from extproc import h2grpc as h
+    from extproc.h2grpc.wire import PREFACE, Flag, FrameType, frame
 
     async def read_frame(r: asyncio.StreamReader) -> tuple[int, int, int, bytes]:
         head = await asyncio.wait_for(r.readexactly(9), 5)
@@ -157,25 +157,25 @@ def test_a_window_raised_by_settings_is_used_only_after_the_settings_are_acknowl
         port = await server.start("127.0.0.1", 0)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         try:
-            w.write(h.PREFACE + h.frame(h.SETTINGS, 0, 0, struct.pack(">HI", 0x4, 10)))
+            w.write(PREFACE + frame(FrameType.SETTINGS, 0, 0, struct.pack(">HI", 0x4, 10)))
             block = Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", "/t.S/Unary"),
                                       (":authority", "t"), ("content-type", "application/grpc"), ("te", "trailers")])
             message = b"x" * 100
-            w.write(h.frame(h.HEADERS, h.END_HEADERS, 1, block)
-                    + h.frame(h.DATA, h.END_STREAM, 1, b"\x00" + len(message).to_bytes(4, "big") + message))
+            w.write(frame(FrameType.HEADERS, Flag.END_HEADERS, 1, block)
+                    + frame(FrameType.DATA, Flag.END_STREAM, 1, b"\x00" + len(message).to_bytes(4, "big") + message))
             sent = 0
             while sent < 10:  # the first 10 bytes of the answer: all our window allows
                 ftype, _, sid, payload = await read_frame(r)
-                if ftype == h.DATA and sid == 1:
+                if ftype == FrameType.DATA and sid == 1:
                     sent += len(payload)
             assert sent == 10
-            w.write(h.frame(h.SETTINGS, 0, 0, struct.pack(">HI", 0x4, 1000)))
+            w.write(frame(FrameType.SETTINGS, 0, 0, struct.pack(">HI", 0x4, 1000)))
             order = []
             while sent < 105:
                 ftype, flags, sid, payload = await read_frame(r)
-                if ftype == h.SETTINGS and flags & h.ACK:
+                if ftype == FrameType.SETTINGS and flags & Flag.ACK:
                     order.append("ack")
-                elif ftype == h.DATA and sid == 1:
+                elif ftype == FrameType.DATA and sid == 1:
                     order.append("data")
                     sent += len(payload)
             assert order[0] == "ack" and "data" in order, order
