@@ -11,6 +11,7 @@ translates it again).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -124,9 +125,10 @@ def _admission_class(h: Mapping[str, str], tenant: Tenant) -> tuple[str, int]:
                                 f"{', '.join(PRIORITIES)}.")
     raw = h.get(metadata.DEADLINE_HEADER)
     if raw is None:
-        return priority, int(tenant.deadline * 1000)
-    if raw.strip().isdigit() and 0 < int(raw) <= 86_400_000:
-        return priority, int(raw)
+        return priority, math.ceil(tenant.deadline * 1000)
+    value = raw.strip()
+    if value.isascii() and value.isdigit() and 0 < int(value) <= 86_400_000:  # isdigit alone takes "²"
+        return priority, int(value)
     raise errors.BadRequest(f"Invalid {metadata.DEADLINE_HEADER} {raw[:40]!r}: expected a whole number "
                             "of milliseconds between 1 and 86400000.")
 
@@ -142,7 +144,7 @@ def client_api(head: RequestHead, has_body: bool, max_request_bytes: int) -> str
     if not has_body:
         raise errors.BadRequest("The request needs a JSON body.")
     length = head.headers.get("content-length", "")
-    if length.isdigit() and int(length) > max_request_bytes:
+    if length.isascii() and length.isdigit() and int(length) > max_request_bytes:
         raise errors.PayloadTooLarge(f"Request body too large: {length} bytes, the limit is {max_request_bytes}.")
     return api
 

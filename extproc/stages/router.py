@@ -180,7 +180,7 @@ class RouterStream:
         if f.chain and not deadline_hit:
             f.headers_at = self.state.clock()
             upstream = {k: v for k, v in h.items() if not k.startswith(feedback.RATELIMIT_PREFIX)}
-            i = feedback.learn(self.state, f.chain, answered_by, status, int(attempts) if attempts.isdigit() else 1,
+            i = feedback.learn(self.state, f.chain, answered_by, status, int(attempts) if attempts.isascii() and attempts.isdigit() else 1,
                                {**upstream, **provider_limits}, f.request_id)
             if f.chain[i] is not f.deployment:  # a retry on another provider answered
                 f.deployment, f.dropped = f.chain[i], ()

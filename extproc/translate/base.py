@@ -155,7 +155,7 @@ def provider_error(status: int, provider_message: str | None, retry_after: str |
     err = ProviderError(message, client_status, types.get(client_status, "api_error"))
     if client_status == 429:
         err.code = "rate_limit_exceeded"
-        err.headers["retry-after"] = retry_after if retry_after and retry_after.isdigit() else "1"
+        err.headers["retry-after"] = retry_after if retry_after and retry_after.isascii() and retry_after.isdigit() else "1"
     return err
 
 

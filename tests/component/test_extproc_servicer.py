@@ -989,3 +989,14 @@ def test_upstream_stage_internal_fault_is_500_with_the_request_id(gw: ServicerHa
     assert status == 500
     assert RID in assert_openai_error(err, "api_error")
     assert_no_secrets(body_reply.immediate_response.body)
+
+
+def test_a_boolean_max_tokens_is_400_and_nothing_goes_upstream(gw: ServicerHarness) -> None:
+    # `true` is not a limit: before the router stage read the request once, it was forwarded to the provider.
+    _, [first, resp] = request(gw, chat_body("gpt-4o-mini", max_tokens=True))
+    assert first.WhichOneof("response") == "request_headers"
+    status, body, headers = immediate(resp)
+    assert status == 400
+    assert_openai_error(body, "invalid_request_error")
+    assert body["error"]["param"] == "max_tokens"
+    assert headers[metadata.REQUEST_ID_HEADER] == RID

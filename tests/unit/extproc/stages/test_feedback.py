@@ -1,0 +1,207 @@
+"""`extproc.stages.feedback`: what a worker learns from each answer — which deployment answered,
+which attempts failed, the provider's rate-limit pressure, latency — read back the way the next
+decision reads it, through `RoutingState.stats.snapshot(now)`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+import routing
+from extproc.stages import feedback
+from extproc.stages.feedback import RoutingState
+from tests.unit.extproc.stages.support import dep
+
+NOW = 500.0  # the statistics' monotonic clock
+WALL = 1_700_000_000.0  # epoch seconds: providers' absolute reset times are read against it
+GPT, CLAUDE, FLASH = dep("gpt"), dep("claude"), dep("flash")
+CHAIN = [GPT, CLAUDE, FLASH]  # openai, anthropic, gemini
+NAME = {GPT.id: "gpt", CLAUDE.id: "claude", FLASH.id: "flash"}
+
+
+def state() -> RoutingState:
+    return RoutingState(clock=lambda: NOW, rand=lambda: 0.5, wall=lambda: WALL)
+
+
+def unavailable(s: RoutingState) -> dict[str, routing.Unavailable]:
+    return {NAME[k]: v for k, v in s.stats.snapshot(NOW).unavailable.items()}
+
+
+# -- the provider's rate-limit headers and the tenant's ----------------------------------------------
+
+@pytest.mark.parametrize(("headers", "units", "tenant", "provider"), [
+    ({"content-type": "application/json"}, {"tokens"}, [], {}),
+    # The provider's only (no tenant limit counts these units): learned, not shown.
+    ({"x-ratelimit-remaining-tokens": "9000", "x-ratelimit-limit-tokens": "10000", "x-ratelimit-reset-tokens": "6s"},
+     set(), [], {"x-ratelimit-remaining-tokens": "9000", "x-ratelimit-limit-tokens": "10000",
+                 "x-ratelimit-reset-tokens": "6s"}),
+    ({"x-ratelimit-remaining-requests": "59"}, {"tokens"}, [], {"x-ratelimit-remaining-requests": "59"}),
+    # The tenant's only: shown, not learned.
+    ({"x-ratelimit-remaining-tokens": "512", "x-ratelimit-limit-tokens": "1000"}, {"tokens"},
+     [("x-ratelimit-remaining-tokens", "512"), ("x-ratelimit-limit-tokens", "1000")], {}),
+    # Both: Envoy joins the provider's value and the gateway's with a comma, the provider's first.
+    ({"x-ratelimit-remaining-tokens": "9000, 512", "x-ratelimit-limit-tokens": "10000,1000",
+      "x-ratelimit-remaining-requests": "59"}, {"tokens"},
+     [("x-ratelimit-remaining-tokens", "512"), ("x-ratelimit-limit-tokens", "1000")],
+     {"x-ratelimit-remaining-tokens": "9000", "x-ratelimit-limit-tokens": "10000",
+      "x-ratelimit-remaining-requests": "59"}),
+    ({"x-ratelimit-remaining-requests": "59,9", "x-ratelimit-remaining-usd": "1.5"}, {"requests", "usd"},
+     [("x-ratelimit-remaining-requests", "9"), ("x-ratelimit-remaining-usd", "1.5")],
+     {"x-ratelimit-remaining-requests": "59"}),
+], ids=["none", "provider-only", "provider-other-unit", "tenant-only", "combined", "combined-two-units"])
+def test_split_limit_headers(headers: dict[str, str], units: set[str], tenant: list[tuple[str, str]],
+                             provider: dict[str, str]) -> None:
+    assert feedback.split_limit_headers(headers, frozenset(units)) == (tenant, provider)
+
+
+# -- learn: who answered, who failed -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("answered_by", "status", "attempts", "index", "failed"), [
+    ("openai", 200, 1, 0, []),
+    ("anthropic", 200, 2, 1, ["gpt"]),
+    # Envoy skipped anthropic (its hosts ejected) without an attempt: only the attempt made blames.
+    ("gemini", 200, 2, 2, ["claude"]),
+    ("gemini", 200, 3, 2, ["gpt", "claude"]),
+    ("gemini", 200, 9, 2, ["gpt", "claude"]),
+    # Retries on the first provider's other hosts blame no other deployment.
+    ("openai", 200, 3, 0, []),
+    ("openai", 503, 1, 0, ["gpt"]),
+    ("anthropic", 429, 2, 1, ["gpt", "claude"]),
+    ("anthropic", 500, 1, 1, ["claude"]),
+    ("anthropic", 529, 1, 1, ["claude"]),
+    # The client's mistake is nobody's failure, nor a success.
+    ("openai", 400, 1, 0, []),
+    ("anthropic", 404, 2, 1, ["gpt"]),
+    # Envoy answered itself (no host): attempt N is blamed, and those before it.
+    (None, 503, 1, 0, ["gpt"]),
+    (None, 503, 2, 1, ["gpt", "claude"]),
+    (None, 504, 3, 2, ["gpt", "claude", "flash"]),
+    (None, 503, 7, 2, ["gpt", "claude", "flash"]),
+    # A host of no provider in the chain is no answer from it either.
+    ("azure", 200, 2, 1, ["gpt", "claude"]),
+])
+def test_learn_who_answered_and_who_failed(answered_by: str | None, status: int, attempts: int, index: int,
+                                           failed: list[str]) -> None:
+    s = state()
+    assert feedback.learn(s, CHAIN, answered_by, status, attempts, {}) == index
+    assert sorted(unavailable(s)) == sorted(failed)
+    for u in unavailable(s).values():
+        assert u == routing.Unavailable(NOW + 1.0, "1 consecutive failure")
+
+
+def _http_date(seconds_after_wall: float) -> str:
+    return format_datetime(datetime.fromtimestamp(WALL, UTC) + timedelta(seconds=seconds_after_wall), usegmt=True)
+
+
+@pytest.mark.parametrize(("headers", "cooldown_s"), [
+    ({}, 1.0),
+    ({"retry-after": "30"}, 30.0),
+    ({"retry-after-ms": "2500"}, 2.5),
+    ({"retry-after-ms": "200"}, 1.0),  # never shorter than the back-off
+    ({"retry-after": _http_date(45)}, 45.0),  # an HTTP date, read against the wall clock
+    ({"retry-after": "3600"}, 60.0),  # at most the longest cool-down
+])
+def test_a_refusal_cools_the_deployment_down_for_its_retry_after(headers: dict[str, str], cooldown_s: float) -> None:
+    s = state()
+    feedback.learn(s, CHAIN, "anthropic", 429, 1, headers)
+    assert unavailable(s) == {"claude": routing.Unavailable(NOW + cooldown_s, "1 consecutive failure")}
+
+
+def test_failures_back_off_and_a_success_resets_the_streak() -> None:
+    s = state()
+    feedback.learn(s, CHAIN, "openai", 503, 1, {})
+    feedback.learn(s, CHAIN, "openai", 503, 1, {})
+    assert unavailable(s) == {"gpt": routing.Unavailable(NOW + 2.0, "2 consecutive failures")}
+    feedback.learn(s, CHAIN, "openai", 200, 1, {})
+    feedback.learn(s, CHAIN, "openai", 503, 1, {})
+    assert unavailable(s) == {"gpt": routing.Unavailable(NOW + 2.0, "1 consecutive failure")}
+
+
+def _iso(seconds_after_wall: float) -> str:
+    return (datetime.fromtimestamp(WALL, UTC) + timedelta(seconds=seconds_after_wall)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(("answered_by", "status", "headers", "pressured"), [
+    ("openai", 200, {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-limit-tokens": "1000",
+                     "x-ratelimit-reset-tokens": "6s"},
+     {"gpt": routing.Pressured(NOW + 6.0, 0.005, "x-ratelimit-remaining-tokens")}),
+    ("openai", 200, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-limit-requests": "60",
+                     "x-ratelimit-reset-requests": "1m30s", "x-ratelimit-remaining-tokens": "900",
+                     "x-ratelimit-limit-tokens": "1000", "x-ratelimit-reset-tokens": "1s"},
+     {"gpt": routing.Pressured(NOW + 60.0, 0.0, "x-ratelimit-remaining-requests")}),
+    # Anthropic's absolute reset times are read against the injected wall clock.
+    ("anthropic", 200, {"anthropic-ratelimit-requests-remaining": "1", "anthropic-ratelimit-requests-limit": "50",
+                        "anthropic-ratelimit-requests-reset": _iso(20)},
+     {"claude": routing.Pressured(NOW + 20.0, 0.02, "anthropic-ratelimit-requests-remaining")}),
+    # A refusal still tells how much is left.
+    ("openai", 429, {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-limit-tokens": "1000",
+                     "x-ratelimit-reset-tokens": "4s"},
+     {"gpt": routing.Pressured(NOW + 4.0, 0.0, "x-ratelimit-remaining-tokens")}),
+    # Plenty left: no pressure.
+    ("openai", 200, {"x-ratelimit-remaining-tokens": "500", "x-ratelimit-limit-tokens": "1000",
+                     "x-ratelimit-reset-tokens": "6s"}, {}),
+    # Envoy's own reply carries no provider's reading.
+    (None, 503, {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-limit-tokens": "1000",
+                 "x-ratelimit-reset-tokens": "6s"}, {}),
+], ids=["openai-tokens", "most-constraining", "anthropic-absolute-reset", "on-a-429", "plenty-left", "envoys-reply"])
+def test_provider_pressure_is_learned_from_the_answering_providers_headers(
+        answered_by: str | None, status: int, headers: dict[str, str],
+        pressured: dict[str, routing.Pressured]) -> None:
+    s = state()
+    feedback.learn(s, CHAIN, answered_by, status, 1, headers)
+    assert {NAME[k]: v for k, v in s.stats.snapshot(NOW).pressured.items()} == pressured
+
+
+def test_pressure_ends_when_the_provider_says_there_is_room_again() -> None:
+    s = state()
+    low = {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-limit-tokens": "1000", "x-ratelimit-reset-tokens": "30s"}
+    feedback.learn(s, CHAIN, "openai", 200, 1, low)
+    assert GPT.id in s.stats.snapshot(NOW).pressured
+    feedback.learn(s, CHAIN, "openai", 200, 1, {**low, "x-ratelimit-remaining-tokens": "800"})
+    assert dict(s.stats.snapshot(NOW).pressured) == {}
+
+
+# -- observe: latency --------------------------------------------------------------------------------
+
+def _blended(observed: float, prior: float) -> float:
+    """What the snapshot reads after one observation: RoutingState's prior weighs 0.05."""
+    return (observed + 0.05 * prior) / 1.05
+
+
+@pytest.mark.parametrize(("completion_tokens", "tpot_s"), [
+    (None, None), (0, None), (1, None),  # no time per token without a second token
+    (2, 1.0), (11, 0.1), (101, 0.01),
+])
+def test_observe_learns_ttft_and_time_per_output_token(completion_tokens: int | None, tpot_s: float | None) -> None:
+    s = RoutingState(clock=lambda: 11.3, rand=lambda: 0.5, wall=lambda: WALL)
+    feedback.observe(s, GPT, sent_at=10.0, headers_at=10.3, completion_tokens=completion_tokens)
+    est = s.stats.snapshot(11.3).estimate(GPT.id)
+    assert est.weight == pytest.approx(1.0)
+    assert est.last_observed == 11.3
+    assert est.ttft_p50_s == pytest.approx(_blended(0.3, 1.0), rel=0.03)
+    if tpot_s is None:
+        assert est.tpot_p50_s == 0.02  # the prior
+    else:
+        assert est.tpot_p50_s == pytest.approx(_blended(tpot_s, 0.02), rel=0.03)
+
+
+def test_observe_touches_only_the_deployment_observed() -> None:
+    s = state()
+    feedback.observe(s, CLAUDE, NOW - 2, NOW - 1.5, 5)
+    assert set(s.stats.snapshot(NOW).estimates) == {CLAUDE.id}
+
+
+# -- the state's counters ----------------------------------------------------------------------------
+
+def test_one_passthrough_stream_in_eight_is_sampled() -> None:
+    s = state()
+    assert [s.sample_passthrough() for _ in range(17)] == [True, *[False] * 7, True, *[False] * 7, True]
+    t = state()
+    assert [t.sample_passthrough(every=2) for _ in range(4)] == [True, False, True, False]
+
+
+def test_round_robin_counters_are_per_route() -> None:
+    s = state()
+    assert [s.next_rr("a"), s.next_rr("a"), s.next_rr("b"), s.next_rr("a")] == [0, 1, 0, 2]

@@ -1,0 +1,369 @@
+"""`extproc.stages.request`: the client's request read once — headers (tenant, priority, deadline,
+client API) and body (model, limits, needs, affinity, estimate) — and the 400/401/404/405/413
+errors a client gets for each malformed field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from extproc import errors
+from extproc.config.model import Tenant
+from extproc.stages import request
+from extproc.stages.request import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS
+from tests.unit.extproc.stages.support import client, sha
+
+MAX_BYTES = 65536
+MAIN = Tenant("main", (sha("sk-main"),))
+SLOW = Tenant("slow", (sha("sk-slow"),), priority="batch", deadline=2.5)
+TENANTS = {sha("sk-main"): MAIN, sha("sk-slow"): SLOW}
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+# -- max output tokens ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("api", "fields", "expected"), [
+    (OPENAI_CHAT, {}, None),
+    (OPENAI_CHAT, {"max_tokens": 300}, 300),
+    (OPENAI_CHAT, {"max_tokens": 0}, None),
+    (OPENAI_CHAT, {"max_tokens": None}, None),
+    (OPENAI_CHAT, {"max_completion_tokens": 50, "max_tokens": 300}, 50),
+    (OPENAI_CHAT, {"max_completion_tokens": None, "max_tokens": 300}, 300),
+    (OPENAI_CHAT, {"max_completion_tokens": 70}, 70),
+    (ANTHROPIC_MESSAGES, {"max_tokens": 256}, 256),
+    (ANTHROPIC_MESSAGES, {"max_tokens": 0}, None),
+    # Anthropic has no max_completion_tokens: it is neither read nor checked.
+    (ANTHROPIC_MESSAGES, {"max_completion_tokens": 50, "max_tokens": 256}, 256),
+    (ANTHROPIC_MESSAGES, {"max_completion_tokens": True, "max_tokens": 256}, 256),
+    # Embeddings have no output: the fields are not read.
+    (OPENAI_EMBEDDINGS, {"max_tokens": True}, None),
+], ids=lambda v: orjson.dumps(v).decode() if isinstance(v, dict) else str(v))
+def test_max_output_tokens(api: str, fields: dict[str, Any], expected: int | None) -> None:
+    body = {"model": "m", "messages": HELLO, "input": "x", **fields}
+    assert client(api, **body).max_output_tokens == expected
+
+
+@pytest.mark.parametrize(("api", "fields", "param"), [
+    (OPENAI_CHAT, {"max_tokens": True}, "max_tokens"),
+    (OPENAI_CHAT, {"max_tokens": False}, "max_tokens"),
+    (OPENAI_CHAT, {"max_tokens": -1}, "max_tokens"),
+    (OPENAI_CHAT, {"max_tokens": "300"}, "max_tokens"),
+    (OPENAI_CHAT, {"max_tokens": 1.5}, "max_tokens"),
+    (OPENAI_CHAT, {"max_tokens": 300.0}, "max_tokens"),
+    (OPENAI_CHAT, {"max_tokens": [300]}, "max_tokens"),
+    (OPENAI_CHAT, {"max_completion_tokens": True, "max_tokens": 300}, "max_completion_tokens"),
+    (OPENAI_CHAT, {"max_completion_tokens": -5}, "max_completion_tokens"),
+    (ANTHROPIC_MESSAGES, {"max_tokens": True}, "max_tokens"),
+    (ANTHROPIC_MESSAGES, {"max_tokens": False}, "max_tokens"),
+    (ANTHROPIC_MESSAGES, {"max_tokens": "256"}, "max_tokens"),
+], ids=lambda v: orjson.dumps(v).decode() if isinstance(v, dict) else str(v))
+def test_a_max_tokens_that_is_not_a_non_negative_integer_is_a_400_naming_the_field(
+        api: str, fields: dict[str, Any], param: str) -> None:
+    body = {"model": "m", "messages": HELLO, **fields}
+    with pytest.raises(errors.BadRequest) as info:
+        client(api, **body)
+    err = info.value
+    assert (err.status, err.param, err.message) == (400, param, f"`{param}` must be a non-negative integer.")
+    status, rendered, _ = errors.render(err, errors.OPENAI)
+    assert status == 400 and orjson.loads(rendered)["error"]["param"] == param
+
+
+# -- needs ---------------------------------------------------------------------------------------
+
+def _parts(*parts: Any) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": list(parts)}]
+
+
+IMAGE_URL = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+ANTHROPIC_IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+TEXT = {"type": "text", "text": "What is this?"}
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"messages": HELLO}, set()),
+    ({"messages": HELLO, "tools": [TOOL]}, {"tools"}),
+    ({"messages": HELLO, "tools": []}, set()),
+    ({"messages": HELLO, "tools": None}, set()),
+    ({"messages": HELLO, "response_format": {"type": "json_object"}}, {"json"}),
+    ({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, {"json"}),
+    ({"messages": HELLO, "response_format": {"type": "text"}}, set()),
+    ({"messages": HELLO, "response_format": "json_object"}, set()),
+    ({"messages": HELLO, "output_config": {"format": {"type": "json_schema", "schema": {}}}}, {"json"}),
+    ({"messages": HELLO, "output_config": {"effort": "low"}}, set()),
+    ({"messages": HELLO, "output_config": "json"}, set()),
+    ({"messages": _parts(TEXT, IMAGE_URL)}, {"images"}),
+    ({"messages": _parts(ANTHROPIC_IMAGE, TEXT)}, {"images"}),
+    ({"messages": [*HELLO, {"role": "assistant", "content": "ok"}, *_parts(IMAGE_URL)]}, {"images"}),
+    ({"messages": _parts(TEXT)}, set()),
+    ({"messages": _parts(TEXT, IMAGE_URL), "tools": [TOOL], "response_format": {"type": "json_object"}},
+     {"tools", "images", "json"}),
+    # Malformed messages are the translator's to reject; reading needs never fails on them.
+    ({"messages": True}, set()),
+    ({"messages": 5}, set()),
+    ({"messages": "x"}, set()),
+    ({"messages": None}, set()),
+    ({"messages": {"content": [IMAGE_URL]}}, set()),
+    ({"messages": [1, "x", None, True]}, set()),
+    ({"messages": [{"role": "user", "content": [1, "image_url", None]}]}, set()),
+    ({"messages": [{"role": "user", "content": {"type": "image_url"}}]}, set()),
+], ids=lambda v: orjson.dumps(v).decode()[:60] if isinstance(v, dict) else str(sorted(v)))
+def test_needs(fields: dict[str, Any], expected: set[str]) -> None:
+    req = client(model="m", **fields)
+    assert req.needs == frozenset(expected)
+    assert client(ANTHROPIC_MESSAGES, model="m", **fields).needs == frozenset(expected)
+
+
+def test_embeddings_need_nothing() -> None:
+    assert client(OPENAI_EMBEDDINGS, model="m", input="x", tools=[TOOL]).needs == frozenset()
+
+
+# -- affinity key --------------------------------------------------------------------------------
+
+def _head_of_length(n: int) -> list[dict[str, Any]]:
+    """One user message whose JSON head (`[message]`) is exactly `n` bytes."""
+    overhead = len(orjson.dumps([{"role": "user", "content": ""}]))
+    return [{"role": "user", "content": "x" * (n - overhead)}]
+
+
+LONG = "You are a careful assistant. " * 40  # > 1024 bytes on its own
+
+
+@pytest.mark.parametrize(("fields", "keyed"), [
+    ({"messages": HELLO}, False),
+    ({"messages": _head_of_length(1023)}, False),
+    ({"messages": _head_of_length(1024)}, True),
+    ({"system": LONG, "messages": HELLO}, True),
+    ({"messages": [{"role": "system", "content": LONG}, *HELLO]}, True),
+    # Only the system prompt and the first two messages count.
+    ({"messages": [*HELLO, {"role": "assistant", "content": "Hi"}, {"role": "user", "content": LONG}]}, False),
+    ({"system": LONG, "messages": True}, True),
+    ({"messages": "x" * 2000}, False),
+], ids=["short", "1023-bytes", "1024-bytes", "anthropic-system", "openai-system", "long-third-message",
+        "system-and-bad-messages", "messages-a-string"])
+def test_affinity_key_only_for_a_long_prompt_head(fields: dict[str, Any], keyed: bool) -> None:
+    key = client(model="m", **fields).affinity_key
+    assert (key is not None) == keyed
+    if key is not None:
+        assert isinstance(key, bytes) and len(key) == 16
+
+
+def test_affinity_key_is_equal_for_equal_heads_and_different_otherwise() -> None:
+    head = [{"role": "system", "content": LONG}, {"role": "user", "content": "Question one?"}]
+
+    def key(messages: list[dict[str, Any]], **fields: Any) -> bytes | None:
+        return client(model="m", messages=messages, **fields).affinity_key
+
+    a = key(head)
+    assert a is not None
+    # Same head, other turns and other parameters after it: same key (same provider cache).
+    assert key([*head, {"role": "assistant", "content": "A."}, {"role": "user", "content": "More?"}],
+               temperature=0.3, model_extra="y") == a
+    # Any change in the head: another key.
+    assert key([head[0], {"role": "user", "content": "Question two?"}]) != a
+    assert key([{"role": "system", "content": LONG + "!"}, head[1]]) != a
+    # Anthropic's top-level system prompt keys the same way.
+    assert (client(ANTHROPIC_MESSAGES, model="m", system=LONG, messages=HELLO).affinity_key
+            == client(ANTHROPIC_MESSAGES, model="m", system=LONG, messages=HELLO, max_tokens=9).affinity_key)
+    assert client(OPENAI_EMBEDDINGS, model="m", input=LONG, messages=head).affinity_key is None
+
+
+# -- stream, usage, encoding, estimate, model ----------------------------------------------------
+
+@pytest.mark.parametrize(("api", "fields", "stream", "include_usage"), [
+    (OPENAI_CHAT, {}, False, False),
+    (OPENAI_CHAT, {"stream": True}, True, False),
+    (OPENAI_CHAT, {"stream": True, "stream_options": {"include_usage": True}}, True, True),
+    (OPENAI_CHAT, {"stream": True, "stream_options": {"include_usage": False}}, True, False),
+    (OPENAI_CHAT, {"stream": True, "stream_options": "include_usage"}, True, False),
+    (OPENAI_CHAT, {"stream": False, "stream_options": {"include_usage": True}}, False, False),
+    (OPENAI_CHAT, {"stream_options": {"include_usage": True}}, False, False),
+    (OPENAI_CHAT, {"stream": "true", "stream_options": {"include_usage": True}}, False, False),
+    (OPENAI_CHAT, {"stream": 1}, False, False),
+    (ANTHROPIC_MESSAGES, {"stream": True}, True, False),
+    (OPENAI_EMBEDDINGS, {"stream": True, "stream_options": {"include_usage": True}}, False, False),
+], ids=lambda v: orjson.dumps(v).decode() if isinstance(v, dict) else str(v))
+def test_stream_and_include_usage(api: str, fields: dict[str, Any], stream: bool, include_usage: bool) -> None:
+    req = client(api, model="m", messages=HELLO, **fields)
+    assert (req.stream, req.include_usage) == (stream, include_usage)
+
+
+@pytest.mark.parametrize(("api", "fields", "expected"), [
+    (OPENAI_EMBEDDINGS, {"encoding_format": "base64"}, "base64"),
+    (OPENAI_EMBEDDINGS, {"encoding_format": "float"}, "float"),
+    (OPENAI_EMBEDDINGS, {}, "float"),
+    (OPENAI_EMBEDDINGS, {"encoding_format": "BASE64"}, "float"),
+    (OPENAI_CHAT, {"encoding_format": "base64"}, "float"),
+    (ANTHROPIC_MESSAGES, {"encoding_format": "base64"}, "float"),
+])
+def test_encoding_format_only_for_embeddings(api: str, fields: dict[str, Any], expected: str) -> None:
+    assert client(api, model="m", input="x", **fields).encoding_format == expected
+
+
+@pytest.mark.parametrize(("nbytes", "tokens"), [(1, 1), (3, 1), (4, 1), (7, 1), (8, 2), (400, 100), (403, 100),
+                                                (404, 101)])
+def test_prompt_estimate_is_a_quarter_of_the_bytes_and_at_least_one(nbytes: int, tokens: int) -> None:
+    raw = b'{"model":"m"}'
+    raw += b" " * max(0, nbytes - len(raw))
+    req = request.client_request(OPENAI_CHAT, {"model": "m"}, raw[:nbytes])
+    assert (req.nbytes, req.est_input_tokens) == (nbytes, tokens)
+
+
+def test_the_request_keeps_the_body_and_its_bytes() -> None:
+    raw = orjson.dumps({"model": "gpt", "messages": HELLO, "temperature": 0.2})
+    req = client(raw=raw)
+    assert (req.api, req.model, req.raw, req.body) == (OPENAI_CHAT, "gpt", raw, orjson.loads(raw))
+
+
+@pytest.mark.parametrize("body", [{"messages": HELLO}, {"model": ""}, {"model": 42}, {"model": None},
+                                  {"model": ["gpt"]}], ids=["absent", "empty", "number", "null", "list"])
+def test_a_missing_model_is_a_400_naming_it(body: dict[str, Any]) -> None:
+    with pytest.raises(errors.BadRequest) as info:
+        client(**body)
+    assert (info.value.status, info.value.param, info.value.message) == (
+        400, "model", "Missing required parameter: 'model'.")
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"{not json", "The request body is not valid JSON: "),
+    (b"", "The request body is not valid JSON: "),
+    (b'["model"]', "The request body must be a JSON object."),
+    (b'"hello"', "The request body must be a JSON object."),
+    (b"null", "The request body must be a JSON object."),
+])
+def test_a_body_that_is_not_a_json_object_is_a_400(raw: bytes, message: str) -> None:
+    with pytest.raises(errors.BadRequest) as info:
+        request.parse_json(raw)
+    assert info.value.status == 400 and info.value.message.startswith(message)
+
+
+# -- request headers: authentication, admission class, client API --------------------------------
+
+def _headers(path: str = "/v1/chat/completions", method: str = "POST", **extra: str) -> dict[str, str]:
+    return {":path": path, ":method": method, "x-request-id": "rid-1", **{k.replace("_", "-"): v
+                                                                          for k, v in extra.items()}}
+
+
+@pytest.mark.parametrize(("headers", "tenant"), [
+    ({"authorization": "Bearer sk-main"}, "main"),
+    ({"authorization": "bearer sk-main "}, "main"),
+    ({"authorization": "BEARER sk-slow"}, "slow"),
+    ({"x-api-key": "sk-main"}, "main"),
+    ({"x-api-key": " sk-slow "}, "slow"),
+    ({"authorization": "Bearer sk-main", "x-api-key": "sk-slow"}, "main"),
+    ({"authorization": "Basic c2stbWFpbg==", "x-api-key": "sk-slow"}, "slow"),
+], ids=["bearer", "bearer-lowercase", "bearer-uppercase", "x-api-key", "x-api-key-padded", "bearer-first",
+        "non-bearer-authorization"])
+def test_authenticate(headers: dict[str, str], tenant: str) -> None:
+    assert request.authenticate(headers, TENANTS).name == tenant
+
+
+@pytest.mark.parametrize(("headers", "message"), [
+    ({}, "Missing API key: send `Authorization: Bearer <key>` or `x-api-key`."),
+    ({"authorization": "Bearer   "}, "Missing API key: send `Authorization: Bearer <key>` or `x-api-key`."),
+    ({"x-api-key": ""}, "Missing API key: send `Authorization: Bearer <key>` or `x-api-key`."),
+    ({"authorization": "Basic c2stbWFpbg=="}, "Missing API key: send `Authorization: Bearer <key>` or `x-api-key`."),
+    ({"authorization": "Bearer sk-unknown"}, "Invalid API key."),
+    ({"x-api-key": "sk-MAIN"}, "Invalid API key."),
+], ids=["none", "empty-bearer", "empty-x-api-key", "basic", "unknown", "wrong-case"])
+def test_authentication_failures_are_401(headers: dict[str, str], message: str) -> None:
+    with pytest.raises(errors.Unauthorized) as info:
+        request.read_head(_headers(**headers), TENANTS)
+    err = info.value
+    assert (err.status, err.type, err.code, err.message) == (401, "authentication_error", "invalid_api_key", message)
+
+
+@pytest.mark.parametrize(("key", "extra", "priority", "deadline_ms"), [
+    ("sk-main", {}, "default", 0),
+    ("sk-slow", {}, "batch", 2500),
+    ("sk-slow", {"x_interlock_priority": "interactive"}, "interactive", 2500),
+    ("sk-main", {"x_interlock_priority": " BATCH "}, "batch", 0),
+    ("sk-main", {"x_interlock_deadline_ms": "30000"}, "default", 30000),
+    ("sk-slow", {"x_interlock_deadline_ms": "1"}, "batch", 1),
+    ("sk-main", {"x_interlock_deadline_ms": " 250 "}, "default", 250),
+    ("sk-main", {"x_interlock_deadline_ms": "86400000"}, "default", 86_400_000),
+])
+def test_priority_and_deadline_headers_and_the_tenants_defaults(key: str, extra: dict[str, str], priority: str,
+                                                                 deadline_ms: int) -> None:
+    head = request.read_head(_headers(authorization=f"Bearer {key}", **extra), TENANTS)
+    assert (head.priority, head.deadline_ms) == (priority, deadline_ms)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"x_interlock_priority": "urgent"},
+     "Invalid x-interlock-priority 'urgent': expected one of interactive, default, batch."),
+    ({"x_interlock_priority": ""}, "Invalid x-interlock-priority '': expected one of interactive, default, batch."),
+    ({"x_interlock_deadline_ms": "soon"}, "Invalid x-interlock-deadline-ms 'soon': expected a whole number of "
+                                          "milliseconds between 1 and 86400000."),
+    ({"x_interlock_deadline_ms": "0"}, "Invalid x-interlock-deadline-ms '0': expected a whole number of "
+                                       "milliseconds between 1 and 86400000."),
+    ({"x_interlock_deadline_ms": "-5"}, "Invalid x-interlock-deadline-ms '-5': expected a whole number of "
+                                        "milliseconds between 1 and 86400000."),
+    ({"x_interlock_deadline_ms": "1.5"}, "Invalid x-interlock-deadline-ms '1.5': expected a whole number of "
+                                         "milliseconds between 1 and 86400000."),
+    ({"x_interlock_deadline_ms": "86400001"}, "Invalid x-interlock-deadline-ms '86400001': expected a whole "
+                                              "number of milliseconds between 1 and 86400000."),
+])
+def test_bad_admission_headers_are_400(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(errors.BadRequest) as info:
+        request.read_head(_headers(authorization="Bearer sk-main", **extra), TENANTS)
+    assert (info.value.status, info.value.message) == (400, message)
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2"])
+def test_a_deadline_in_superscript_digits_is_a_400(value: str) -> None:
+    with pytest.raises(errors.BadRequest) as info:
+        request.read_head(_headers(authorization="Bearer sk-main", x_interlock_deadline_ms=value), TENANTS)
+    assert info.value.status == 400
+
+
+def test_the_head_keeps_the_request_id_normalized_path_and_method() -> None:
+    h = _headers("/v1/chat/completions/?api-version=1", authorization="Bearer sk-main")
+    head = request.read_head(h, TENANTS)
+    assert (head.request_id, head.path, head.method, head.tenant, head.headers) == (
+        "rid-1", "/v1/chat/completions", "POST", MAIN, h)
+    bare = request.read_head({"x-api-key": "sk-main"}, TENANTS)
+    assert (bare.request_id, bare.path, bare.method, bare.deadline_ms) == ("", "/", "GET", 0)
+
+
+@pytest.mark.parametrize(("path", "api"), [("/v1/chat/completions", errors.OPENAI), ("/v1/messages", errors.ANTHROPIC),
+                                           ("/v1/messages/count_tokens", errors.ANTHROPIC),
+                                           ("/v1/embeddings", errors.OPENAI), ("/nope", errors.OPENAI)])
+def test_errors_are_rendered_in_the_api_of_the_path(path: str, api: str) -> None:
+    assert request.error_api(path) == api
+
+
+@pytest.mark.parametrize(("path", "api"), [("/v1/chat/completions", OPENAI_CHAT), ("/v1/messages", ANTHROPIC_MESSAGES),
+                                           ("/v1/embeddings", OPENAI_EMBEDDINGS),
+                                           ("/v1/chat/completions/?x=1", OPENAI_CHAT)])
+def test_client_api_by_path(path: str, api: str) -> None:
+    head = request.read_head(_headers(path, content_length=str(MAX_BYTES), x_api_key="sk-main"), TENANTS)
+    assert request.client_api(head, True, MAX_BYTES) == api
+
+
+@pytest.mark.parametrize(("path", "method", "has_body", "length", "status", "message"), [
+    ("/v1/completions", "POST", True, "10", 404, "Unknown path /v1/completions."),
+    ("/v1/messages/count_tokens", "POST", True, "10", 404, "Unknown path /v1/messages/count_tokens."),
+    ("/v1/chat/completions", "GET", False, "", 405, "Method GET is not allowed on /v1/chat/completions."),
+    ("/v1/embeddings", "PUT", True, "10", 405, "Method PUT is not allowed on /v1/embeddings."),
+    ("/v1/messages", "POST", False, "", 400, "The request needs a JSON body."),
+    ("/v1/chat/completions", "POST", True, str(MAX_BYTES + 1), 413,
+     f"Request body too large: {MAX_BYTES + 1} bytes, the limit is {MAX_BYTES}."),
+], ids=["unknown-path", "unknown-subpath", "get", "put", "no-body", "too-large"])
+def test_client_api_errors(path: str, method: str, has_body: bool, length: str, status: int, message: str) -> None:
+    head = request.read_head(_headers(path, method, x_api_key="sk-main", content_length=length), TENANTS)
+    with pytest.raises(errors.GatewayError) as info:
+        request.client_api(head, has_body, MAX_BYTES)
+    assert (info.value.status, info.value.message) == (status, message)
+    if status == 404:
+        assert info.value.code == "unknown_url"
+    if status == 413:
+        assert info.value.code == "request_too_large"
+
+
+@pytest.mark.parametrize("length", ["", "chunked", "-1"])
+def test_an_undeclared_length_is_left_to_envoys_buffer_limit(length: str) -> None:
+    head = request.read_head(_headers(x_api_key="sk-main", content_length=length), TENANTS)
+    assert request.client_api(head, True, MAX_BYTES) == OPENAI_CHAT
