@@ -14,8 +14,8 @@ headers → response body (BUFFERED: once; STREAMED: one message per upstream re
              latency), TRANSLATE (streamed or whole), ERROR (a provider's failure, buffered)
     RESP_BODY translate back, keep the usage current, end: observe latency, free the slot
 
-Per-stream state lives in one `Flow` dataclass; every step that decides something is a function
-of another module, so this file is only the order of the steps. Errors raised here reach the one
+Per-stream state lives in one `Flow` dataclass (`flow.py`); every step that decides something
+is a function of another module, so this file is only the order of the steps. Errors raised here reach the one
 boundary in `extproc.server`, which calls `fail` to render them in the client's format. Not
 thread-safe; one asyncio task owns a stream. Nothing is shared across streams but the immutable
 `Runtime`, the worker's `RoutingState` and its admission `Gate`.
@@ -26,50 +26,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
-from extproc.admission import Gate, Ticket
-from extproc.runtime import Deployment, Runtime
+from extproc.admission import Gate
+from extproc.runtime import Runtime
 from extproc.stages import feedback, metering, models_list, outbound, request, response, selection
+from extproc.stages.flow import Flow
 from extproc.stages.response import Reply
-from extproc.translate.base import ResponseContext, StreamTranslator, Translator, Usage, client_status_for
+from extproc.translate.base import ResponseContext, client_status_for
 
 log = logging.getLogger("interlock.router")
-
-
-@dataclass(slots=True)
-class Flow:
-    """One request's state, filled in phase by phase. `model`: what the client asked for (a
-    model or a route); `chain`: the deployments to try, primary first, distinct providers;
-    `deployment`: translated for, and after the response headers who answered; `limited`: the
-    tenant has rate limits, so usage goes to Envoy with every response message; `failure`: decided
-    at the response headers, rendered with the body. Times are on the routing state's clock."""
-
-    api: str = errors.OPENAI
-    request_id: str = ""
-    head: request.RequestHead | None = None
-    req: request.ClientRequest | None = None
-    model: str | None = None
-    route: str | None = None
-    chain: list[Deployment] = field(default_factory=list)
-    deployment: Deployment | None = None
-    translator: Translator | None = None
-    dropped: tuple[str, ...] = ()
-    ticket: Ticket | None = None
-    deadline_at: float | None = None
-    limited: bool = False
-    sent_at: float = 0.0
-    headers_at: float = 0.0
-    upstream_status: int = 0
-    status: int = 0
-    reply: Reply = Reply.NONE
-    reader: StreamTranslator | None = None
-    failure: errors.GatewayError | None = None
-    upstream_headers: dict[str, str] = field(default_factory=dict)
-    events: int = 0
-    usage: Usage | None = None
 
 
 class RouterStream:
