@@ -141,14 +141,15 @@ class RouterStream:
             return msgs.response_headers(response.identity_headers(None, None, f.model), ["x-envoy-ratelimited"],
                                          body_mode=msgs.BODY_NONE)
         attempts = h.get(metadata.ENVOY_ATTEMPT_COUNT, "1")
+        tries = int(attempts) if attempts.isascii() and attempts.isdigit() else 1
         units = frozenset(lim.unit.value for lim in f.head.tenant.limits) if f.limited and f.head else frozenset()
         limit_headers, provider_limits = feedback.split_limit_headers(h, units)
         deadline_hit = response.deadline_passed(status, h, f.deadline_at, self.state.clock())
         if f.chain and not deadline_hit:
             f.headers_at = self.state.clock()
             upstream = {k: v for k, v in h.items() if not k.startswith(feedback.RATELIMIT_PREFIX)}
-            i = feedback.learn(self.state, f.chain, answered_by, status, int(attempts) if attempts.isascii() and attempts.isdigit() else 1,
-                               {**upstream, **provider_limits}, f.request_id)
+            i = feedback.learn(self.state, f.chain, answered_by, status, tries, {**upstream, **provider_limits},
+                               f.request_id)
             if f.chain[i] is not f.deployment:  # a retry on another provider answered
                 f.deployment, f.dropped = f.chain[i], ()
                 f.translator = self.rt.registry.get(f.api, f.deployment.target.provider_type)
