@@ -1,17 +1,20 @@
 """The client's request, read once at the edge.
 
 `RequestHead` comes from the request headers (path → client API, tenant by key, priority and
-deadline); `ClientRequest` from the body. Every decision downstream — routing, admission,
-metering, the response's mode — reads these typed values, one rule per field; translators still
-take the parsed JSON (`ClientRequest.body`) for the fields they map. Pure functions of their
-inputs: no clock, no I/O. Both types are immutable; `body` must not be mutated (a retry
-translates it again).
+deadline); `ClientRequest` from the body, once the body has passed the client API's request
+check (`extproc.translate.schema`: every field type-checked, documented ranges, nesting depth; a
+400 naming the field), so nothing downstream meets a field of the wrong type. Every decision
+downstream — routing, admission, metering, the response's mode — reads these typed values, one
+rule per field; translators still take the parsed JSON (`ClientRequest.body`) for the fields they
+map. Pure functions of their inputs: no clock, no I/O. Both types are immutable; `body` must not
+be mutated (a retry translates it again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,7 @@ import orjson
 
 from extproc import errors, metadata
 from extproc.config.model import PRIORITIES, Tenant
+from extproc.translate.schema import MAX_MODEL_CHARS, check_request
 
 OPENAI_CHAT = "openai"
 OPENAI_EMBEDDINGS = "openai-embeddings"
@@ -160,17 +164,38 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
+# Visible ASCII but `%`: what a header value may carry as is (RFC 9110 field-vchar, less the escape).
+_HEADER_SAFE = frozenset(string.printable[:94]) - {"%"}
+
+
+def header_value(text: str, limit: int = MAX_MODEL_CHARS) -> str:
+    """`text` as a bounded, valid header value: anything but visible ASCII percent-encoded (as
+    UTF-8), then cut to `limit` characters (never inside an escape). For every value taken from
+    the request or the config that goes into a response header (`x-interlock-model`, ...): a
+    client's 5 MB model name or one holding CR LF must not reach (or break) the header block."""
+    if len(text) <= limit and _HEADER_SAFE.issuperset(text):
+        return text
+    out: list[str] = []
+    n = 0
+    for c in text[:limit]:
+        piece = c if c in _HEADER_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+        if n + len(piece) > limit:
+            break
+        out.append(piece)
+        n += len(piece)
+    return "".join(out)
+
+
 def requested_model(body: Mapping[str, Any]) -> str | None:
     model = body.get("model")
     return model if isinstance(model, str) and model else None
 
 
 def client_request(api: str, body: dict[str, Any], raw: bytes) -> ClientRequest:
-    """Read the fields decisions need from a parsed body (`parse_json`); 400 naming the field
-    when one of them has the wrong type."""
-    model = requested_model(body)
-    if model is None:
-        raise errors.BadRequest("Missing required parameter: 'model'.", param="model")
+    """Check a parsed body (`parse_json`) against its client API (400 naming the first bad
+    field) and read the fields decisions need."""
+    check_request(api, body)
+    model = body["model"]
     embeddings = api == OPENAI_EMBEDDINGS
     stream = not embeddings and body.get("stream") is True
     opts = body.get("stream_options")
@@ -186,7 +211,7 @@ def client_request(api: str, body: dict[str, Any], raw: bytes) -> ClientRequest:
 
 def max_output_tokens(api: str, body: Mapping[str, Any]) -> int | None:
     """The one rule for the client's output limit: a non-negative integer (never a boolean),
-    else 400 naming the field; absent or 0 → None."""
+    else 400 naming the field (the request check already ensures it); absent or 0 → None."""
     names = ("max_tokens",) if api == ANTHROPIC_MESSAGES else ("max_completion_tokens", "max_tokens")
     for name in names:
         value = body.get(name)

@@ -145,9 +145,10 @@ def _tool_choice(choice: Any, has_tools: bool) -> dict[str, Any]:
     kind = choice.get("type") if isinstance(choice, dict) else None
     if choice is None or (not has_tools and kind in ("auto", "none")):
         return {}
+    if not isinstance(choice, dict):
+        raise BadRequest("tool_choice: must be an object.", param="tool_choice")
     if not has_tools:
         raise BadRequest("tool_choice: requires `tools`.", param="tool_choice")
-    assert isinstance(choice, dict)
     out: dict[str, Any]
     if kind == "auto":
         out = {"tool_choice": "auto"}

@@ -20,8 +20,9 @@ The body is the same for every version; `models/` and `tunedModels/` prefixes ar
 Every client field is decided; `_FIELDS` says how:
   mapped   model (→ path), messages, max_completion_tokens | max_tokens → maxOutputTokens (unset
            otherwise: the model's own limit, as OpenAI does), temperature, top_p → topP, top_k →
-           topK, seed, presence_penalty, frequency_penalty, stop → stopSequences, n > 1 →
-           candidateCount (every candidate is a choice), tools → one Tool of functionDeclarations
+           topK, seed (each an int32 for Gemini, as max tokens and n are: a larger value is a
+           400), presence_penalty, frequency_penalty, stop → stopSequences, n > 1 → candidateCount
+           (every candidate is a choice), tools → one Tool of functionDeclarations
            (parameters → parametersJsonSchema, passed as given), tool_choice (auto → AUTO, none →
            NONE, required → ANY, {function} → ANY + allowedFunctionNames, allowed_tools → only
            those declarations, AUTO or ANY), response_format (json_object → responseMimeType
@@ -74,6 +75,7 @@ _FIELDS = {
          "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention"], _DROPPED),
     **dict.fromkeys(["audio", "functions", "function_call", "web_search_options", "moderation"], _REJECTED),
 }
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _NUMBERS = {"temperature": "temperature", "top_p": "topP", "presence_penalty": "presencePenalty",
             "frequency_penalty": "frequencyPenalty"}
 _INTEGERS = {"top_k": "topK", "seed": "seed"}
@@ -134,13 +136,15 @@ def _reject_unservable(fields: dict[str, Any]) -> None:
         raise BadRequest("Only the text output modality is supported for this model.", param="modalities")
 
 
-def _integer(fields: dict[str, Any], name: str, minimum: int | None = None) -> int | None:
+def _integer(fields: dict[str, Any], name: str, minimum: int = INT32_MIN) -> int | None:
+    """An integer field that becomes an int32 of Gemini's GenerationConfig (candidateCount,
+    maxOutputTokens, topK, seed are `int32` in google.ai.generativelanguage's proto): a value past
+    32 bits is a 400 naming the client's field rather than the provider's refusal."""
     value = fields.get(name)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
-        rule = f"an integer of at least {minimum}" if minimum is not None else "an integer"
-        raise BadRequest(f"`{name}` must be {rule}.", param=name)
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= INT32_MAX:
+        raise BadRequest(f"`{name}` must be an integer from {minimum} to {INT32_MAX}.", param=name)
     return value
 
 

@@ -7,7 +7,7 @@ itself always uses batchEmbedContents on the Gemini API: one code path for one o
 Request: `/{api_version}/models/{model}:batchEmbedContents` (api_version as for chat, default
 v1beta; batchEmbedContents and outputDimensionality are in v1 too) with one request per input:
 `{"model": "models/{model}", "content": {"parts": [{"text": input}]}, "outputDimensionality"?:
-dimensions}`. `input` is a string or an array of 1 to 100 strings (Gemini's batch limit); empty
+dimensions}` (an int32 in Gemini's EmbedContentRequest: at most 2**31 - 1). `input` is a string or an array of 1 to 100 strings (Gemini's batch limit); empty
 strings, token arrays and anything else are 400s. `encoding_format` float (default) or base64.
 The response translation cannot see the request: it encodes base64 (float32 little-endian,
 base64-encoded, as OpenAI does) when `ResponseContext` carries `encoding_format="base64"`, and
@@ -38,7 +38,7 @@ import orjson
 
 from extproc.errors import BadRequest, GatewayError
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
-from extproc.translate.openai_gemini import GEMINI_API_VERSION, HEADERS
+from extproc.translate.openai_gemini import GEMINI_API_VERSION, HEADERS, INT32_MAX
 from extproc.translate.openai_gemini_response import translate_error, unreadable
 
 MAX_INPUTS = 100
@@ -60,8 +60,8 @@ def translate_request(body: dict[str, Any], target: Target) -> UpstreamRequest:
     texts = _inputs(fields.get("input"))
     dimensions = fields.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)
-                                   or dimensions < 1):
-        raise BadRequest("`dimensions` must be a positive integer.", param="dimensions")
+                                   or not 1 <= dimensions <= INT32_MAX):
+        raise BadRequest(f"`dimensions` must be an integer from 1 to {INT32_MAX}.", param="dimensions")
     if fields.get("encoding_format", "float") not in ("float", "base64"):
         raise BadRequest("`encoding_format` must be float or base64.", param="encoding_format")
     resource = target.upstream_model if target.upstream_model.startswith(("models/", "tunedModels/")) else (

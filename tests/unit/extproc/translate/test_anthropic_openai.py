@@ -147,6 +147,9 @@ REFUSED = [
     ({"tools": [{"name": "f"}]}, "tools[0].input_schema"),
     ({"tool_choice": {"type": "any"}}, "tool_choice"),
     ({"tools": [TOOL], "tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
+    # The assertion (a 500): the request check refuses it first, the translator too.
+    ({"tools": [TOOL], "tool_choice": "x"}, "tool_choice"),
+    ({"tool_choice": "x"}, "tool_choice"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "The answer is"}]}, "messages[1]"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "search_result", "source": "s", "title": "t",
