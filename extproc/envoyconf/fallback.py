@@ -51,14 +51,30 @@ def aggregate_cluster(order: tuple[str, ...], clusters: dict[str, Provider]) -> 
     }
 
 
+def attempt_idle_timeout(order: tuple[str, ...], providers: dict[str, Provider]) -> float:
+    """How long an attempt on this order may go without a byte from its provider: the shortest
+    `cluster.idle_timeout` among the order's providers.
+
+    Envoy 1.40 has one per-try idle timeout per route (`retry_policy.per_try_idle_timeout`, with
+    no header or per-cluster override), and one aggregate route serves every attempt of an order,
+    whichever provider it lands on. The shortest value is the only one that ends a stall within
+    the stalling provider's own idle timeout; the price is that a provider with a longer one is
+    held to the shortest while it serves this order (a quiet stretch longer than that is a stall)."""
+    return min(providers[p].cluster.idle_timeout for p in order)
+
+
 def aggregate_route(order: tuple[str, ...], providers: dict[str, Provider],
                     duration: Any) -> dict[str, Any]:
-    """Attempt n goes to the n-th provider; the primary's first-byte timeout bounds each try."""
+    """Attempt n goes to the n-th provider; the primary's first-byte timeout bounds each try, and
+    `attempt_idle_timeout` bounds each try's silences, before its first byte (the attempt fails
+    over to the next provider) and after it (the stream ends)."""
     first = providers[order[0]].cluster
+    idle = attempt_idle_timeout(order, providers)
     retry: dict[str, Any] = {
         "retry_on": RETRY_ON,
         "retriable_status_codes": RETRIABLE_STATUS_CODES,
         "num_retries": len(order) - 1,
+        "per_try_idle_timeout": duration(idle),
         "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
             "@type": _PREVIOUS_PRIORITIES, "update_frequency": 1}},
         "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
@@ -68,8 +84,10 @@ def aggregate_route(order: tuple[str, ...], providers: dict[str, Provider],
     return {
         "match": {"prefix": "/", "headers": [{"name": metadata.CLUSTER_HEADER,
                                              "string_match": {"exact": aggregate_name(order)}}]},
+        # The stream's own idle timeout (Envoy's connection manager, which sees no bytes while
+        # attempts fail over) only backs the per-try one up: every attempt may use its bound.
         "route": {"cluster": aggregate_name(order), "timeout": "0s", "auto_host_rewrite": True,
-                  "idle_timeout": duration(max(providers[p].cluster.idle_timeout for p in order)),
+                  "idle_timeout": duration(len(order) * idle + 1),
                   "retry_policy": retry},
     }
 
@@ -126,10 +144,21 @@ def upstream_filters(x: ExtProcSettings, duration: Any) -> list[dict[str, Any]]:
         {"name": "interlock.upstream_stage", "typed_config": {
             "@type": _MATCHER, "xds_matcher": skip_when_translated,
             "extension_config": {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}}},
-        # Interlock's own routing headers stop here: providers never see them.
+        *upstream_tail(),
+    ]
+
+
+def upstream_tail() -> list[dict[str, Any]]:
+    """The end of every upstream filter chain: Interlock's own routing headers and the headers
+    Envoy adds for itself (`x-forwarded-proto`, which the router needs until routing is done; the
+    original host; the expected timeout; the attempt count) stop here — providers never see them —
+    then the codec."""
+    return [
         {"name": "envoy.filters.http.header_mutation", "typed_config": {
             "@type": _HEADER_MUTATION, "mutations": {"request_mutations": [
                 {"remove": metadata.TRANSLATED_FOR_HEADER}, {"remove": metadata.CLUSTER_HEADER},
-                {"remove": metadata.CLIENT_API_HEADER}]}}},
+                {"remove": metadata.CLIENT_API_HEADER}, {"remove": "x-forwarded-proto"},
+                {"remove": "x-envoy-original-host"}, {"remove": "x-envoy-expected-rq-timeout-ms"},
+                {"remove": metadata.ENVOY_ATTEMPT_COUNT}]}}},
         {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": _CODEC}},
     ]

@@ -7,20 +7,27 @@ running Envoy without a restart, which is how config reload adds a provider. `st
 puts everything into one static bootstrap instead (for `envoy --mode validate` of every resource).
 
 Shape of what is rendered:
-- one listener: HTTP connection manager → ext_proc (router stage) → rate limit (our
-  RateLimitService, `extproc.limits`) → admission control → router;
-- one route: every path goes to the cluster the ext_proc names in `x-interlock-cluster`
+- one listener (INBOUND, so a drain reaches it): HTTP connection manager → readiness
+  (`/health/ready`, `/health`) → the client's path recorded (`CLIENT_NAMESPACE`) → ext_proc
+  (router stage; skipped for Envoy's refusals of malformed requests) → rate limit (our
+  RateLimitService, `extproc.limits`) → router; `/health/live` is a route Envoy answers without
+  the ext_proc; HTTP codec limits written out, one buffer limit (`buffer_limit`) for HTTP/1.1
+  and HTTP/2;
+- routes: every path goes to the cluster the ext_proc names in `x-interlock-cluster`
   (the ext_proc clears the route cache when it sets it); no route timeout, so long generations
-  are not cut; streams end when idle for the provider's `idle_timeout`;
-- one cluster per provider (DNS, TLS with SNI for https, circuit breakers, outlier detection);
+  are not cut; streams end when idle for the provider's `idle_timeout` (on a fallback order,
+  each attempt when idle for the shortest of its providers': `fallback.attempt_idle_timeout`);
+- one cluster per provider (DNS, TLS with SNI for https, circuit breakers, outlier detection,
+  its own admission control);
 - the ext_proc cluster: HTTP/2 to every worker process, gRPC health-checked, its circuit
   breaker sized for `extproc.max_streams` (each open LLM stream holds one gRPC stream);
-- the rate-limit cluster: HTTP/2 to the pod's one rate-limit process;
-- replies Envoy makes itself (no healthy upstream, overflow, timeouts, body too large, ext_proc
-  unavailable, rate limited, overloaded, shed by admission control) are shaped by
-  `local_reply_config` into the client API's error format;
-- last lines of defence: `admission_control` sheds when the upstream success rate collapses,
-  and the overload manager refuses new requests near the heap limit (and caps connections).
+- the rate-limit cluster: HTTP/2 to the pod's one rate-limit process, gRPC health-checked;
+- replies Envoy makes itself (malformed HTTP, no healthy upstream, overflow, timeouts, body or
+  answer too large, ext_proc unavailable, rate limited, overloaded, shed by admission control)
+  are shaped by `local_reply_config` into the client API's error format, with the gateway's
+  own messages;
+- last lines of defence: each provider's `admission_control` sheds when that provider's success
+  rate collapses, and the overload manager refuses new requests near the heap limit (and caps connections).
 """
 
 from __future__ import annotations
@@ -28,16 +35,21 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
-from extproc import errors, metadata
+from extproc import metadata
 from extproc.config.model import GatewayConfig, Limits, Provider
 from extproc.envoyconf.fallback import aggregate_cluster, aggregate_route, upstream_filters
 from extproc.envoyconf.orders import provider_orders
+from extproc.envoyconf.providers import (
+    ADMISSION_ENABLED_KEY,
+    ADMISSION_THRESHOLD_KEY,
+    provider_cluster,
+    provider_route,
+)
 from extproc.envoyconf.providers import duration as _duration
-from extproc.envoyconf.providers import provider_cluster, provider_route
 from extproc.envoyconf.providers import socket_address as _socket
 from extproc.limits.scheme import envoy_rate_limits
 
@@ -53,56 +65,119 @@ _MAX_CONNECTIONS = ("type.googleapis.com/envoy.extensions.resource_monitors.down
 _CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ROUTE_CONFIG = "interlock"
+# Health on the listener (Envoy answers these itself; no tenant key needed): liveness is 200 while
+# Envoy serves, readiness as `_readiness_filter` says.
+LIVE_PATH = "/health/live"
+READY_PATHS = ("/health/ready", "/health")
 _CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+_HEADER_TO_METADATA = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
+_MATCHER = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
+_CEL_INPUT = "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"
+_CEL_MATCHER = "type.googleapis.com/xds.type.matcher.v3.CelMatcher"
+_SKIP = "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+# Dynamic-metadata namespace holding the client's own request path (`path`), recorded before the
+# router stage rewrites it for a provider: Envoy's own replies follow the client's API by it.
+CLIENT_NAMESPACE = "interlock.client"
+ANTHROPIC_PATH = "/v1/messages"
+# Envoy's HTTP codec limits on request headers (Envoy's defaults, written out): over them, a 431.
+MAX_HEADERS_COUNT = 100
+MAX_REQUEST_HEADERS_KB = 60
 _RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
-_ADMISSION = "type.googleapis.com/envoy.extensions.filters.http.admission_control.v3.AdmissionControl"
+_HEALTH_CHECK = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
+_EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 _FIXED_HEAP = "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig"
 
-# Envoy's own replies, in mapper order: (CEL condition, status to send or None to keep Envoy's,
-# OpenAI error type, OpenAI code, Anthropic error type, message). `%LOCAL_REPLY_BODY%` is Envoy's
-# short reason ("no healthy upstream", ...), never a secret.
-_LOCAL_REPLIES: tuple[tuple[str, int | None, str, str | None, str, str], ...] = (
-    ("response.code_details.startsWith('ext_proc')", 503, "api_error", "service_unavailable", "overloaded_error",
-     "The gateway's request processor is unavailable; retry shortly."),
-    ("response.code_details == 'request_rate_limited'", 429, "rate_limit_error", "rate_limit_exceeded",
-     "rate_limit_error", "Rate limit exceeded for this API key; retry after the number of seconds in Retry-After."),
-    ("response.code_details == 'overload'", 503, "api_error", "service_unavailable", "overloaded_error",
-     "The gateway is overloaded; retry shortly."),
-    ("response.code_details == 'denied_by_admission_control'", 503, "api_error", "service_unavailable",
-     "overloaded_error", "The providers behind this gateway are failing; the gateway is shedding load."),
-    ("response.code == 413", None, "invalid_request_error", "request_too_large", "request_too_large",
-     "Request body too large."),
-    ("response.code == 429", None, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error",
-     "%LOCAL_REPLY_BODY%"),
-    ("response.code == 503", None, "api_error", "service_unavailable", "overloaded_error", "%LOCAL_REPLY_BODY%"),
-    ("response.code == 504", None, "timeout_error", "upstream_timeout", "timeout_error", "%LOCAL_REPLY_BODY%"),
-    ("response.code >= 500", None, "api_error", None, "api_error", "%LOCAL_REPLY_BODY%"),
-    ("response.code >= 400", None, "invalid_request_error", None, "invalid_request_error", "%LOCAL_REPLY_BODY%"),
-)
+
+class _Reply(NamedTuple):
+    """One kind of reply Envoy makes itself, as the client sees it."""
+
+    when: str  # CEL over the reply (`response.code`, `response.code_details`)
+    status: int | None  # the status to send; None keeps Envoy's
+    openai_type: str
+    code: str | None  # OpenAI's `code`
+    anthropic_type: str
+    message: str  # written here, never Envoy's own text (it names Envoy internals)
+
+
+def _local_replies(limits: Limits) -> tuple[_Reply, ...]:
+    """Envoy's own replies, in mapper order (the first that matches shapes the reply)."""
+    R = _Reply
+    return (
+        R("response.code_details.startsWith('ext_proc')", 503, "api_error", "service_unavailable",
+          "overloaded_error", "The gateway's request processor is unavailable; retry shortly."),
+        R("response.code_details == 'request_rate_limited'", 429, "rate_limit_error", "rate_limit_exceeded",
+          "rate_limit_error", "Rate limit exceeded for this API key; retry after the number of seconds in Retry-After."),
+        R("response.code_details == 'overload'", 503, "api_error", "service_unavailable", "overloaded_error",
+          "The gateway is overloaded; retry shortly."),
+        R("response.code_details == 'denied_by_admission_control'", 503, "api_error", "service_unavailable",
+          "overloaded_error", "The providers behind this gateway are failing; the gateway is shedding load."),
+        # A provider's answer over the buffer the gateway holds a whole answer in (to translate or
+        # read it): Envoy's own 500, but the provider's doing.
+        R("response.code_details == 'response_payload_too_large'", 502, "api_error", "response_too_large",
+          "api_error", f"The provider's answer is larger than the gateway's limit of {limits.max_response_bytes} "
+          "bytes (limits.max_response_bytes)."),
+        R("response.code == 413", 413, "invalid_request_error", "request_too_large", "request_too_large",
+          f"Request body too large: the limit is {limits.max_request_bytes} bytes."),
+        # The HTTP codec's refusals, before any filter saw the request; and the router stage's
+        # headers not fitting beside the client's (Envoy's 503 for its own limit, the client's doing).
+        R("response.code == 431 || response.code_details == 'header_mutation_result_exceeds_limit'", 431,
+          "invalid_request_error", "request_headers_too_large", "invalid_request_error",
+          f"Request headers too large: at most {MAX_HEADERS_COUNT} headers (a few of them the gateway's own) "
+          f"and {MAX_REQUEST_HEADERS_KB} KiB in all."),
+        R("response.code == 426", 426, "invalid_request_error", "http_version_not_supported", "invalid_request_error",
+          "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2."),
+        # An unknown transfer-coding: Envoy's 501, but a client's mistake like any other framing.
+        R("response.code == 501", 400, "invalid_request_error", "invalid_request", "invalid_request_error",
+          "Unsupported Transfer-Encoding: only chunked is accepted."),
+        R("response.code_details.endsWith('unexpected_underscore')", 400, "invalid_request_error", "invalid_header",
+          "invalid_request_error", "Header names must not contain underscores."),
+        R("response.code_details == 'missing_host_header'", 400, "invalid_request_error", "invalid_request",
+          "invalid_request_error", "The request has no Host header."),
+        R("response.code == 404", None, "not_found_error", "unknown_url", "not_found_error", "Not found."),
+        R("response.code == 429", None, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error",
+          "Too many requests; retry shortly."),
+        R("response.code == 502", None, "api_error", "bad_gateway", "api_error",
+          "The provider's answer could not be read."),
+        R("response.code == 503", None, "api_error", "service_unavailable", "overloaded_error",
+          "No provider could take the request; retry shortly."),
+        R("response.code == 504", None, "timeout_error", "upstream_timeout", "timeout_error",
+          "The provider did not answer in time."),
+        R("response.code >= 500", None, "api_error", "internal_error", "api_error", "Internal gateway error."),
+        R("response.code >= 400", None, "invalid_request_error", "invalid_request", "invalid_request_error",
+          "Malformed HTTP request."),
+    )
 
 
 def worker_count(cfg: GatewayConfig) -> int:
     return cfg.extproc.workers or os.cpu_count() or 1
 
 
-def _local_reply_config() -> dict[str, Any]:
-    """Shape Envoy's own error replies like the client API's errors. Replies the ext_proc makes
-    (details `interlock`) are already shaped and are left alone."""
+def _client_is_anthropic() -> str:
+    """CEL: the client spoke Anthropic's Messages API. The router stage rewrites the path for the
+    provider (an OpenAI client's request to an Anthropic model goes upstream as /v1/messages), so
+    the client's own path is read from `CLIENT_NAMESPACE`, recorded before the ext_proc; without it
+    (Envoy refused the request before any filter ran) the path as received, if there is one."""
+    ns, p = CLIENT_NAMESPACE, ANTHROPIC_PATH
+    return (f"(('{ns}' in metadata.filter_metadata) ? metadata.filter_metadata['{ns}']['path'].startsWith('{p}')"
+            f" : (has(request.path) && request.path.startsWith('{p}')))")
+
+
+def _local_reply_config(limits: Limits) -> dict[str, Any]:
+    """Shape Envoy's own error replies like the client API's errors, with a message written here
+    (never Envoy's own text). A reply to a request Envoy could not parse (no path) is in OpenAI's
+    format."""
     mappers = []
+    api = _client_is_anthropic()
+    # Left alone: the ext_proc's own replies, and the health endpoints' (a status for a prober).
+    mine = (f"response.code_details != '{metadata.IMMEDIATE_DETAILS}'"
+            " && !response.code_details.startsWith('health_check')")
     for anthropic in (True, False):
-        # The router stage rewrites the path for the provider (an OpenAI client's request to an
-        # Anthropic model goes upstream as /v1/messages), so it names the client's API in a
-        # request header (never sent upstream); before that, the path is still the client's.
-        h = metadata.CLIENT_API_HEADER
-        api = (f"(('{h}' in request.headers) ? request.headers['{h}'] == '{errors.ANTHROPIC}' : "
-               "request.path.startsWith('/v1/messages'))")
-        for cond, status, otype, code, atype, message in _LOCAL_REPLIES:
-            expr = f"response.code_details != '{metadata.IMMEDIATE_DETAILS}' && {cond} && " + (
-                api if anthropic else f"!{api}")
+        for r in _local_replies(limits):
+            expr = f"{mine} && ({r.when}) && " + (api if anthropic else f"!{api}")
             if anthropic:
-                body: dict[str, Any] = {"type": "error", "error": {"type": atype, "message": message}}
+                body: dict[str, Any] = {"type": "error", "error": {"type": r.anthropic_type, "message": r.message}}
             else:
-                body = {"error": {"message": message, "type": otype, "code": code}}
+                body = {"error": {"message": r.message, "type": r.openai_type, "param": None, "code": r.code}}
             mapper: dict[str, Any] = {
                 "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
                                                 "typed_config": {"@type": _CEL, "expression": expr}}},
@@ -112,12 +187,27 @@ def _local_reply_config() -> dict[str, Any]:
                     {"header": {"key": metadata.PROVIDER_HEADER, "value": metadata.GATEWAY_PROVIDER},
                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
                     {"header": {"key": metadata.MODEL_HEADER, "value": "-"},
+                     "append_action": "ADD_IF_ABSENT"},
+                    # A request Envoy refused before reading its headers has no request id yet;
+                    # one that had one gets it back (Envoy sets it on every answer).
+                    {"header": {"key": metadata.REQUEST_ID_HEADER, "value": "%UNIQUE_ID%"},
                      "append_action": "ADD_IF_ABSENT"}],
             }
-            if status is not None:
-                mapper["status_code"] = status
+            if r.status is not None:
+                mapper["status_code"] = r.status
             mappers.append(mapper)
     return {"mappers": mappers}
+
+
+def _liveness_route() -> dict[str, Any]:
+    """`GET /health/live`: 200 from Envoy itself while it runs, draining included (a drain must
+    not get the process restarted); the ext_proc is not asked."""
+    return {
+        "match": {"path": LIVE_PATH},
+        "direct_response": {"status": 200, "body": {"inline_string": "live\n"}},
+        "typed_per_filter_config": {"envoy.filters.http.ext_proc": {"@type": _EXT_PROC_PER_ROUTE,
+                                                                    "disabled": True}},
+    }
 
 
 def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]] = ()) -> dict[str, Any]:
@@ -132,7 +222,7 @@ def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]
             "name": "interlock",
             "domains": ["*"],
             "include_attempt_count_in_response": True,
-            "routes": [provider_route(p) for p in providers] + fallback + [{
+            "routes": [_liveness_route()] + [provider_route(p) for p in providers] + fallback + [{
                 # No cluster chosen: the ext_proc answered or failed before routing.
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 404, "body": {"inline_string": "Not found."}},
@@ -169,59 +259,141 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
         "preserve_external_request_id": False,
         "request_timeout": "0s",
         "stream_idle_timeout": "300s",  # each provider route sets its own idle_timeout
-        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST",
+                                         "max_headers_count": MAX_HEADERS_COUNT},
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        # An HTTP/2 stream's buffer limit is its window: the same limit as HTTP/1.1's.
+        "http2_protocol_options": {"initial_stream_window_size": buffer_limit(cfg.limits)},
         # A client must never pick the cluster itself: the header is the ext_proc's to set.
         "early_header_mutation_extensions": [{
             "name": "envoy.http.early_header_mutation.header_mutation",
             "typed_config": {"@type": _EARLY_MUTATION, "mutations": [{"remove": metadata.CLUSTER_HEADER}]}}],
         "http_filters": [
-            {"name": "envoy.filters.http.ext_proc", "typed_config": {"@type": _EXT_PROC, **ext_proc}},
+            _readiness_filter(),
+            _client_path_filter(),
+            _router_stage_filter(ext_proc),
             *_limit_filters(cfg),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": _ROUTER, "upstream_http_filters": upstream_filters(cfg.extproc, _duration)}},
         ],
-        "local_reply_config": _local_reply_config(),
+        "local_reply_config": _local_reply_config(cfg.limits),
         **rds,
     }
     return {
         "name": metadata.LISTENER_NAME,
         "address": _socket(cfg.listen.address, cfg.listen.port),
-        "per_connection_buffer_limit_bytes": max(cfg.limits.max_request_bytes, cfg.limits.max_response_bytes),
+        # The listener clients reach: `drain_listeners?inboundonly` (the drain on stop) selects
+        # only listeners marked INBOUND; unmarked, it drained nothing.
+        "traffic_direction": "INBOUND",
+        "per_connection_buffer_limit_bytes": buffer_limit(cfg.limits),
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}],
     }
 
 
+def buffer_limit(limits: Limits) -> int:
+    """The most Envoy holds of one request body or one answer: Envoy has one buffer limit per
+    stream for both directions, so the larger of `limits.max_request_bytes` and
+    `limits.max_response_bytes`. A request body over it is a 413 and an answer held whole (to
+    translate or read it) over it a 502, both made by Envoy. It is the listener's limit for
+    HTTP/1.1 streams and the stream window for HTTP/2 ones (whose default, 256 MiB, let 3 MB
+    answers through a 1 MiB limit), so within HTTP/2's bounds for a window."""
+    return min(max(limits.max_request_bytes, limits.max_response_bytes, 65535), 2**31 - 1)
+
+
+def _client_path_filter() -> dict[str, Any]:
+    """Before the router stage: record the client's own path (`CLIENT_NAMESPACE`). Envoy's replies
+    follow the client's API by it once the router stage has rewritten the path for a provider (the
+    header naming the client's API is removed before the request goes upstream, from the same
+    header map Envoy's replies read)."""
+    return {"name": "envoy.filters.http.header_to_metadata", "typed_config": {
+        "@type": _HEADER_TO_METADATA,
+        "request_rules": [{"header": ":path", "remove": False, "on_header_present": {
+            "metadata_namespace": CLIENT_NAMESPACE, "key": "path", "type": "STRING"}}]}}
+
+
+def _envoys_refusal() -> dict[str, Any]:
+    """CEL, as a parsed AST (this Envoy's matcher takes no expression strings):
+
+        !has(request.method) || response.code_details.startsWith('http1.')
+
+    The reply is Envoy's refusal of a malformed request: the filter's request side never ran
+    (the codec, or the connection manager, refused the request before any filter saw its headers:
+    the matcher runs on the reply, without the request's headers), or the HTTP/1 codec refused the
+    body after the headers went through (a bad chunk). The second half reads the response, so
+    Envoy evaluates the matcher again on the reply; at request time it is not a match."""
+    ids = iter(range(1, 32))
+
+    def node(**kind: Any) -> dict[str, Any]:
+        return {"id": next(ids), **kind}
+
+    no_request = node(call_expr={"function": "!_", "args": [node(select_expr={
+        "operand": node(ident_expr={"name": "request"}), "field": "method", "test_only": True})]})
+    codec = node(call_expr={
+        "target": node(select_expr={"operand": node(ident_expr={"name": "response"}), "field": "code_details"}),
+        "function": "startsWith", "args": [node(const_expr={"string_value": "http1."})]})
+    return {"expr": node(call_expr={"function": "_||_", "args": [no_request, codec]})}
+
+
+def _router_stage_filter(ext_proc: dict[str, Any]) -> dict[str, Any]:
+    """The router stage (ext_proc), skipped for Envoy's replies to malformed requests
+    (`_envoys_refusal`). Envoy sends its own replies (400, 426, 431) through every filter's
+    response side; the ext_proc held the reply for a gRPC round trip, and the HTTP/1 codec closes
+    the connection right after a codec error, so the client got no answer at all."""
+    skip = {"matcher_list": {"matchers": [{
+        "predicate": {"single_predicate": {
+            "input": {"name": "attributes", "typed_config": {"@type": _CEL_INPUT}},
+            "custom_match": {"name": "envoys-refusal", "typed_config": {
+                "@type": _CEL_MATCHER, "expr_match": {"parsed_expr": _envoys_refusal()}}}}},
+        "on_match": {"action": {"name": "skip", "typed_config": {"@type": _SKIP}}}}]}}
+    # The outer name stays the ext_proc's: per-route configs (ExtProcPerRoute) address it by it.
+    return {"name": "envoy.filters.http.ext_proc", "typed_config": {
+        "@type": _MATCHER, "xds_matcher": skip,
+        "extension_config": {"name": "envoy.filters.http.ext_proc", "typed_config": {"@type": _EXT_PROC, **ext_proc}}}}
+
+
 def _limit_filters(cfg: GatewayConfig) -> list[dict[str, Any]]:
     """The rate-limit filter (descriptors from what the router stage wrote in dynamic metadata;
-    no descriptor, no call) and admission control (Envoy's own, on upstream 5xx: a last line)."""
+    no descriptor, no call). Admission control is per provider, in each provider cluster's
+    upstream filter chain (`providers.admission_control`), not here: on the listener it had one
+    success-rate window for every provider, so one failing provider shed the others' traffic."""
     rl = cfg.rate_limit
-    out: list[dict[str, Any]] = [{"name": "envoy.filters.http.ratelimit", "typed_config": {
+    return [{"name": "envoy.filters.http.ratelimit", "typed_config": {
         "@type": _RATELIMIT,
         "domain": metadata.RATELIMIT_DOMAIN,
         "timeout": _duration(rl.timeout),
         "failure_mode_deny": rl.failure_mode == "closed",
+        # failure_mode closed: the documented 429 when the rate-limit service cannot answer (Envoy's
+        # default is a 500, which read as "the provider could not be reached"); the router stage
+        # renders it in the client's format, as the gateway's refusal, with Retry-After.
+        "status_on_error": {"code": "TooManyRequests"},
         "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": metadata.RATELIMIT_CLUSTER}},
                                "transport_api_version": "V3"},
         "rate_limits": envoy_rate_limits(metadata.NAMESPACE),
     }}]
+
+
+def _readiness_filter() -> dict[str, Any]:
+    """`GET /health/ready` (and `/health`, for load balancers that probe one path), answered by
+    Envoy before the ext_proc: 200 while at least one ext_proc worker and the rate-limit process
+    pass Envoy's gRPC health checks, 503 otherwise and once `/healthcheck/fail` was posted to the
+    admin port (the first step of a drain). Nothing else is answered here."""
+    return {"name": "envoy.filters.http.health_check", "typed_config": {
+        "@type": _HEALTH_CHECK,
+        "pass_through_mode": False,
+        "headers": [{"name": ":path", "string_match": {"safe_regex": {
+            "regex": "|".join(READY_PATHS)}}}],  # RE2, matched whole
+        # One healthy worker of up to 10,000 is enough; the rate-limit process is one host.
+        "cluster_min_healthy_percentages": {metadata.EXTPROC_CLUSTER: {"value": 0.01},
+                                            metadata.RATELIMIT_CLUSTER: {"value": 100.0}},
+    }}
+
+
+def admission_runtime(cfg: GatewayConfig) -> dict[str, Any]:
+    """The bootstrap's static runtime layer: the switch and threshold of every provider's
+    admission control (`admission.success_rate_threshold`; 0 turns it off)."""
     sr = cfg.admission.success_rate_threshold
-    if sr > 0:
-        out.append({"name": "envoy.filters.http.admission_control", "typed_config": {
-            "@type": _ADMISSION,
-            "enabled": {"default_value": True, "runtime_key": "admission_control.enabled"},
-            "sampling_window": "30s",
-            "sr_threshold": {"default_value": {"value": round(sr * 100, 3)},
-                             "runtime_key": "admission_control.sr_threshold"},
-            "aggression": {"default_value": 1.5, "runtime_key": "admission_control.aggression"},
-            "rps_threshold": {"default_value": 20, "runtime_key": "admission_control.rps_threshold"},
-            "max_rejection_probability": {"default_value": {"value": 80.0},
-                                          "runtime_key": "admission_control.max_rejection_probability"},
-            # Only the providers' 5xx count as failures: a 4xx (429 included) is the client's
-            # problem or a provider limit, which the router stage steers around.
-            "success_criteria": {"http_criteria": {"http_success_status": [{"start": 100, "end": 500}]}},
-        }})
-    return out
+    return {ADMISSION_ENABLED_KEY: sr > 0, ADMISSION_THRESHOLD_KEY: round(sr * 100, 3)}
 
 
 def _local_grpc_cluster(name: str, sockets: Iterable[tuple[str, int]], *, max_connections: int,
@@ -243,10 +415,18 @@ def _local_grpc_cluster(name: str, sockets: Iterable[tuple[str, int]], *, max_co
     }
 
 
+def _grpc_health_checks() -> list[dict[str, Any]]:
+    """gRPC health checks of the pod's own processes (both answer `grpc.health.v1`)."""
+    return [{"timeout": "1s", "interval": "2s", "unhealthy_threshold": 1, "healthy_threshold": 1,
+             "no_traffic_interval": "2s", "grpc_health_check": {}}]
+
+
 def _ratelimit_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     rl = cfg.rate_limit
-    return _local_grpc_cluster(metadata.RATELIMIT_CLUSTER, [(rl.address, rl.port)], max_connections=64,
-                               max_requests=100000, max_retries=0)
+    cluster = _local_grpc_cluster(metadata.RATELIMIT_CLUSTER, [(rl.address, rl.port)], max_connections=64,
+                                  max_requests=100000, max_retries=0)
+    # Checked like the workers, so readiness (`_readiness_filter`) knows whether it answers.
+    return {**cluster, "health_checks": _grpc_health_checks()}
 
 
 def _overload_manager(cfg: GatewayConfig) -> dict[str, Any]:
@@ -275,9 +455,7 @@ def _extproc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     return {
         **cluster,
         "lb_policy": "LEAST_REQUEST",
-        "health_checks": [{
-            "timeout": "1s", "interval": "2s", "unhealthy_threshold": 1, "healthy_threshold": 1,
-            "no_traffic_interval": "2s", "grpc_health_check": {}}],
+        "health_checks": _grpc_health_checks(),
         # A worker that dies is ejected on its first refused connection, before the next
         # health check notices; it comes back when the restarted worker passes a check.
         "outlier_detection": {
@@ -309,6 +487,10 @@ def render(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, 
             "clusters": [_extproc_cluster(cfg), _ratelimit_cluster(cfg)] + (clusters if static else []),
         },
         "overload_manager": _overload_manager(cfg),
+        # Static values the provider clusters read (admission control), then the admin layer
+        # (`/runtime_modify`), as Envoy has by default.
+        "layered_runtime": {"layers": [{"name": "interlock", "static_layer": admission_runtime(cfg)},
+                                       {"name": "admin", "admin_layer": {}}]},
     }
     if static:
         return {"envoy.yaml": bootstrap}

@@ -14,7 +14,7 @@ from extproc import metadata
 from extproc.cmd.cli import main
 from extproc.cmd.run import envoy_binary
 from extproc.config import load_file
-from extproc.envoyconf.render import render, render_files
+from extproc.envoyconf.render import CLIENT_NAMESPACE, render, render_files
 from tests.conftest import FIXTURES, ROOT
 
 VALID = sorted((FIXTURES / "config" / "valid").glob("*.yaml"))
@@ -51,6 +51,13 @@ def test_render_refuses_invalid_config(tmp_path: Path, capsys: pytest.CaptureFix
     assert not (tmp_path / "envoy.yaml").exists()
 
 
+def _router_stage(hcm: dict[str, Any]) -> dict[str, Any]:
+    """The router stage's ext_proc config (inside the matcher that skips it for replies to
+    requests it never saw)."""
+    f = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
+    return dict(f["extension_config"]["typed_config"])
+
+
 def _cluster(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in doc["static_resources"]["clusters"] if c["name"] == name)
 
@@ -69,7 +76,7 @@ def test_llm_defaults() -> None:
     anthropic_route = next(r for r in routes if r.get("route", {}).get("cluster") == "provider_anthropic")
     assert anthropic_route["route"]["retry_policy"]["per_try_timeout"] == "90s"
     assert anthropic_route["route"]["idle_timeout"] == "600s"
-    ext = hcm["http_filters"][0]["typed_config"]
+    ext = _router_stage(hcm)
     assert ext["message_timeout"] == "45s"
     assert ext["processing_mode"]["request_body_mode"] == "BUFFERED"
     extproc = _cluster(doc, metadata.EXTPROC_CLUSTER)
@@ -113,13 +120,13 @@ def test_rate_limit_and_last_line_filters_are_rendered_in_order() -> None:
     boot = render(cfg, "/tmp/x")["envoy.yaml"]
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.ratelimit",
-                     "envoy.filters.http.admission_control", "envoy.filters.http.router"]
-    rl = hcm["http_filters"][1]["typed_config"]
+    # Admission control is per provider (tests/unit/extproc/envoyconf/test_health_drain_limits.py).
+    assert names == ["envoy.filters.http.health_check", "envoy.filters.http.header_to_metadata",
+                     "envoy.filters.http.ext_proc", "envoy.filters.http.ratelimit", "envoy.filters.http.router"]
+    rl = hcm["http_filters"][names.index("envoy.filters.http.ratelimit")]["typed_config"]
     assert rl["domain"] == "interlock" and rl["failure_mode_deny"] is False and rl["timeout"] == "0.100s"
     assert rl["rate_limits"] == envoy_rate_limits("interlock")
-    ac = hcm["http_filters"][2]["typed_config"]
-    assert ac["sr_threshold"]["default_value"]["value"] == 50.0
+    assert boot["layered_runtime"]["layers"][0]["static_layer"]["interlock.admission_control.sr_threshold"] == 50.0
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     assert clusters["interlock_ratelimit"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
         "address"]["socket_address"]["port_value"] == cfg.rate_limit.port
@@ -127,7 +134,7 @@ def test_rate_limit_and_last_line_filters_are_rendered_in_order() -> None:
     assert actions == {"envoy.overload_actions.shrink_heap": 0.95,
                        "envoy.overload_actions.stop_accepting_requests": 0.98}
     # The ext_proc may set Envoy's timeout header (deadlines).
-    ext = hcm["http_filters"][0]["typed_config"]
+    ext = _router_stage(hcm)
     assert ext["mutation_rules"]["allow_envoy"] is True
     # Envoy's own rate-limit 429 is shaped for the client, in Anthropic's format when the client
     # spoke Messages, even after the router stage rewrote the path for the provider.
@@ -135,5 +142,5 @@ def test_rate_limit_and_last_line_filters_are_rendered_in_order() -> None:
     limited = [m for m in mappers if "request_rate_limited" in m["filter"]["extension_filter"]["typed_config"]["expression"]]
     assert len(limited) == 2
     assert any(m["body_format_override"]["json_format"].get("type") == "error" and
-               "x-interlock-client-api" in m["filter"]["extension_filter"]["typed_config"]["expression"]
+               CLIENT_NAMESPACE in m["filter"]["extension_filter"]["typed_config"]["expression"]
                for m in limited)
