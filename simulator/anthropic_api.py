@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from simulator import textgen
+from simulator import faults, textgen
+from simulator.capabilities import anthropic_image, anthropic_tools, model_capabilities, serves_chat
 from simulator.common import (
     ClientGone,
     bearer_token,
@@ -117,6 +118,9 @@ class MessagesExchange:
             return self.error(400, "; ".join(problems))
         model = body["model"]
         behaviour = self.state.behaviour(model)
+        refused = self.capability_refusal(body, model, behaviour)
+        if refused is not None:
+            return refused
         prompt = input_tokens(body)
         status = self.state.admission(behaviour, model, self.request)
         if status is not None:
@@ -131,11 +135,29 @@ class MessagesExchange:
         if body.get("stream") is True:
             return await self._stream(behaviour, message, output, headers)
         await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
-        return json_response(200, message, headers)
+        raw = orjson.dumps(message)
+        broken = (faults.whole_fault(behaviour.fault, raw, headers)
+                  or await faults.broken_whole(self.state, self.request, behaviour.fault, raw, headers))
+        return broken or json_response(200, message, headers)
 
     def prepare(self, body: Any) -> tuple[Any, list[str]]:
         """The body to validate as a Messages request, or problems found before that."""
         return body, []
+
+    def capability_refusal(self, body: dict[str, Any], model: str, behaviour: Behaviour) -> web.Response | None:
+        """Anthropic's refusal of what `model` cannot do (see `simulator.capabilities`); None = it can:
+        an embeddings model is no Messages model (404), tools or an image to a model without them
+        are a 400."""
+        if not serves_chat(model, behaviour):
+            return self.error(404, f"model: {model}")
+        caps = model_capabilities(model, behaviour)
+        if "tools" not in caps and anthropic_tools(body):
+            return self.error(400, f"tools: {model} does not support tool use.")
+        image = None if "images" in caps else anthropic_image(body)
+        if image is not None:
+            return self.error(400, f"messages.{image[0]}.content.{image[1]}.image: {model} does not support "
+                                   "image input.")
+        return None
 
     def status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
         """The error `status` admission gave, in Anthropic's format; rate-limit headers on a 429, and
@@ -169,6 +191,8 @@ class MessagesExchange:
                  "usage": {**message["usage"], "output_tokens": 1}}
         await self.state.wait_first(behaviour, message["model"], await self.request.read(),
                                    message["usage"]["input_tokens"])
+        if behaviour.fault in ("html", "invalid_json"):
+            return faults.whole_fault(behaviour.fault, orjson.dumps(message), headers) or web.Response(status=500)
         response = await open_stream(self.request, headers)
         try:
             await write(response, event("message_start", {"message": start}))
@@ -193,6 +217,10 @@ class MessagesExchange:
                         await write(response, event("error", {"error": {
                             "type": kind, "message": _STATUS_MESSAGES.get(status, "Simulated error")}}))
                         await response.write_eof()
+                        return response
+                    if behaviour.fault is not None and faults.stream_faulted(behaviour.fault, behaviour.fault_after,
+                                                                             i):
+                        await faults.strike(self.state, self.request, response, behaviour.fault)
                         return response
                     await write(response, event("content_block_delta", {"index": index, "delta": delta}))
                 first = False

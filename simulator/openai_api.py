@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from simulator import textgen
+from simulator import faults, textgen
+from simulator.capabilities import model_capabilities, openai_image, openai_tools, serves_chat
 from simulator.common import (
     ClientGone,
     bearer_token,
@@ -179,6 +180,23 @@ class ChatCompletions:
         """The body to validate as an OpenAI request."""
         return body
 
+    def capability_refusal(self, body: dict[str, Any], model: str, behaviour: Behaviour) -> web.Response | None:
+        """OpenAI's refusal of what `model` cannot do (see `simulator.capabilities`); None = it can:
+        chat to an embeddings model is a 404, tools or an image to a model without them a 400."""
+        if not serves_chat(model, behaviour):
+            return error(404, "This is not a chat model and thus not supported in the v1/chat/completions "
+                         "endpoint. Did you mean to use v1/completions?", param="model", headers=self._headers())
+        caps = model_capabilities(model, behaviour)
+        if "tools" not in caps and openai_tools(body):
+            name = "tools" if body.get("tools") else "functions"
+            return error(400, f"Unsupported parameter: '{name}' is not supported with this model.", param=name,
+                         code="unsupported_parameter", headers=self._headers())
+        image = None if "images" in caps else openai_image(body)
+        if image is not None:
+            return error(400, "Invalid content type. image_url is only supported by certain models.",
+                         param=f"messages.[{image[0]}].content.[{image[1]}].type", headers=self._headers())
+        return None
+
     def rate_headers(self, behaviour: Behaviour, used_tokens: int, limited: bool) -> dict[str, str]:
         """The rate-limit headers of an answer (`limited`: a 429), with the model's quota if any."""
         return rate_headers(behaviour, used_tokens, limited, self.request.get(QUOTA))
@@ -207,6 +225,9 @@ class ChatCompletions:
             return problems_error(problems, self._headers())
         model = body["model"]
         behaviour = self.state.behaviour(model)
+        refused = self.capability_refusal(body, model, behaviour)
+        if refused is not None:
+            return refused
         prompt = input_tokens(body)
         status = self.state.admission(behaviour, model, self.request)
         if status is not None:
@@ -221,7 +242,11 @@ class ChatCompletions:
             return await self._stream(body, behaviour, output, prompt, n)
         await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
         result = self.decorate(self._completion(body, output, prompt, n))
-        return json_response(200, result, self._headers(self.rate_headers(behaviour, prompt, False)))
+        headers = self._headers(self.rate_headers(behaviour, prompt, False))
+        raw = orjson.dumps(result)
+        broken = (faults.whole_fault(behaviour.fault, raw, headers)
+                  or await faults.broken_whole(self.state, self.request, behaviour.fault, raw, headers))
+        return broken or json_response(200, result, headers)
 
     def status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
         """The error `status` admission gave; rate-limit headers on a 429, and on every status
@@ -305,7 +330,11 @@ class ChatCompletions:
             opening = {"role": "assistant", "content": "", "refusal": None}
             steps = [{"content": piece} for piece in output.pieces]
         await self.state.wait_first(behaviour, body["model"], await self.request.read(), prompt)
-        response = await open_stream(self.request, self._headers(self.rate_headers(behaviour, prompt, False)))
+        headers = self._headers(self.rate_headers(behaviour, prompt, False))
+        if behaviour.fault in ("html", "invalid_json"):
+            return faults.whole_fault(behaviour.fault, orjson.dumps(self._completion(body, output, prompt, n)),
+                                      headers) or web.Response(status=500)
+        response = await open_stream(self.request, headers)
         try:
             for early in self.prelude(envelope):
                 await write(response, b"data: " + orjson.dumps(early) + b"\n\n")
@@ -316,6 +345,9 @@ class ChatCompletions:
                 if behaviour.stream_error_after is not None and i >= behaviour.stream_error_after:
                     await write(response, self.stream_error(behaviour.error_status))
                     await response.write_eof()
+                    return response
+                if behaviour.fault is not None and faults.stream_faulted(behaviour.fault, behaviour.fault_after, i):
+                    await faults.strike(self.state, self.request, response, behaviour.fault)
                     return response
                 await write(response, each(step))
             await write(response, each({}, FINISH[output.stop]))

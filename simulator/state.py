@@ -27,6 +27,8 @@ STREAM_STATUS = web.RequestKey("sim_stream_status", int)
 SLOT = web.RequestKey("sim_slot", str)
 QUOTA = web.RequestKey("sim_quota", QuotaView)
 WILDCARD = "*"
+# Scripted faults of successful answers (`Behaviour.fault`; produced by `simulator.faults`).
+FAULTS = ("html", "invalid_json", "cut", "stall", "reset")
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -51,6 +53,9 @@ class Behaviour:
     hang: accept the request and never answer until the client goes away or the server stops.
     stream_error_after: a streamed answer breaks off after this many content deltas with an
         in-stream error of `error_status` in the provider's format (None = streams complete).
+    fault / fault_after: a successful answer that fails to deliver (see `faults`): `html`,
+        `invalid_json`, `cut`, `stall` or `reset`; stream faults strike after `fault_after`
+        content deltas (None = no fault).
     max_concurrency: requests of this model in flight at once (from acceptance until the answer,
         streamed or not, is sent or the client goes away); one more is answered at once with the
         provider's 429 and rate-limit headers, never queued (None = unlimited).
@@ -60,6 +65,10 @@ class Behaviour:
         with the provider's 429, `retry-after` = whole seconds until the window resets (rounded up,
         at least 1), and OpenAI, Azure and Anthropic answers report the quota in their rate-limit
         headers (None = unlimited; those headers then carry fixed figures).
+    capabilities: what the model can do, in the gateway config's words: `tools`, `images` and
+        `embeddings` are enforced (a request using one the model lacks is refused as its provider
+        refuses it), `json` and `reasoning` are accepted; None = from the model's name (see
+        `simulator.capabilities`).
     """
 
     ttft_ms: float = 0
@@ -73,9 +82,12 @@ class Behaviour:
     retry_after_s: float = 1
     hang: bool = False
     stream_error_after: int | None = None
+    fault: str | None = None
+    fault_after: int = 2
     max_concurrency: int | None = None
     request_limit: int | None = None
     request_window_s: float = 60
+    capabilities: list[str] | None = None
 
 
 @dataclass
@@ -93,8 +105,12 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "ttft_ms": (int, float), "ttft_ms_per_ktok": (int, float), "ttft_sigma": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
     "status": (int, type(None)), "error_rate": (int, float), "error_status": (int,),
     "retry_after_s": (int, float), "hang": (bool,), "stream_error_after": (int, type(None)),
+    "fault": (str, type(None)), "fault_after": (int,),
     "max_concurrency": (int, type(None)), "request_limit": (int, type(None)), "request_window_s": (int, float),
+    "capabilities": (list, type(None)),
 }
+# What `Behaviour.capabilities` may name: the gateway config's capabilities.
+CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings")
 
 
 def validate_patch(patch: Any) -> list[str]:
@@ -116,7 +132,10 @@ def validate_patch(patch: Any) -> list[str]:
             problems.append("error_rate: must be between 0 and 1")
         elif key in ("status", "error_status") and number is not None and not 100 <= number <= 599:
             problems.append(f"{key}: must be an HTTP status")
-        elif key in ("ttft_ms", "ttft_ms_per_ktok", "ttft_sigma", "tokens_per_s", "output_tokens", "retry_after_s", "stream_error_after") and (
+        elif key == "fault" and number is not None and number not in FAULTS:
+            problems.append(f"fault: must be one of {', '.join(FAULTS)} or null")
+        elif key in ("ttft_ms", "ttft_ms_per_ktok", "ttft_sigma", "tokens_per_s", "output_tokens", "retry_after_s",
+                     "stream_error_after", "fault_after") and (
                 number is not None and number < 0):
             problems.append(f"{key}: must not be negative")
         elif key == "max_concurrency" and number is not None and number < 1:
@@ -125,6 +144,8 @@ def validate_patch(patch: Any) -> list[str]:
             problems.append("request_limit: must not be negative (0 refuses every request, null = unlimited)")
         elif key == "request_window_s" and not (math.isfinite(number) and number > 0):
             problems.append("request_window_s: must be a positive number of seconds")
+        elif key == "capabilities" and number is not None and any(c not in CAPABILITIES for c in number):
+            problems.append(f"capabilities: each must be one of {', '.join(CAPABILITIES)}")
     return problems
 
 

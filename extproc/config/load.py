@@ -1,7 +1,8 @@
 """YAML file → validated `GatewayConfig`, reporting every problem at once with its path.
 
 Paths use 0-based indexes: `models[3].price.input_per_mtok: must be >= 0`. Unknown keys are
-errors. Invalid YAML is reported with its line and column (1-based).
+errors, and so is a key repeated in one mapping (YAML loaders keep the last one silently), with its
+line. Invalid YAML is reported with its line and column (1-based).
 """
 
 from __future__ import annotations
@@ -259,18 +260,83 @@ def _admission(r: _Reader, raw: Any) -> Admission:
 
 
 def parse_yaml(text: str, source: str = "<config>") -> Any:
+    """YAML text → plain data, as `yaml.safe_load` reads it, except that a key repeated in one
+    mapping is an error (safe_load keeps the last silently: a second `models:` would widen a
+    tenant). Raises ConfigError."""
+    doc, duplicates = _parse(text, source)
+    if duplicates:
+        raise ConfigError(duplicates)
+    return doc
+
+
+def _parse(text: str, source: str) -> tuple[Any, list[str]]:
+    """(the document, its duplicate keys as problems). Raises ConfigError for invalid YAML."""
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        root = loader.get_single_node()
+        duplicates = _duplicate_keys(loader, root)
+        return (loader.construct_document(root) if root is not None else None), duplicates
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise ConfigError([f"{source}: invalid YAML at {where}: {e.problem or e.context}"]) from None
     except yaml.YAMLError as e:
         raise ConfigError([f"{source}: invalid YAML: {e}"]) from None
+    finally:
+        loader.dispose()
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_keys(loader: yaml.SafeLoader, root: yaml.Node | None) -> list[str]:
+    """Every key met a second time in one mapping, in file order: `path: duplicate key at line L,
+    column C (first at line F)` (lines and columns 1-based). Keys compare as YAML reads them (`1`
+    and `0x1` are one key, `1` and `"1"` two). A merge key (`<<: *base`) is no duplicate: keys
+    written beside it override the merged ones by design; an aliased node is checked once."""
+    found: list[tuple[int, int, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key, value in node.value:
+                if key.tag == _MERGE_TAG:
+                    children.append((value, path))
+                    continue
+                if not isinstance(key, yaml.ScalarNode):  # unhashable: constructing the document says so
+                    continue
+                name = loader.construct_object(key)
+                child = _join(path, str(name))
+                line, column = key.start_mark.line + 1, key.start_mark.column + 1
+                if name in first:
+                    found.append((line, column, f"{child}: duplicate key at line {line}, column {column} "
+                                                f"(first at line {first[name]})"))
+                else:
+                    first[name] = line
+                children.append((value, child))
+        stack += reversed(children)  # depth first, in file order: an aliased node is named where it is defined
+    return [problem for _, _, problem in sorted(found)]
 
 
 def load_text(text: str, source: str = "<config>") -> GatewayConfig:
-    return validate(parse_yaml(text, source))
+    """Every problem at once: duplicate keys first, then what `validate` finds in the document as
+    YAML reads it (the last of the duplicates)."""
+    doc, duplicates = _parse(text, source)
+    try:
+        cfg = validate(doc)
+    except ConfigError as e:
+        raise ConfigError(duplicates + e.problems) from None
+    if duplicates:
+        raise ConfigError(duplicates)
+    return cfg
 
 
 def load_file(path: str) -> GatewayConfig:

@@ -1,12 +1,13 @@
 """What a worker learns from answers, and the per-worker routing state it learns into.
 
 `RoutingState` holds what one worker learns across requests (latency and health statistics,
-round-robin counters, the passthrough sampling counter). One per worker process, owned by its
-event loop; each worker learns on its own (no shared state), as the routing design allows.
+round-robin counters). One per worker process, owned by its event loop; each worker learns on
+its own (no shared state), as the routing design allows.
 
 The functions take values and return values: `split_limit_headers` separates the provider's
 rate-limit headers from the tenant's, `learn` feeds health and provider pressure and returns
-which deployment answered (the caller decides what follows from that), `observe` feeds latency.
+which deployment answered (the caller decides what follows from that), `broken` counts a 2xx
+that turned out not to be an answer as a failure, `observe` feeds latency.
 Their only side effects are on the `RoutingState` they are given.
 """
 
@@ -40,12 +41,6 @@ class RoutingState:
         # seen once must not stay behind it — one real observation outweighs it twentyfold.
         self.stats = routing.LatencyStats(quantiles=(0.5, 0.9, 0.95, 0.99), prior_weight=0.05)
         self._rr: dict[str, int] = {}
-        self._passthrough_streams = 0
-
-    def sample_passthrough(self, every: int = 8) -> bool:
-        """True for one passthrough stream in `every`: it is read to measure its token rate."""
-        self._passthrough_streams += 1
-        return self._passthrough_streams % every == 1
 
     def next_rr(self, route: str) -> int:
         n = self._rr.get(route, 0)
@@ -119,6 +114,13 @@ def learn(state: RoutingState, chain: Sequence[Deployment], answered_by: str | N
     elif 200 <= status < 300:
         stats.record_success(d.id, now)
     return index
+
+
+def broken(state: RoutingState, d: Deployment, why: str, request_id: str = "") -> None:
+    """`d` answered 2xx but not with an answer (a page, invalid JSON, a stream cut before its end):
+    a failure like a 5xx (its 2xx was counted a success by `learn`; this starts a cool-down)."""
+    state.stats.record_failure(d.id, state.clock())
+    log.info("request_id=%s deployment %s failed with a 2xx: %s", request_id, d.id, why)
 
 
 def observe(state: RoutingState, d: Deployment, sent_at: float, headers_at: float,

@@ -20,19 +20,32 @@ from extproc.pb import decision as decision_record
 from extproc.runtime import Deployment
 from extproc.translate.base import Translator
 
-# Client headers that never go upstream: the client's own credentials, and SDK and provider
-# protocol headers meant for whoever the client thought it was talking to.
-CLIENT_STRIP = ("authorization", "x-api-key", "api-key", "accept-encoding", "cookie", "content-length")
-CLIENT_STRIP_PREFIXES = ("anthropic-", "openai-", "x-stainless-", "x-interlock-", "x-goog-", "x-amz-")
-# Headers any provider's translation or credentials may set; an attempt removes those it does
-# not set itself, since Envoy keeps header mutations across attempts.
+# What of the client's headers reaches a provider is an allow-list; every other client header is
+# removed, whatever its name (credentials, proxy-authorization, cookies, user-agent, forwarding and
+# Envoy control headers, SDK and custom headers). Kept as the client sent them: W3C trace context,
+# for every provider type, and the beta/version opt-ins a translator forwards where the provider
+# speaks the client's API (`ForwardsClientHeaders`: they describe the very body that goes up).
+TRACE_CONTEXT = ("traceparent", "tracestate")
+# An allowed header longer than this is removed rather than forwarded (W3C asks that at least 512
+# characters of tracestate be propagated; a list of beta names stays well under it).
+MAX_FORWARDED_LENGTH = 1024
+# Client headers Envoy itself still needs after the router stage: the request id (Envoy's log, the
+# answer's `x-request-id` and the upstream stage read it from this same header map; it goes up as
+# the gateway's correlation id) and `x-forwarded-proto` (Envoy routes nothing without it: the route
+# cache, cleared by the router stage, is refilled only when it is present; the upstream filters,
+# `envoyconf.fallback.upstream_tail`, are the place to remove it before the provider).
+KEPT = (metadata.REQUEST_ID_HEADER, "x-forwarded-proto")
+# Headers any provider's translation or credentials may set, and client headers a translator may
+# forward; an attempt removes those it does not set itself, since Envoy keeps header mutations
+# across attempts.
 PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "anthropic-version",
-                    "anthropic-beta", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
+                    "anthropic-beta", "openai-beta", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
 
 
 class ForwardsClientHeaders(Protocol):
-    """A translator's optional ability: client request headers that go upstream unchanged (e.g.
-    `anthropic-beta` for Anthropic passthrough); every other client protocol header is stripped.
+    """A translator's optional ability: client request headers that go upstream unchanged besides
+    the trace context (e.g. `anthropic-beta` for Anthropic passthrough); every other client header
+    is stripped.
     Read with `forwarded_headers` (an attribute lookup: `isinstance` against a runtime-checkable
     protocol cost 5.7 µs per request here, the lookup 0.03 µs)."""
 
@@ -45,7 +58,7 @@ def forwarded_headers(translator: Translator | ForwardsClientHeaders) -> tuple[s
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """The request for one deployment: its body and every header to set (`:path`,
+    """The request for one deployment: its body and every header to set (`:path`, `:authority`,
     `content-length`, `x-interlock-translated-for`, protocol headers, credentials)."""
 
     body: bytes
@@ -65,8 +78,11 @@ async def prepare(translator: Translator, body: dict[str, Any], d: Deployment) -
     path = p.endpoint.base_path + up.path
     protocol = [("content-type", "application/json"), *p.headers, *up.headers]
     credentials = await d.account.credential.headers("POST", p.endpoint.authority, path, dict(protocol), up.body)
-    headers = [(":path", path), ("content-length", str(len(up.body))), (metadata.TRANSLATED_FOR_HEADER, p.name),
-               *protocol, *credentials]
+    # `:authority` is the provider's own, as Envoy's host rewrite would set it (and as SigV4 signs
+    # it): that rewrite, when it runs after the upstream filters, keeps the previous value in
+    # `x-envoy-original-host`, which then names the provider, never the gateway's own address.
+    headers = [(":path", path), (":authority", p.endpoint.authority), ("content-length", str(len(up.body))),
+               (metadata.TRANSLATED_FOR_HEADER, p.name), *protocol, *credentials]
     return Outbound(up.body, headers, up.stream, up.dropped_params)
 
 
@@ -95,11 +111,14 @@ def decision_metadata(client_api: str, route: str | None, chain: Sequence[Deploy
     return {decision_record.KEY: decision_record.to_struct_value(record)}
 
 
-def client_headers_to_strip(client_headers: Iterable[str], replaced: set[str], translator: Translator) -> list[str]:
-    """The client's headers to remove before the first attempt (those not replaced anyway)."""
-    keep = forwarded_headers(translator)
-    return [k for k in client_headers if not k.startswith(":") and k not in replaced and k not in keep
-            and (k in CLIENT_STRIP or k.startswith(CLIENT_STRIP_PREFIXES))]
+def client_headers_to_strip(client_headers: Mapping[str, str], replaced: set[str], translator: Translator
+                            ) -> list[str]:
+    """The client's headers to remove before the first attempt: all but the pseudo-headers, those
+    the gateway sets anyway (`replaced`), those Envoy needs (`KEPT`), and the allow-list (trace
+    context and what `translator` forwards) when no longer than `MAX_FORWARDED_LENGTH`."""
+    allowed = (*TRACE_CONTEXT, *forwarded_headers(translator))
+    return [k for k, v in client_headers.items() if not k.startswith(":") and k not in replaced and k not in KEPT
+            and (k not in allowed or len(v) > MAX_FORWARDED_LENGTH)]
 
 
 def other_provider_headers(provider_headers: Mapping[str, Iterable[tuple[str, str]]], mine: set[str]) -> list[str]:

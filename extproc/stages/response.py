@@ -1,23 +1,28 @@
 """What the router stage does with an answer, decided from its response headers.
 
-`plan` chooses how the body is handled per stream (`Reply` and Envoy's body mode): a stream
-that needs no translation and no reading bypasses the ext_proc entirely (mode NONE, which costs
-nothing per event). `failure` names the gateway-side reasons a non-2xx answer is not the
-provider's own error (the client's deadline passed; the provider was never reached); the
-provider's own error body is translated when it arrives. Pure functions.
+`plan` chooses how the body is handled per stream (`Reply` and Envoy's body mode): every 2xx
+body goes through the ext_proc, a passthrough one read and never changed, so that a provider's
+200 that is not what was asked for ends in an error the client's SDK raises (`not_delivered`: a
+page or anything but JSON where JSON was asked for, anything but an event stream where a stream
+was; `stream_cut`: a passthrough stream that ended without its final event). `failure` names the
+gateway-side reasons a non-2xx answer is not the provider's own error (the client's deadline
+passed; the provider was never reached); the provider's own error body is translated when it
+arrives. `refused_by_gateway` / `limiter_down` recognise the refusals of Envoy's rate-limit filter,
+which are the gateway's, not a provider's. Pure functions.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
 from extproc.runtime import Deployment
+from extproc.stages import metering
 from extproc.stages.feedback import RATELIMIT_PREFIX
-from extproc.stages.outbound import CLIENT_STRIP_PREFIXES
+from extproc.stages.request import header_value
 from extproc.translate.base import Usage
 
 log = logging.getLogger("interlock.router")
@@ -29,23 +34,70 @@ DEADLINE_SLACK_S = 0.05
 class Reply(enum.Enum):
     """What the response body phase does with the body."""
 
-    NONE = "none"  # not sent to the ext_proc
-    READ = "read"  # passthrough, read (never changed) for usage and the end of the stream
+    NONE = "none"  # not sent to the ext_proc (the gateway's or Envoy's own answer)
+    READ = "read"  # passthrough, read (never changed): checked, and for usage and the end of the stream
     TRANSLATE = "translate"  # a 2xx answer in the provider's API
     ERROR = "error"  # a provider's (or Envoy's) failure, buffered, rendered in the client's format
 
 
-def plan(passthrough: bool, stream: bool, watch: bool, sample: Callable[[], bool]) -> tuple[Reply, int]:
-    """(what to do with a 2xx body, Envoy's body mode). `watch`: the end of the answer matters
-    (usage for rate limits, the end for a budget slot); `sample` is called only for passthrough
-    streams nobody watches — a sampled one is read so its time per output token is learned."""
-    if not passthrough:
-        return Reply.TRANSLATE, msgs.BODY_STREAMED if stream else msgs.BODY_BUFFERED
-    if stream and (watch or sample()):
-        return Reply.READ, msgs.BODY_STREAMED
-    if watch and not stream:
-        return Reply.READ, msgs.BODY_BUFFERED
-    return Reply.NONE, msgs.BODY_NONE
+def plan(passthrough: bool, stream: bool) -> tuple[Reply, int]:
+    """(what to do with a 2xx body, Envoy's body mode). A passthrough body is read, never changed:
+    whole to check it is JSON (and for its usage), streamed to see its final event (and for usage
+    and the time per output token); the only bytes ever added are an error event at the end of a
+    stream that was cut (`stream_cut`)."""
+    return (Reply.READ if passthrough else Reply.TRANSLATE), msgs.BODY_STREAMED if stream else msgs.BODY_BUFFERED
+
+
+# Media types a 2xx may have: a whole answer is JSON; a stream is server-sent events or AWS event
+# stream (Bedrock). A 2xx without a content-type is read and judged by its body.
+_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+
+
+def not_delivered(stream: bool, headers: Mapping[str, str], provider: str) -> errors.ProviderError | None:
+    """The 502 a 2xx becomes when its content-type says it is not what was asked for (an HTML page,
+    a JSON body where a stream was asked for, ...): decided before any byte reaches the client."""
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not media or (media in _STREAM_TYPES if stream else "json" in media):
+        return None
+    wanted = "an event stream" if stream else "JSON"
+    return errors.ProviderError(f"The provider {provider} answered with {header_value(media, 64)} instead of "
+                                f"{wanted}.", 502, "api_error", "provider_invalid_response")
+
+
+def stream_cut() -> errors.ProviderError:
+    """The error event ending a passthrough stream that stopped before its final event (`[DONE]`,
+    `message_stop`): the translated streams end theirs with the same words."""
+    return errors.ProviderError("The provider's stream ended before the response was complete.", 502, "api_error")
+
+
+def reached_its_end(reader: object) -> bool:
+    """A read stream saw its final event (a passthrough reader's `complete`; a reader that does not
+    track it counts as complete)."""
+    return bool(getattr(reader, "complete", True))
+
+
+def cut_stream_tail(reader: object, api: str) -> bytes:
+    """The bytes that end a read stream cut before its final event: the `stream_cut` error event in
+    the client's format, after a blank line when the reader holds the start of an unfinished
+    event (so the error is an event of its own; the client may still choke on the cut one)."""
+    _, body, _ = errors.render(stream_cut(), api)
+    return (b"\n\n" if getattr(reader, "pending", False) else b"") + error_event(api, body)
+
+
+def refused_by_gateway(status: int, headers: Mapping[str, str], answered_by: str | None) -> bool:
+    """A 429 no provider sent (no answering host, no upstream service time): Envoy's rate-limit
+    filter refused the request, over the tenant's limit or with the rate-limit service down."""
+    return status == 429 and answered_by is None and UPSTREAM_TIME not in headers
+
+
+def limiter_down(headers: Mapping[str, str]) -> errors.RateLimited | None:
+    """The gateway's refusal when its rate-limit service did not answer and `rate_limit.failure_mode`
+    is closed (Envoy marks only over-limit refusals with `x-envoy-ratelimited`; None for those,
+    which Envoy's local reply already shaped)."""
+    if "x-envoy-ratelimited" in headers:
+        return None
+    return errors.RateLimited("The gateway could not check this API key's rate limits and refuses requests it cannot "
+                              "count (rate_limit.failure_mode: closed); retry shortly.", 1)
 
 
 def deadline_passed(status: int, headers: Mapping[str, str], deadline_at: float | None, now: float) -> bool:
@@ -69,20 +121,41 @@ def failure(status: int, headers: Mapping[str, str], deadline_hit: bool, provide
     return None
 
 
+# Header prefixes of an answer the client never sees: provider protocol and SDK headers (ids,
+# organisation, internal timings), Envoy's own and the gateway's internal ones.
+HIDDEN_PREFIXES = ("anthropic-", "openai-", "x-stainless-", "x-goog-", "x-amz-", "x-amzn-", "x-envoy-", "x-interlock-")
+
+
 def headers_to_remove(headers: Iterable[str], shown: set[str]) -> list[str]:
-    """Provider headers the client must not see: protocol and SDK headers, request ids, cookies,
-    and the provider's rate-limit headers (about the gateway's account) except the `shown` ones."""
-    return [k for k in headers if k.startswith(CLIENT_STRIP_PREFIXES) or k in ("request-id", "set-cookie")
+    """Headers of an answer the client must not see: the provider's protocol and SDK headers,
+    request ids, cookies, its rate-limit headers (about the gateway's account) except the `shown`
+    ones; Envoy's (`x-envoy-upstream-service-time`, `x-envoy-attempt-count`: read before, by the
+    router stage) and the gateway's internal ones (`x-interlock-*`; the router stage sets its own
+    in the same mutation)."""
+    return [k for k in headers if k.startswith(HIDDEN_PREFIXES) or k in ("request-id", "set-cookie")
             or (k.startswith(RATELIMIT_PREFIX) and k not in shown)]
 
 
 def identity_headers(d: Deployment | None, route: str | None, requested: str | None) -> list[tuple[str, str]]:
     """Who answered: `x-interlock-provider` / `x-interlock-model` (and the route when one chose);
-    `interlock` and the requested model (or `-`) when the gateway or Envoy answered itself."""
+    `interlock` and the requested model (or `-`) when the gateway or Envoy answered itself. Every
+    value is bounded and made header-safe (`request.header_value`): the requested model is the
+    client's text, read before the body is checked."""
     if d is None:
-        return [(metadata.PROVIDER_HEADER, metadata.GATEWAY_PROVIDER), (metadata.MODEL_HEADER, requested or "-")]
-    out = [(metadata.PROVIDER_HEADER, d.provider), (metadata.MODEL_HEADER, d.model)]
-    return [*out, (metadata.ROUTE_HEADER, route)] if route else out
+        return [(metadata.PROVIDER_HEADER, metadata.GATEWAY_PROVIDER),
+                (metadata.MODEL_HEADER, header_value(requested) if requested else "-")]
+    out = [(metadata.PROVIDER_HEADER, header_value(d.provider)), (metadata.MODEL_HEADER, header_value(d.model))]
+    return [*out, (metadata.ROUTE_HEADER, header_value(route))] if route else out
+
+
+def error_body(err: errors.GatewayError, api: str, charged: Deployment | None) -> tuple[int, msgs.ProcessingResponse]:
+    """`err` as the whole answer, in place of a buffered body: the headers are still held, so its
+    status replaces the provisional one. `charged`: the deployment whose rate-limit usage is set to
+    nothing spent (a tenant with limits), or None."""
+    status, body, extra = errors.render(err, api)
+    md = {metadata.NAMESPACE: metering.usage_fields(charged, 0, 0)} if charged else None
+    return status, msgs.response_body(body, [(":status", str(status)), ("content-length", str(len(body))),
+                                             *extra.items()], dynamic_metadata=md)
 
 
 def error_event(api: str, body: bytes) -> bytes:
@@ -90,11 +163,15 @@ def error_event(api: str, body: bytes) -> bytes:
     return (b"event: error\n" if api == errors.ANTHROPIC else b"") + b"data: " + body + b"\n\n"
 
 
-def access_log(request_id: str, tenant: str, d: Deployment | None, status: int, upstream_status: int,
-               usage: Usage | None, ms: float) -> None:
-    """The one line per answered request."""
+def access_log(request_id: str, tenant: str, d: Deployment | None, status: int, upstream_status: int | None,
+               usage: Usage | None, ms: float, requested: str | None = None, error: str | None = None) -> None:
+    """The one line per answered request. `d` None: the gateway (or Envoy) answered itself —
+    `provider=interlock` and the `requested` model; `upstream_status` None: no provider answered;
+    `error`: the message the client got, when the answer is an error the gateway rendered."""
     if log.isEnabledFor(logging.INFO):
-        log.info("request_id=%s tenant=%s model=%s provider=%s status=%d upstream_status=%d prompt_tokens=%s "
-                 "completion_tokens=%s ms=%.1f", request_id, tenant, d.model if d else "-", d.provider if d else "-",
-                 status, upstream_status, usage.prompt_tokens if usage else "-",
-                 usage.completion_tokens if usage else "-", ms)
+        model = d.model if d else header_value(requested) if requested else "-"
+        log.info("request_id=%s tenant=%s model=%s provider=%s status=%d upstream_status=%s prompt_tokens=%s "
+                 "completion_tokens=%s ms=%.1f%s", request_id, tenant, model,
+                 d.provider if d else metadata.GATEWAY_PROVIDER, status,
+                 "-" if upstream_status is None else upstream_status, usage.prompt_tokens if usage else "-",
+                 usage.completion_tokens if usage else "-", ms, "" if error is None else f" error={error!r}")

@@ -9,16 +9,17 @@ headers → response body (BUFFERED: once; STREAMED: one message per upstream re
              (`selection`); translate and sign for the first (`outbound`); reserve the rate
              limit (`metering`); hand the upstream stage the decision record; clear the route
              cache so Envoy routes on the cluster header
-    RESP_HDR learn who answered and how (`feedback`); choose the response body mode per stream
-             (`Reply`): NONE when nothing needs reading, READ (passthrough, read for usage or
-             latency), TRANSLATE (streamed or whole), ERROR (a provider's failure, buffered)
-    RESP_BODY translate back, keep the usage current, end: observe latency, free the slot
+    RESP_HDR a refusal of the gateway's own rate limit ends here; else learn who answered and how
+             (`feedback`) and choose the body mode (`Reply`): READ (passthrough: checked, never
+             changed), TRANSLATE, ERROR (a failure, or a 2xx that is not what was asked: buffered)
+    RESP_BODY translate back (or check; a cut stream gets an error event), keep the usage current,
+             end: observe latency, free the slot
 
 Per-stream state lives in one `Flow` dataclass (`flow.py`); every step that decides something
-is a function of another module, so this file is only the order of the steps. Errors raised here reach the one
-boundary in `extproc.server`, which calls `fail` to render them in the client's format. Not
-thread-safe; one asyncio task owns a stream. Nothing is shared across streams but the immutable
-`Runtime`, the worker's `RoutingState` and its admission `Gate`.
+is a function of another module, so this file is only the order of the steps. Errors raised here
+reach the one boundary in `extproc.server`, which calls `fail` to render them in the client's
+format (named as the gateway's before a provider was reached). Not thread-safe; one asyncio task
+owns a stream. Nothing is shared across streams but the `Runtime`, `RoutingState` and `Gate`.
 """
 
 from __future__ import annotations
@@ -70,11 +71,11 @@ class RouterStream:
     def fail(self, err: errors.GatewayError, phase: str | None) -> msgs.ProcessingResponse:
         f = self.f
         status, body, headers = errors.render(err, f.api)
-        f.status = status
         if phase == "response_body" and f.reader is not None:  # bytes already reached the client
             return msgs.response_body(response.error_event(f.api, body))
-        log.info("request_id=%s tenant=%s status=%d error=%r", f.request_id, f.head.tenant.name if f.head else "-",
-                 status, err.message)
+        if phase not in ("response_headers", "response_body"):  # nothing reached a provider:
+            f.deployment = None  # the gateway refused, and says so
+        self._finish(status, err.message)
         extra = [(metadata.REQUEST_ID_HEADER, f.request_id)] if f.request_id else []
         who = response.identity_headers(f.deployment, f.route, f.model)
         return msgs.immediate(status, body, [*headers.items(), *who, *extra])
@@ -93,9 +94,8 @@ class RouterStream:
         if models_list.is_models_path(path):
             anthropic = "anthropic-version" in h
             f.api = errors.ANTHROPIC if anthropic else f.api
-            body = models_list.answer(self.rt.models_for(head.tenant), head.method, path, anthropic)
-            return msgs.immediate(200, body, [("content-type", "application/json"),
-                                              (metadata.REQUEST_ID_HEADER, f.request_id)])
+            body, headers = models_list.answer(self.rt.models_for(head.tenant), head.method, path, anthropic)
+            return msgs.immediate(200, body, [*headers, (metadata.REQUEST_ID_HEADER, f.request_id)])
         f.api = request.client_api(head, not m.end_of_stream, self.rt.config.limits.max_request_bytes)
         return msgs.request_headers()
 
@@ -110,8 +110,6 @@ class RouterStream:
         f.chain, f.ticket = await selection.admit(self.gate, self.state, chain, snapshot, req, head.priority,
                                                   f.deadline_at, f.request_id)
         d = f.deployment = f.chain[0]
-        if req.api == request.OPENAI_EMBEDDINGS and "embeddings" not in d.capabilities:
-            raise errors.BadRequest(f"The model `{req.model}` does not serve embeddings.", param="model")
         f.translator = self.rt.registry.get(req.api, d.target.provider_type)
         out = await outbound.prepare(f.translator, req.body, d)
         f.dropped = out.dropped_params
@@ -134,12 +132,14 @@ class RouterStream:
         f = self.f
         h = msgs.header_map(m)
         status = f.upstream_status = int(h.get(":status", "0") or 0)
-        if answered_by is None and "x-envoy-ratelimited" in h:
-            # The gateway's own rate limit refused it (already shaped by local_reply_config):
-            # nothing reached a provider, so there is nothing to learn or translate.
-            self._finish(status)
-            return msgs.response_headers(response.identity_headers(None, None, f.model), ["x-envoy-ratelimited"],
-                                         body_mode=msgs.BODY_NONE)
+        if response.refused_by_gateway(status, h, answered_by):  # nothing reached a provider: nothing to learn
+            f.deployment, f.failure = None, response.limiter_down(h)  # None: shaped by local_reply_config
+            who = response.identity_headers(None, None, f.model)
+            if f.failure is None:
+                self._finish(status)
+                return msgs.response_headers(who, ["x-envoy-ratelimited"], body_mode=msgs.BODY_NONE)
+            f.reply = Reply.ERROR
+            return msgs.response_headers([*who, ("content-type", "application/json")], body_mode=msgs.BODY_BUFFERED)
         attempts = h.get(metadata.ENVOY_ATTEMPT_COUNT, "1")
         tries = int(attempts) if attempts.isascii() and attempts.isdigit() else 1
         units = frozenset(lim.unit.value for lim in f.head.tenant.limits) if f.limited and f.head else frozenset()
@@ -162,34 +162,42 @@ class RouterStream:
         if f.dropped:
             out.append((metadata.DROPPED_PARAMS_HEADER, ",".join(f.dropped)))
         remove = response.headers_to_remove(h, {k for k, _ in limit_headers})
-        if not 200 <= status < 300:
-            f.upstream_headers, f.status, f.reply = h, client_status_for(status), Reply.ERROR
-            f.failure = response.failure(f.status, h, deadline_hit, d.provider)
+        ok = 200 <= status < 300
+        f.failure = response.not_delivered(req.stream, h, d.provider) if ok else None  # an HTML page, ...
+        if not ok or f.failure is not None:
+            if f.failure is not None:
+                feedback.broken(self.state, d, f.failure.message, f.request_id)
+            f.upstream_headers, f.reply = h, Reply.ERROR
+            f.status = f.failure.status if f.failure else client_status_for(status)
+            f.failure = f.failure or response.failure(f.status, h, deadline_hit, d.provider)
             out += [(":status", str(f.status)), ("content-type", "application/json")]
             return msgs.response_headers(out, remove, body_mode=msgs.BODY_BUFFERED)
         f.status = status
-        watch = f.limited or (f.ticket is not None and f.ticket.counted)
-        f.reply, mode = response.plan(tr.passthrough, req.stream, watch, self.state.sample_passthrough)
-        if mode == msgs.BODY_STREAMED:
+        f.reply, mode = response.plan(tr.passthrough, req.stream)
+        if req.stream:  # bytes may be added: a translation, or an error event ending a cut stream
             f.reader = tr.stream_translator(d.target, ResponseContext(f.request_id, int(self.clock()), req.include_usage))
+            remove.append("content-length")
         if f.reply is Reply.TRANSLATE and req.stream:
             out += [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
-            remove.append("content-length")
-        elif f.reply is Reply.NONE:
-            if req.stream:
-                self._observe(None)
-            self._finish(status)
         return msgs.response_headers(out, remove, body_mode=mode)
 
     def on_response_body(self, m: msgs.pb.HttpBody) -> msgs.ProcessingResponse:
         f = self.f
         d, tr, req = f.deployment, f.translator, f.req
+        if f.reply is Reply.ERROR:  # a failure, buffered: rendered in the client's format
+            if f.failure is None:
+                assert tr is not None, "a provider's error follows a routed request"
+                f.failure = tr.translate_error(f.upstream_status, m.body, f.upstream_headers)
+            return self._error_body(f.failure)
         assert d is not None and tr is not None and req is not None, "response body follows a routed request"
         if f.reader is not None:  # streamed: READ or TRANSLATE
             chunk = f.reader.feed(m.body)
-            out = None  # READ: the body goes on unchanged
+            out = None  # READ: the body goes on unchanged...
             if f.reply is Reply.TRANSLATE:
                 out = chunk + f.reader.finish() if m.end_of_stream else chunk
+            elif m.end_of_stream and not response.reached_its_end(f.reader):  # ...unless it was cut short
+                feedback.broken(self.state, d, "stream cut before its final event", f.request_id)
+                out = m.body + response.cut_stream_tail(f.reader, f.api)
             f.usage = f.reader.usage  # None when the client did not ask for usage: TTFT only
             f.events += metering.events_in(m.body)
             md = self._spent()
@@ -197,21 +205,21 @@ class RouterStream:
                 self._observe(f.usage.completion_tokens if f.usage else None)
                 self._finish(f.status)
             return msgs.response_body(out, dynamic_metadata=md)
-        if f.reply is Reply.ERROR:
-            err = f.failure or tr.translate_error(f.upstream_status, m.body, f.upstream_headers)
-            status, body, extra = errors.render(err, f.api)
-            md = {metadata.NAMESPACE: metering.usage_fields(d, 0, 0)} if f.limited else None
-            # Buffered: the headers are still held, so the rendered status replaces the
-            # provisional one set at response-headers time.
-            self._finish(status)
-            return msgs.response_body(body, [(":status", str(status)), ("content-length", str(len(body))),
-                                             *extra.items()], dynamic_metadata=md)
         ctx = ResponseContext(f.request_id, int(self.clock()), False, req.encoding_format)
-        body, f.usage = tr.translate_response(m.body, d.target, ctx)
+        try:
+            body, f.usage = tr.translate_response(m.body, d.target, ctx)
+        except errors.ProviderError as err:  # a 2xx that is not the answer asked for (invalid JSON, ...)
+            feedback.broken(self.state, d, err.message, f.request_id)
+            return self._error_body(err)
         self._finish(f.status)
         if f.reply is Reply.READ:  # read for its usage only: the body goes on as is
             return msgs.response_body(None, dynamic_metadata=self._spent())
         return msgs.response_body(body, [("content-length", str(len(body)))], dynamic_metadata=self._spent())
+
+    def _error_body(self, err: errors.GatewayError) -> msgs.ProcessingResponse:
+        status, reply = response.error_body(err, self.f.api, self.f.deployment if self.f.limited else None)
+        self._finish(status)
+        return reply
 
     def _spent(self) -> dict[str, dict[str, str]] | None:
         f = self.f
@@ -229,10 +237,12 @@ class RouterStream:
         if self.f.ticket is not None and self.gate is not None:
             self.gate.release(self.f.ticket)
 
-    def _finish(self, status: int) -> None:
-        """The answer is complete: free the slot, write the access log line."""
+    def _finish(self, status: int, error: str | None = None) -> None:
+        """The answer is complete: free the slot, write the access log line (no deployment: the
+        gateway answered by itself)."""
         f = self.f
         f.status = status
         self.close()
         response.access_log(f.request_id, f.head.tenant.name if f.head else "-", f.deployment, status,
-                            f.upstream_status, f.usage, (self.clock() - self.started) * 1000)
+                            f.upstream_status if f.deployment else None, f.usage,
+                            (self.clock() - self.started) * 1000, f.model, error)

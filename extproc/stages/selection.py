@@ -2,6 +2,10 @@
 
 `route_request` turns a `ClientRequest` into the routing core's `RouteRequest`; `choose` runs the
 decision for a route and keeps one deployment per provider (Envoy's fallback walks providers);
+`refusal` says why a deployment cannot serve a request — the model's `capabilities` against what
+the request uses, for every (client API, provider) pair, passthrough included: `resolve` applies
+it to the model it resolves and `choose` to every deployment of a chain, so no provider is sent
+what it would refuse;
 `candidates` describes the chain to the admission gate from the same statistics snapshot the
 decision read; `admitted_first` puts the admitted deployment first. Raises the client's error
 when nothing can serve. No I/O; `choose` records an exploring decision's probe in the
@@ -19,7 +23,7 @@ from extproc.admission import Candidate, Gate, Ticket
 from extproc.config.model import Tenant
 from extproc.runtime import Deployment, RouteRuntime, Runtime
 from extproc.stages.feedback import RoutingState
-from extproc.stages.request import ClientRequest
+from extproc.stages.request import ANTHROPIC_MESSAGES, OPENAI_EMBEDDINGS, ClientRequest
 
 log = logging.getLogger("interlock.router")
 
@@ -37,9 +41,51 @@ def resolve(rt: Runtime, state: RoutingState, req: ClientRequest, tenant: Tenant
                               code="model_not_found", param="model")
     if route is None:
         assert deployments
+        refused = refusal(req, deployments[0])
+        if refused is not None:
+            raise refused
         return None, [deployments[0]], None
     chain, snapshot = choose(state, route, req, tenant, request_id)
     return route, chain, snapshot
+
+
+# The parameter a 400 names for a capability the request uses, per client API.
+_JSON_PARAM = {ANTHROPIC_MESSAGES: "output_config.format"}
+
+
+def refusal(req: ClientRequest, d: Deployment) -> errors.BadRequest | None:
+    """Why deployment `d` cannot serve `req` (None when it can), whatever the translator does:
+    chat to an embeddings model (capability `embeddings`), embeddings to a model without it, and
+    tools, images or a JSON response format to a model whose `capabilities` lack them. A 400
+    naming the parameter, as the provider itself would refuse it."""
+    embeddings_model = "embeddings" in d.capabilities
+    if req.api == OPENAI_EMBEDDINGS:
+        if embeddings_model:
+            return None
+        return errors.BadRequest(f"The model `{d.model}` does not serve embeddings.", param="model")
+    if embeddings_model:
+        return errors.BadRequest(f"The model `{d.model}` is an embeddings model: it serves /v1/embeddings only.",
+                                 param="model")
+    missing = req.needs - d.capabilities
+    if "tools" in missing:
+        return errors.BadRequest(f"Model {d.model} does not support tools.", param="tools")
+    if "images" in missing:
+        return errors.BadRequest(f"Model {d.model} does not support images.", param=_first_image(req.body))
+    if "json" in missing:
+        return errors.BadRequest(f"Model {d.model} does not support structured output.",
+                                 param=_JSON_PARAM.get(req.api, "response_format"))
+    return None
+
+
+def _first_image(body: dict[str, object]) -> str:
+    """Where the first image part of a chat body is (`messages[i].content[j]`)."""
+    messages = body.get("messages")
+    for i, m in enumerate(messages if isinstance(messages, list) else ()):
+        content = m.get("content") if isinstance(m, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, dict) and part.get("type") in ("image_url", "image"):
+                return f"messages[{i}].content[{j}]"
+    return "messages"
 
 
 def route_request(req: ClientRequest, route: RouteRuntime, tenant: Tenant, now: float) -> routing.RouteRequest:
@@ -52,8 +98,9 @@ def route_request(req: ClientRequest, route: RouteRuntime, tenant: Tenant, now: 
 
 def choose(state: RoutingState, route: RouteRuntime, req: ClientRequest, tenant: Tenant,
            request_id: str = "") -> tuple[list[Deployment], routing.Snapshot]:
-    """The deployments to try in order, one per provider, and the snapshot the decision read.
-    429 when every candidate is cooling down; 400 when none can serve the request."""
+    """The deployments to try in order, one per provider (the best one that can serve the request,
+    see `refusal`), and the snapshot the decision read. 429 when every candidate is cooling down;
+    400 when none can serve the request."""
     decision, snapshot = state.decide(route.name, route.deployments, route.policy,
                                       route_request(req, route, tenant, state.clock()))
     ex = decision.explanation
@@ -65,8 +112,10 @@ def choose(state: RoutingState, route: RouteRuntime, req: ClientRequest, tenant:
     chain: list[Deployment] = []
     for dep_id in decision.deployments:
         d = route.by_id[dep_id]
-        if all(x.provider != d.provider for x in chain):
+        if refusal(req, d) is None and all(x.provider != d.provider for x in chain):
             chain.append(d)
+    if not chain:  # every ranked deployment is of the wrong kind (chat / embeddings)
+        raise refusal(req, route.by_id[decision.deployments[0]]) or AssertionError("refused without a refusal")
     if log.isEnabledFor(logging.INFO):
         log.info("request_id=%s route=%s chain=%s by=%s dropped=%s", request_id, route.name,
                  ",".join(x.id for x in chain), ex.chosen_by,

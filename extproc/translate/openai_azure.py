@@ -6,7 +6,8 @@ client's body, whose `model` is the deployment name (the SDK keeps `model` in th
 it to the deployment; Azure routes by the path). The deployment is the target's upstream model;
 `api_version` is the target option of that name (default `DEFAULT_API_VERSION`, the newest GA
 version, as the config defaults it). The router adds the `api-key` header.
-Responses and streams are OpenAI's, passed through byte for byte (usage read as for OpenAI);
+Responses and streams are OpenAI's, passed through byte for byte (usage read, and a 200 that is
+not a chat completion or a stream without its end caught, as for OpenAI);
 errors are OpenAI-shaped (`{"error": {"code", "message", …}}`; a content-filter 400 keeps its
 `code`), translated as for OpenAI.
 """

@@ -1,16 +1,17 @@
 """OpenAI Embeddings client (`POST /v1/embeddings`) → OpenAI-compatible or Azure OpenAI: passthrough.
 
-Request: checked by hand as `openai.types.EmbeddingCreateParams` (3.63) defines it — `model` a
-non-empty string, `input` a non-empty string, array of strings, array of token ids or array of
-token-id arrays, `dimensions` an integer, `encoding_format` float or base64, `user` a string; a
-problem is a 400 naming the field (tests compare these checks with the SDK type; the SDK is not
-needed at run time). Fields the type does not define pass through (OpenAI-compatible servers
-take extensions, as the chat passthrough keeps them); null counts as absent. The body goes up
+Request: checked as `openai.types.EmbeddingCreateParams` defines it, by the client request
+check (`extproc.translate.schema`: `model` a non-empty string, `input` a non-empty string, array
+of strings, array of token ids or array of token-id arrays of at most 2048 entries, `dimensions`
+an integer of at least 1, `encoding_format` float or base64, `user` a string; a problem is a 400
+naming the field). Fields the type does not define pass through (OpenAI-compatible servers take
+extensions, as the chat passthrough keeps them); null counts as absent. The body goes up
 with `model` = the upstream model (for Azure, the deployment name, as the SDK's AzureOpenAI
 sends it), nothing dropped.
 Paths: `openai` → `{path_prefix}/embeddings` (option `path_prefix`, default `/v1`);
 `azure-openai` → `/openai/deployments/{deployment}/embeddings?api-version=…`.
-Responses go back byte for byte; usage is the body's `usage.prompt_tokens`. Embeddings do not
+Responses go back byte for byte; usage is the body's `usage.prompt_tokens`; a 200 that is not an
+embedding list (a page, invalid JSON) is a 502 (`openai_openai.whole_answer`). Embeddings do not
 stream. Errors are OpenAI-shaped and translated as for chat.
 """
 
@@ -20,64 +21,23 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import BadRequest
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage
 from extproc.translate.openai_azure import azure_path
-from extproc.translate.openai_openai import OpenAIToOpenAI
+from extproc.translate.openai_openai import OpenAIToOpenAI, whole_answer
+from extproc.translate.schema import check_request as check_client_request
 
 _HEADERS = (("content-type", "application/json"),)
-_ENCODING_FORMATS = ("float", "base64")
 
 
 def check_request(body: dict[str, Any]) -> None:
-    """400 (naming the field) unless `body` is a valid EmbeddingCreateParams."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("Missing required parameter: 'model'.", param="model")
-    _check_input(body.get("input"))
-    dimensions = body.get("dimensions")
-    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-        _invalid("dimensions", "must be an integer")
-    encoding = body.get("encoding_format")
-    if encoding is not None and encoding not in _ENCODING_FORMATS:
-        _invalid("encoding_format", "must be one of 'float', 'base64'")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        _invalid("user", "must be a string")
-
-
-def _invalid(field: str, message: str) -> None:
-    raise BadRequest(f"Invalid value for '{field}': {message}.", param=field)
-
-
-def _check_input(value: Any) -> None:
-    if value is None:
-        raise BadRequest("Missing required parameter: 'input'.", param="input")
-    if isinstance(value, str):
-        if value:
-            return
-    elif isinstance(value, list) and value:
-        first = value[0]
-        if isinstance(first, str) and all(isinstance(v, str) for v in value):
-            return
-        if _token_ids(value):
-            return
-        if isinstance(first, list) and all(isinstance(v, list) and v and _token_ids(v) for v in value):
-            return
-    raise BadRequest("'input' must be a non-empty string, array of strings, array of token ids or array of "
-                     "token-id arrays.", param="input")
-
-
-def _token_ids(values: list[Any]) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    """400 (naming the field) unless `body` is a valid EmbeddingCreateParams, by the client
+    request check (`extproc.translate.schema`, which the router stage already ran)."""
+    check_client_request("openai-embeddings", body)
 
 
 def usage_from_embeddings(body: bytes) -> Usage | None:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    """`Usage` of an embedding list (None when it has none); a 502 when the body is not one."""
+    usage = whole_answer(body, "data", "an embedding list").get("usage")
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     return Usage(prompt_tokens=tokens) if isinstance(tokens, int) else None
 

@@ -2,9 +2,12 @@
 
 Request: the client's body with `model` replaced by the deployment's upstream model; every other
 field is kept as sent (an OpenAI-compatible provider takes them all), so nothing is dropped.
-Responses, streamed or not, go back byte for byte; the translator only reads the token usage
-(the JSON body's `usage`, or the stream chunk that carries a non-null `usage`, which providers
-send when the client asked for `stream_options.include_usage`).
+Responses, streamed or not, go back byte for byte; the translator only reads them: the token
+usage (the JSON body's `usage`, or the stream chunk that carries a non-null `usage`, which
+providers send when the client asked for `stream_options.include_usage`), whether a whole answer
+is a chat completion at all (a 200 with a page or invalid JSON is a 502, `whole_answer`), and
+whether a stream reached its end (`data: [DONE]`, or an in-stream `{"error": …}` event, which
+the SDK raises): `complete`.
 Errors: the provider's OpenAI error body gives the message for `provider_error`; on a 400 its
 `param` and `code` are kept too (they name the client's mistake).
 """
@@ -16,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from extproc.errors import BadRequest, GatewayError
+from extproc.errors import BadRequest, GatewayError, ProviderError
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage, provider_error
 from extproc.translate.sse import SSEDecoder
 
@@ -56,28 +59,60 @@ def usage_from_openai(usage: Any) -> Usage | None:
         return None
 
 
+def whole_answer(body: bytes, key: str, what: str) -> dict[str, Any]:
+    """A provider's whole 2xx answer, parsed: a JSON object whose `key` is a list (`choices` of a
+    chat completion, `data` of an embedding list, `content` of a Message). Anything else — a page,
+    invalid or cut JSON, another object — is a 502: the client's SDK would read it as an empty
+    answer without an error."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get(key), list):
+        raise ProviderError(f"The provider's answer is not {what} (status 200, {len(body)} bytes).", 502, "api_error",
+                            "provider_invalid_response")
+    return parsed
+
+
 class OpenAIPassthroughStream:
-    """Passes every byte through unchanged; reads `usage` from the chunk that carries it.
+    """Passes every byte through unchanged; reads `usage` from the chunk that carries it, and
+    whether the stream ended as a stream must (`complete`).
 
     Lifetime: one per response stream. `usage` is None until a chunk with a usage object has
-    been seen, and is the provider's figure from then on.
+    been seen, and is the provider's figure from then on. `complete` turns True at `data: [DONE]`
+    or at an `{"error": …}` event (the provider's own end, which the SDK raises).
     """
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        self.complete = False
         self._decoder = SSEDecoder()
 
     def feed(self, chunk: bytes) -> bytes:
         for event in self._decoder.feed(chunk):
-            if '"usage"' not in event.data or event.data == "[DONE]":
+            data = event.data
+            if data == "[DONE]":
+                self.complete = True
+                continue
+            has_usage, has_error = '"usage"' in data, '"error"' in data
+            if not has_usage and not has_error:
                 continue
             try:
-                parsed = orjson.loads(event.data)
+                parsed = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(parsed, dict):
+            if not isinstance(parsed, dict):
+                continue
+            if has_usage:
                 self.usage = usage_from_openai(parsed.get("usage")) or self.usage
+            if has_error and parsed.get("error") is not None and "choices" not in parsed:
+                self.complete = True
         return chunk
+
+    @property
+    def pending(self) -> bool:
+        """The stream so far ends inside an event (its start was passed on)."""
+        return self._decoder.pending
 
     def finish(self) -> bytes:
         return b""
@@ -95,11 +130,7 @@ class OpenAIToOpenAI:
                                stream=body.get("stream") is True)
 
     def translate_response(self, body: bytes, target: Target, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body, None
-        return body, usage_from_openai(parsed.get("usage")) if isinstance(parsed, dict) else None
+        return body, usage_from_openai(whole_answer(body, "choices", "a chat completion").get("usage"))
 
     def stream_translator(self, target: Target, ctx: ResponseContext) -> OpenAIPassthroughStream:
         return OpenAIPassthroughStream()

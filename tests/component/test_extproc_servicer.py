@@ -11,7 +11,9 @@ path) and the upstream stage (a retry on another provider, selected by the call'
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -278,10 +280,12 @@ def test_models_list_in_anthropic_format(gw: ServicerHarness) -> None:
     [resp] = gw.process([headers_msg(h, end_of_stream=True)])
     status, body, _ = immediate(resp)
     assert status == 200
-    # The narrow tenant sees only what it may use.
-    assert body == {"data": [{"type": "model", "id": "gpt-4o-mini", "display_name": "gpt-4o-mini",
-                              "created_at": "1970-01-01T00:00:00Z"}],
+    # The narrow tenant sees only what it may use; created_at is when the worker started serving.
+    created = body["data"][0].pop("created_at")
+    assert body == {"data": [{"type": "model", "id": "gpt-4o-mini", "display_name": "gpt-4o-mini"}],
                     "has_more": False, "first_id": "gpt-4o-mini", "last_id": "gpt-4o-mini"}
+    started = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    assert abs(time.time() - started.timestamp()) < 3600
 
 
 def test_one_model_and_a_hidden_one(gw: ServicerHarness) -> None:
@@ -480,41 +484,48 @@ def test_sse_response_is_streamed(gw: ServicerHarness) -> None:
     assert "content-length" in removed
 
 
-def test_passthrough_response_bypasses_the_extproc(gw: ServicerHarness) -> None:
+OPENAI_COMPLETION = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello — nice to meet you! 👋"},
+                 "finish_reason": "stop"}], "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}}
+
+
+def test_passthrough_response_is_read_and_never_changed(gw: ServicerHarness) -> None:
+    """A same-API answer is read whole (to check it is a chat completion), its bytes untouched."""
     body = chat_body("gpt-4o-mini")
+    answer = orjson.dumps(OPENAI_COMPLETION)
     r = gw.process([headers_msg(client_headers(body=body)), body_msg(body),
                     response_headers_msg(200, {"content-type": "application/json", "openai-organization": "org-x",
                                                "openai-processing-ms": "300", "x-request-id": RID,
-                                               "x-envoy-upstream-service-time": "300"}, provider="openai")])
+                                               "x-envoy-upstream-service-time": "300"}, provider="openai"),
+                    response_body_msg(answer, end_of_stream=True)])
     rh = r[2]
-    assert rh.HasField("mode_override") and rh.mode_override.response_body_mode == NONE
+    assert rh.HasField("mode_override") and rh.mode_override.response_body_mode == BUFFERED
     set_headers, removed = header_mutation(rh.response_headers.response)
     assert set_headers[metadata.PROVIDER_HEADER] == "openai"
     assert set_headers[metadata.MODEL_HEADER] == "gpt-4o-mini"
     assert {"openai-organization", "openai-processing-ms"} <= set(removed)
     assert "x-request-id" not in removed
+    common = r[3].response_body.response
+    assert not common.HasField("body_mutation") and not common.header_mutation.set_headers
 
 
-def test_passthrough_streams_are_sampled_and_never_changed(gw: ServicerHarness) -> None:
-    """One passthrough stream in a few is read (STREAMED) to learn its token rate; its bytes go
-    on unchanged. The others bypass the ext_proc (NONE)."""
+def test_every_passthrough_stream_is_read_and_never_changed(gw: ServicerHarness) -> None:
+    """Every passthrough stream is read (STREAMED), for its usage, its token rate and its end; a
+    stream that ends with `[DONE]` goes on byte for byte."""
     body = chat_body("gpt-4o-mini", stream=True)
     chunk = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[]}\n\n'
-    modes = []
-    for _ in range(8):
+    for _ in range(3):
         s = gw.open()
         s.send(headers_msg(client_headers(body=body)))
         s.send(body_msg(body))
         rh = s.send(response_headers_msg(200, {"content-type": "text/event-stream"}, provider="openai"))
-        mode = rh.mode_override.response_body_mode
-        modes.append(mode)
-        if mode == STREAMED:
-            for part, end in ((chunk, False), (b"data: [DONE]\n\n", True)):
-                rb = s.send(response_body_msg(part, end_of_stream=end))
-                assert rb.WhichOneof("response") == "response_body"
-                assert body_after(rb.response_body.response, part) == part
+        assert rh.mode_override.response_body_mode == STREAMED
+        for part, end in ((chunk, False), (b"data: [DONE]\n\n", True)):
+            rb = s.send(response_body_msg(part, end_of_stream=end))
+            assert rb.WhichOneof("response") == "response_body"
+            assert not rb.response_body.response.HasField("body_mutation")
         s.close()
-    assert modes.count(STREAMED) == 1 and modes.count(NONE) == 7
 
 
 def test_gateway_rate_limit_reply_passes_through(gw: ServicerHarness) -> None:
@@ -940,11 +951,12 @@ def test_retry_on_another_provider_is_translated_afresh(gw: ServicerHarness, pat
     assert set_headers[metadata.MODEL_HEADER] == second_model
     assert set_headers[metadata.ROUTE_HEADER] == route
     assert set_headers[metadata.ATTEMPTS_HEADER] == "2"
-    if passthrough:
-        assert rh.mode_override.response_body_mode == NONE
-        router.close()
-        return
     assert rh.mode_override.response_body_mode == BUFFERED
+    if passthrough:  # read, never changed
+        reply = router.send(response_body_msg(answer, end_of_stream=True)).response_body.response
+        router.close()
+        assert not reply.HasField("body_mutation")
+        return
     out = orjson.loads(body_after(router.send(response_body_msg(answer, end_of_stream=True)).response_body.response,
                                   answer))
     router.close()
@@ -1000,3 +1012,177 @@ def test_a_boolean_max_tokens_is_400_and_nothing_goes_upstream(gw: ServicerHarne
     assert_openai_error(body, "invalid_request_error")
     assert body["error"]["param"] == "max_tokens"
     assert headers[metadata.REQUEST_ID_HEADER] == RID
+
+
+# -- a provider's 2xx that is not an answer (issue 11, point 6) -----------------------------------
+
+def answer_through(gw: ServicerHarness, model: str, path: str, stream: bool, headers: dict[str, str],
+                   chunks: list[bytes]) -> tuple[pb.ProcessingResponse, list[pb.ProcessingResponse]]:
+    """A request for `model`, the provider's 2xx with `headers`, then its body in `chunks` (each
+    sent while the stream mode asks for it); returns the response-headers reply and the body replies."""
+    anthropic = path == "/v1/messages"
+    body = messages_body(model, stream=stream) if anthropic else chat_body(model, stream=stream)
+    provider = "anthropic" if model.startswith("claude") else "openai"
+    s = gw.open()
+    s.send(headers_msg(client_headers(path, body=body, auth="x-api-key" if anthropic else "bearer")))
+    s.send(body_msg(body))
+    rh = s.send(response_headers_msg(200, {"x-envoy-upstream-service-time": "50", **headers}, provider=provider))
+    replies = []
+    if rh.mode_override.response_body_mode == BUFFERED:
+        replies.append(s.send(response_body_msg(b"".join(chunks), end_of_stream=True)))
+    elif rh.mode_override.response_body_mode == STREAMED:
+        replies += [s.send(response_body_msg(c, end_of_stream=i == len(chunks) - 1)) for i, c in enumerate(chunks)]
+    s.close()
+    return rh, replies
+
+
+def rendered_error(reply: pb.ProcessingResponse) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """(status, set headers, body) of a buffered body reply that replaced the answer with an error."""
+    common = reply.response_body.response
+    set_headers, _ = header_mutation(common)
+    body = common.body_mutation.body
+    assert set_headers["content-length"] == str(len(body)) and set_headers["content-type"] == "application/json"
+    return int(set_headers[":status"]), set_headers, orjson.loads(body)
+
+
+HTML = b"<!DOCTYPE html><html><body><h1>We'll be right back</h1></body></html>"
+
+
+@pytest.mark.parametrize(("model", "path"), [("gpt-4o-mini", "/v1/chat/completions"), ("claude-haiku", "/v1/messages")],
+                         ids=["openai", "anthropic"])
+@pytest.mark.parametrize("body", [b'{"id": "chatcmpl-1", "choi', b"not json", b'{"error": {"message": "x"}}', b"[]"],
+                         ids=["cut-json", "not-json", "no-answer", "array"])
+def test_a_passthrough_200_that_is_not_an_answer_is_a_502(gw: ServicerHarness, model: str, path: str,
+                                                          body: bytes) -> None:
+    rh, [reply] = answer_through(gw, model, path, False, {"content-type": "application/json"}, [body])
+    assert rh.mode_override.response_body_mode == BUFFERED
+    status, _, err = rendered_error(reply)
+    assert status == 502
+    if path == "/v1/messages":
+        assert err["type"] == "error" and err["error"]["type"] == "api_error"
+    else:
+        assert err["error"]["type"] == "api_error" and err["error"]["code"] == "provider_invalid_response"
+
+
+@pytest.mark.parametrize(("model", "path"), [("gpt-4o-mini", "/v1/chat/completions"), ("claude-haiku", "/v1/messages"),
+                                             ("claude-haiku", "/v1/chat/completions")],
+                         ids=["passthrough-openai", "passthrough-anthropic", "translated"])
+@pytest.mark.parametrize(("stream", "content_type"), [(False, "text/html; charset=utf-8"), (True, "text/html"),
+                                                      (True, "application/json")], ids=["whole-html", "stream-html",
+                                                                                        "stream-json"])
+def test_a_200_of_the_wrong_media_type_is_a_502_before_any_byte(gw: ServicerHarness, model: str, path: str,
+                                                                stream: bool, content_type: str) -> None:
+    rh, [reply] = answer_through(gw, model, path, stream, {"content-type": content_type}, [HTML])
+    assert rh.mode_override.response_body_mode == BUFFERED  # held: the client sees only the error
+    set_headers, _ = header_mutation(rh.response_headers.response)
+    assert set_headers[":status"] == "502" and set_headers[metadata.PROVIDER_HEADER] in ("openai", "anthropic")
+    status, _, err = rendered_error(reply)
+    media = content_type.split(";")[0]
+    message = err["error"]["message"]
+    assert status == 502 and media in message and ("event stream" if stream else "JSON") in message, message
+    assert "<html" not in message.lower()
+
+
+OPENAI_CHUNK = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,' \
+               b'"delta":{"content":"Hel"},"finish_reason":null}]}\n\n'
+
+
+@pytest.mark.parametrize(("chunks", "tail"), [
+    ([OPENAI_CHUNK, OPENAI_CHUNK], b"data: "),  # ends cleanly between events, without [DONE]
+    ([OPENAI_CHUNK, OPENAI_CHUNK[:40]], b"\n\ndata: "),  # ends inside an event
+    ([OPENAI_CHUNK, b""], b"data: "),  # Envoy's empty end-of-stream message
+], ids=["between-events", "mid-event", "empty-end"])
+def test_a_passthrough_openai_stream_cut_before_done_ends_with_an_error_event(
+        gw: ServicerHarness, chunks: list[bytes], tail: bytes) -> None:
+    rh, replies = answer_through(gw, "gpt-4o-mini", "/v1/chat/completions", True,
+                                 {"content-type": "text/event-stream"}, chunks)
+    assert rh.mode_override.response_body_mode == STREAMED
+    assert "content-length" in header_mutation(rh.response_headers.response)[1]
+    assert all(not r.response_body.response.HasField("body_mutation") for r in replies[:-1])  # never rewritten
+    last = replies[-1].response_body.response
+    added = body_after(last, chunks[-1])
+    assert added.startswith(chunks[-1])
+    event = added[len(chunks[-1]):]
+    assert event.startswith(tail) and event.endswith(b"\n\n")
+    err = orjson.loads(event.strip().split(b"data: ", 1)[1])
+    assert err["error"]["type"] == "api_error" and "ended before" in err["error"]["message"]
+
+
+def test_a_passthrough_anthropic_stream_cut_before_message_stop_ends_with_an_error_event(
+        gw: ServicerHarness) -> None:
+    sse = anthropic_sse().split(b"event: message_delta")[0]
+    rh, replies = answer_through(gw, "claude-haiku", "/v1/messages", True, {"content-type": "text/event-stream"},
+                                 [sse[:100], sse[100:]])
+    assert rh.mode_override.response_body_mode == STREAMED
+    assert not replies[0].response_body.response.HasField("body_mutation")
+    added = body_after(replies[-1].response_body.response, sse[100:])
+    assert added.startswith(sse[100:])
+    event = added[len(sse[100:]):]
+    assert event.startswith(b"event: error\ndata: ")
+    err = orjson.loads(event.split(b"data: ", 1)[1])
+    assert err["type"] == "error" and err["error"]["type"] == "api_error"
+
+
+@pytest.mark.parametrize(("model", "path", "chunks"), [
+    ("gpt-4o-mini", "/v1/chat/completions", [OPENAI_CHUNK, b"data: [DONE]\n\n"]),
+    ("gpt-4o-mini", "/v1/chat/completions", [OPENAI_CHUNK, b'data: {"error": {"message": "overloaded"}}\n\n']),
+    ("claude-haiku", "/v1/messages", [anthropic_sse()]),
+    ("claude-haiku", "/v1/messages", [anthropic_sse().split(b"event: message_delta")[0],
+                                      _event("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                                  "message": "Overloaded"}})]),
+], ids=["openai-done", "openai-provider-error", "anthropic-message-stop", "anthropic-provider-error"])
+def test_a_passthrough_stream_that_reached_its_end_is_never_changed(gw: ServicerHarness, model: str, path: str,
+                                                                    chunks: list[bytes]) -> None:
+    _, replies = answer_through(gw, model, path, True, {"content-type": "text/event-stream"}, chunks)
+    assert replies and all(not r.response_body.response.HasField("body_mutation") for r in replies)
+
+
+# -- who refused (issue 11, point 8) -------------------------------------------------------------
+
+def test_the_gateways_own_400_after_choosing_a_deployment_names_the_gateway(
+        gw: ServicerHarness, caplog: pytest.LogCaptureFixture) -> None:
+    """`n: 2` to an Anthropic model is refused while translating for the chosen deployment: no
+    provider saw it, so the answer and the access log name the gateway."""
+    with caplog.at_level("INFO", logger="interlock.router"):
+        _, [_, resp] = request(gw, chat_body("claude-haiku", n=2))
+    status, body, headers = immediate(resp)
+    assert status == 400 and body["error"]["type"] == "invalid_request_error"
+    assert headers[metadata.PROVIDER_HEADER] == metadata.GATEWAY_PROVIDER
+    assert headers[metadata.MODEL_HEADER] == "claude-haiku"
+    [line] = [r.getMessage() for r in caplog.records if RID in r.getMessage()]
+    assert " provider=interlock " in line and " status=400 " in line and " upstream_status=- " in line, line
+
+
+def test_the_gateways_rate_limit_refusal_is_logged_as_the_gateways(
+        gw: ServicerHarness, caplog: pytest.LogCaptureFixture) -> None:
+    body = chat_body()
+    with caplog.at_level("INFO", logger="interlock.router"):
+        gw.process([headers_msg(client_headers(body=body)), body_msg(body),
+                    response_headers_msg(429, {"content-type": "application/json", "x-envoy-ratelimited": "true",
+                                               "retry-after": "3"})])
+    [line] = [r.getMessage() for r in caplog.records if RID in r.getMessage()]
+    assert " provider=interlock " in line and " model=claude-haiku " in line and " upstream_status=- " in line, line
+
+
+@pytest.mark.parametrize(("path", "auth"), [("/v1/chat/completions", "bearer"), ("/v1/messages", "x-api-key")])
+def test_rate_limit_service_down_with_failure_mode_closed_is_the_gateways_429(
+        gw: ServicerHarness, path: str, auth: str) -> None:
+    """Envoy's rate-limit filter, unable to ask the rate-limit service, answers 429 itself
+    (`status_on_error`) without `x-envoy-ratelimited`: rendered here as the gateway's 429 with
+    Retry-After in the client's format — not a provider that "could not be reached"."""
+    body = messages_body() if path == "/v1/messages" else chat_body()
+    r = gw.process([headers_msg(client_headers(path, body=body, auth=auth)), body_msg(body),
+                    response_headers_msg(429, {"content-type": "application/json", "content-length": "80"}),
+                    response_body_msg(b'{"error":{"message":"","type":"rate_limit_error"}}', end_of_stream=True)])
+    rh = r[2]
+    assert rh.mode_override.response_body_mode == BUFFERED
+    set_headers, _ = header_mutation(rh.response_headers.response)
+    assert set_headers[metadata.PROVIDER_HEADER] == metadata.GATEWAY_PROVIDER
+    status, out_headers, err = rendered_error(r[3])
+    assert status == 429 and int(out_headers["retry-after"]) >= 1
+    if path == "/v1/messages":
+        assert err["type"] == "error" and err["error"]["type"] == "rate_limit_error"
+    else:
+        assert err["error"]["type"] == "rate_limit_error" and err["error"]["code"] == "rate_limit_exceeded"
+    message = err["error"]["message"]
+    assert "rate limit" in message and "could not be reached" not in message

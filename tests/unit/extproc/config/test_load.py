@@ -8,6 +8,7 @@ import pytest
 
 from extproc.cmd.cli import main
 from extproc.config import ConfigError, load_file, load_text, parse_duration
+from extproc.config.load import parse_yaml
 from tests.conftest import FIXTURES
 
 INVALID = sorted((FIXTURES / "config" / "invalid").glob("*.yaml"))
@@ -126,3 +127,54 @@ def test_worker_ports_clashing_once_the_worker_count_is_known_stop_the_start(
     assert main([command[0], "-c", str(path), *command[1:]]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "rate_limit.port: 20002 is one of the ext_proc workers' ports (20000-20002 for 3 workers)"]
+
+
+MINIMAL = """\
+providers: [{name: openai, type: openai, api_key_env: K}]
+models: [{name: a, provider: openai}, {name: b, provider: openai}]
+tenants:
+  - name: t
+    api_key_sha256: ["%s"]
+    models: [a]
+""" % ("0" * 64)
+
+
+def test_a_duplicate_key_is_an_error_with_its_line_not_the_last_one_winning() -> None:
+    """A second `models:` would otherwise widen the tenant to every model."""
+    assert load_text(MINIMAL).tenants[0].models == ("a",)
+    with pytest.raises(ConfigError) as e:
+        load_text(MINIMAL + '    models: ["*"]\n')
+    assert e.value.problems == ["tenants[0].models: duplicate key at line 7, column 5 (first at line 6)"]
+
+
+def test_duplicate_keys_are_reported_with_every_other_problem() -> None:
+    """... and the rest is checked as YAML reads it: the last of the duplicates."""
+    text = MINIMAL.replace("models: [a]", "models: [a]\n    priority: urgent\n    priority: batch") + "tenants: [{name: u}]\n"
+    with pytest.raises(ConfigError) as e:
+        load_text(text)
+    assert e.value.problems == [
+        "tenants[0].priority: duplicate key at line 8, column 5 (first at line 7)",
+        "tenants: duplicate key at line 9, column 1 (first at line 3)",
+        "tenants[0].api_key_sha256: required"]
+
+
+@pytest.mark.parametrize("text", [
+    # Keys beside a merge key override the merged ones: YAML's design, not a duplicate.
+    "base: &base {type: openai, api_key_env: K}\nother: {<<: *base, type: anthropic}\n",
+    "a: &m {x: 1}\nb: *m\nc: *m\n",  # one node reached by several aliases is checked once
+    "x: {1: a, '1': b}\n",  # an int and a string: two keys
+    "- {a: 1}\n- {a: 2}\n",  # the same key in sibling mappings
+])
+def test_what_is_not_a_duplicate_key(text: str) -> None:
+    assert parse_yaml(text) is not None
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("x: {1: a, 0x1: b}\n", "x.1: duplicate key at line 1, column 11 (first at line 1)"),  # one int, spelt twice
+    ("a:\n  - b: 1\n    c: 2\n    b: 3\n", "a[0].b: duplicate key at line 4, column 5 (first at line 2)"),
+    ("a: &m {x: 1, x: 2}\nb: *m\n", "a.x: duplicate key at line 1, column 14 (first at line 1)"),
+])
+def test_where_a_duplicate_key_is_reported(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_yaml(text, "f.yaml")
+    assert e.value.problems == [problem]

@@ -195,11 +195,14 @@ def test_observe_touches_only_the_deployment_observed() -> None:
 
 # -- the state's counters ----------------------------------------------------------------------------
 
-def test_one_passthrough_stream_in_eight_is_sampled() -> None:
+def test_a_broken_2xx_is_a_failure_after_its_success() -> None:
+    """`learn` counted the 2xx a success; `broken` (a page, invalid JSON, a cut stream) makes it a
+    failure: the deployment cools down like after a 5xx, the others are untouched."""
     s = state()
-    assert [s.sample_passthrough() for _ in range(17)] == [True, *[False] * 7, True, *[False] * 7, True]
-    t = state()
-    assert [t.sample_passthrough(every=2) for _ in range(4)] == [True, False, True, False]
+    feedback.learn(s, [GPT, CLAUDE], "openai", 200, 1, {})
+    assert not s.stats.cooling_down(GPT.id, NOW)
+    feedback.broken(s, GPT, "stream cut before its final event", "r1")
+    assert s.stats.cooling_down(GPT.id, NOW) and not s.stats.cooling_down(CLAUDE.id, NOW)
 
 
 def test_round_robin_counters_are_per_route() -> None:

@@ -1,8 +1,10 @@
 """`extproc.stages.models_list`: `GET /v1/models` and `GET /v1/models/{id}` answered by the gateway,
-in OpenAI's format or Anthropic's, listing only what the tenant may use."""
+in OpenAI's format or Anthropic's, listing only what the tenant may use, with the headers every
+answer carries and a real creation time."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -13,15 +15,21 @@ from extproc.stages import models_list
 from tests.unit.extproc.stages.support import runtime, tenant
 
 MODELS = [("gpt", "openai"), ("claude", "anthropic"), ("cheap", "interlock")]
-EPOCH = "1970-01-01T00:00:00Z"
+CREATED = 1_767_225_600  # 2026-01-01T00:00:00Z
+CREATED_AT = "2026-01-01T00:00:00Z"
 
 
 def _openai(name: str, owner: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+    return {"id": name, "object": "model", "created": CREATED, "owned_by": owner}
 
 
 def _anthropic(name: str) -> dict[str, Any]:
-    return {"type": "model", "id": name, "display_name": name, "created_at": EPOCH}
+    return {"type": "model", "id": name, "display_name": name, "created_at": CREATED_AT}
+
+
+def body_of(models: list[tuple[str, str]], method: str, path: str, anthropic: bool) -> Any:
+    body, _ = models_list.answer(models, method, path, anthropic, CREATED)
+    return orjson.loads(body)
 
 
 @pytest.mark.parametrize(("models", "anthropic", "path", "expected"), [
@@ -37,7 +45,7 @@ def _anthropic(name: str) -> dict[str, Any]:
 ], ids=["openai-list", "openai-empty", "anthropic-list", "anthropic-empty", "openai-one", "anthropic-one",
         "one-with-a-slash", "trailing-slash"])
 def test_answer(models: list[tuple[str, str]], anthropic: bool, path: str, expected: dict[str, Any]) -> None:
-    assert orjson.loads(models_list.answer(models, "GET", path, anthropic)) == expected
+    assert body_of(models, "GET", path, anthropic) == expected
 
 
 @pytest.mark.parametrize("path", ["/v1/models/gpt-5-imaginary", "/v1/models/GPT"])
@@ -71,5 +79,29 @@ def test_is_models_path(path: str, is_models: bool) -> None:
     ("narrow", ["gpt", "smart"]),
 ])
 def test_a_tenant_lists_what_it_may_use(who: str, ids: list[str]) -> None:
-    body = orjson.loads(models_list.answer(runtime().models_for(tenant(who)), "GET", "/v1/models", False))
+    body = body_of(runtime().models_for(tenant(who)), "GET", "/v1/models", False)
     assert [m["id"] for m in body["data"]] == ids
+
+
+@pytest.mark.parametrize(("path", "model"), [("/v1/models", "-"), ("/v1/models/", "-"), ("/v1/models/claude", "claude"),
+                                             ("/v1/models/cheap", "cheap")])
+@pytest.mark.parametrize("anthropic", [False, True])
+def test_every_answer_names_who_made_it(path: str, model: str, anthropic: bool) -> None:
+    """Like every answer of the gateway: `x-interlock-provider` is the gateway itself, and
+    `x-interlock-model` the model asked for (only one the tenant may see: never an unknown name)."""
+    _, headers = models_list.answer(MODELS, "GET", path, anthropic)
+    assert dict(headers) == {"content-type": "application/json", "x-interlock-provider": "interlock",
+                             "x-interlock-model": model}
+
+
+@pytest.mark.parametrize("anthropic", [False, True])
+def test_models_have_a_real_creation_time(anthropic: bool) -> None:
+    """Not the epoch: when this gateway process started serving them (SDKs and UIs show it)."""
+    body, _ = models_list.answer(MODELS, "GET", "/v1/models", anthropic)
+    listed = orjson.loads(body)["data"]
+    since = models_list.SERVING_SINCE
+    assert time.time() - 86400 < since <= time.time()
+    if anthropic:
+        assert {m["created_at"] for m in listed} == {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))}
+    else:
+        assert {m["created"] for m in listed} == {since}

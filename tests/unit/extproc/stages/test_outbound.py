@@ -62,9 +62,10 @@ def test_prepare(case: str) -> None:
     original = copy.deepcopy(body)
     d = dep(model)
     out = _prepare(api, d, body)
-    assert out.headers[:3] == [(":path", path), ("content-length", str(len(out.body))),
+    authority = d.account.config.endpoint.authority
+    assert out.headers[:4] == [(":path", path), (":authority", authority), ("content-length", str(len(out.body))),
                                (metadata.TRANSLATED_FOR_HEADER, provider)]
-    assert dict(out.headers) == {":path": path, "content-length": str(len(out.body)),
+    assert dict(out.headers) == {":path": path, ":authority": authority, "content-length": str(len(out.body)),
                                  metadata.TRANSLATED_FOR_HEADER: provider, "content-type": "application/json",
                                  **extra}
     assert out.names() == set(dict(out.headers))
@@ -101,37 +102,76 @@ def test_a_provider_without_credentials_is_502() -> None:
 
 # -- headers to strip ------------------------------------------------------------------------------
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+# What a client may send: credentials (its own and a proxy's), SDK, protocol and beta headers,
+# forwarding and Envoy control headers, the gateway's own headers, custom and oversized ones.
 CLIENT_HEADERS = {
-    ":authority": "gw:8080", ":path": "/v1/x", ":method": "POST", "authorization": f"Bearer {KEY}", "x-api-key": KEY,
-    "api-key": KEY, "cookie": "a=b", "accept-encoding": "gzip", "content-length": "99",
-    "content-type": "application/json", "anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching",
+    ":authority": "gw:8080", ":path": "/v1/x", ":method": "POST", ":scheme": "http",
+    "authorization": f"Bearer {KEY}", "x-api-key": KEY, "api-key": KEY, "proxy-authorization": f"Basic {KEY}",
+    "cookie": "a=b", "accept-encoding": "gzip", "content-length": "99", "content-type": "application/json",
+    "anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching", "openai-beta": "assistants=v2",
     "openai-organization": "org-client", "x-stainless-os": "Linux", "x-interlock-priority": "batch",
-    "x-goog-api-client": "genai", "x-amz-date": "20250101T000000Z", "user-agent": "SDK/1.0",
-    "x-request-id": "rid", "accept": "application/json", "x-custom": "kept",
+    "x-interlock-cluster": "provider_nowhere", "x-goog-api-client": "genai", "x-amz-date": "20250101T000000Z",
+    "user-agent": "SDK/1.0", "accept": "application/json", "te": "trailers", "x-forwarded-proto": "https",
+    "x-forwarded-for": "198.51.100.7", "forwarded": "for=198.51.100.7", "via": "1.1 corp-proxy",
+    "x-real-ip": "198.51.100.7", "x-envoy-original-host": "gw:8080", "x-envoy-upstream-rq-timeout-ms": "1",
+    "x-envoy-max-retries": "9", "x-envoy-retry-on": "5xx", "x-custom": "c", "x-big": "x" * 16384,
+    "traceparent": TRACEPARENT, "tracestate": "vendor=opaque", "x-request-id": "rid",
 }
-ALWAYS_STRIPPED = ["api-key", "cookie", "accept-encoding", "openai-organization", "x-stainless-os",
-                   "x-interlock-priority", "x-goog-api-client", "x-amz-date"]
+# What a provider gets of them, whatever its type: the pseudo-headers (`:path` and `:authority` the
+# provider's), the trace context, and what Envoy needs and its upstream filters remove
+# (`x-forwarded-proto`) or keep (the request id, Envoy's own).
+KEPT = {":authority", ":path", ":method", ":scheme", "x-request-id", "x-forwarded-proto", "traceparent", "tracestate"}
 
 
-@pytest.mark.parametrize(("api", "model", "expected"), [
-    # The Anthropic passthrough forwards the client's beta header; its version header is the gateway's.
-    (ANTHROPIC_MESSAGES, "claude", ["x-api-key", *ALWAYS_STRIPPED]),
-    (OPENAI_CHAT, "claude", ["x-api-key", *ALWAYS_STRIPPED[:3], "anthropic-beta", *ALWAYS_STRIPPED[3:]]),
-    (OPENAI_CHAT, "gpt", ["x-api-key", *ALWAYS_STRIPPED[:3], "anthropic-version", "anthropic-beta",
-                          *ALWAYS_STRIPPED[3:]]),
-    (OPENAI_CHAT, "flash", ["authorization", "x-api-key", *ALWAYS_STRIPPED[:3], "anthropic-version",
-                            "anthropic-beta", *ALWAYS_STRIPPED[3:]]),
-], ids=["anthropic-passthrough", "openai-to-anthropic", "openai-passthrough", "openai-to-gemini"])
-def test_client_headers_to_strip(api: str, model: str, expected: list[str]) -> None:
+def _upstream(api: str, model: str, client: dict[str, str]) -> tuple[dict[str, str], list[str], set[str]]:
+    """(the headers a provider gets, the client's removed, the names the gateway sets)."""
     d = dep(model)
     translator = runtime().registry.get(api, d.target.provider_type)
-    body = MESSAGES if api == ANTHROPIC_MESSAGES else CHAT
-    set_headers = [*_prepare(api, d, body).headers, *outbound.routing_headers([d], api, None)]
-    removed = outbound.client_headers_to_strip(CLIENT_HEADERS, {k for k, _ in set_headers}, translator)
-    assert removed == expected
-    upstream = {k: v for k, v in CLIENT_HEADERS.items() if k not in removed} | dict(set_headers)
+    set_headers = [*_prepare(api, d, MESSAGES if api == ANTHROPIC_MESSAGES else CHAT).headers,
+                   *outbound.routing_headers([d], api, None)]
+    removed = outbound.client_headers_to_strip(client, {k for k, _ in set_headers}, translator)
+    return {k: v for k, v in client.items() if k not in removed} | dict(set_headers), removed, {k for k, _ in set_headers}
+
+
+@pytest.mark.parametrize(("api", "model", "forwarded"), [
+    # The Anthropic passthrough forwards the client's beta header; its version header is the gateway's.
+    (ANTHROPIC_MESSAGES, "claude", {"anthropic-beta"}),
+    (OPENAI_CHAT, "claude", set()),
+    (OPENAI_CHAT, "gpt", set()),
+    (OPENAI_CHAT, "proxied", set()),
+    (OPENAI_CHAT, "flash", set()),
+    (ANTHROPIC_MESSAGES, "proxied", set()),
+    (ANTHROPIC_MESSAGES, "flash", set()),
+], ids=["anthropic-passthrough", "openai-to-anthropic", "openai-passthrough", "openai-under-a-base-path",
+        "openai-to-gemini", "anthropic-to-openai", "anthropic-to-gemini"])
+def test_only_the_allow_list_of_client_headers_reaches_a_provider(api: str, model: str, forwarded: set[str]) -> None:
+    upstream, removed, gateway = _upstream(api, model, CLIENT_HEADERS)
+    assert set(upstream) == KEPT | forwarded | set(gateway)
+    as_sent = (KEPT | forwarded) - set(gateway)
+    assert {k: upstream[k] for k in as_sent} == {k: CLIENT_HEADERS[k] for k in as_sent}
+    assert upstream[":authority"] == dep(model).account.config.endpoint.authority  # never the gateway's
     assert KEY not in repr(upstream)
-    assert {"user-agent", "x-request-id", "accept", "x-custom", ":authority", ":method"} <= set(upstream)
+    assert not any(k.startswith(":") or k in gateway for k in removed)  # set anyway, or Envoy's to keep
+
+
+@pytest.mark.parametrize("name", ["traceparent", "tracestate", "anthropic-beta"])
+def test_an_oversized_allowed_header_is_removed_not_forwarded(name: str) -> None:
+    at_limit = {**CLIENT_HEADERS, name: "a" * outbound.MAX_FORWARDED_LENGTH}
+    assert name in _upstream(ANTHROPIC_MESSAGES, "claude", at_limit)[0]
+    over = {**CLIENT_HEADERS, name: "a" * (outbound.MAX_FORWARDED_LENGTH + 1)}
+    assert name not in _upstream(ANTHROPIC_MESSAGES, "claude", over)[0]
+
+
+class _ForwardsOpenAIBeta:
+    passthrough = True
+    forward_client_headers = ("openai-beta",)
+
+
+def test_a_translator_adds_to_the_allow_list() -> None:
+    removed = outbound.client_headers_to_strip(CLIENT_HEADERS, set(), _ForwardsOpenAIBeta())  # type: ignore[arg-type]
+    assert {"openai-beta", "traceparent", "tracestate", "x-request-id"}.isdisjoint(removed)
+    assert {"anthropic-beta", "anthropic-version", "authorization"} <= set(removed)
 
 
 @pytest.mark.parametrize(("api", "provider_type", "forwarded"), [
@@ -142,15 +182,18 @@ def test_which_translators_forward_client_headers(api: str, provider_type: str, 
     assert outbound.forwarded_headers(runtime().registry.get(api, provider_type)) == forwarded
 
 
+AWS = ["x-amz-content-sha256", "x-amz-date", "x-amz-security-token"]
+
+
 @pytest.mark.parametrize(("model", "api", "expected"), [
-    ("claude", OPENAI_CHAT, ["anthropic-beta", "api-key", "openai-project", "x-amz-content-sha256", "x-amz-date",
-                             "x-amz-security-token", "x-api-key", "x-goog-api-key"]),
-    ("gpt", OPENAI_CHAT, ["anthropic-beta", "anthropic-version", "api-key", "openai-project", "x-amz-content-sha256",
-                          "x-amz-date", "x-amz-security-token", "x-api-key", "x-goog-api-key"]),
-    ("proxied", OPENAI_CHAT, ["anthropic-beta", "anthropic-version", "api-key", "x-amz-content-sha256", "x-amz-date",
-                              "x-amz-security-token", "x-api-key", "x-goog-api-key"]),
-    ("flash", OPENAI_CHAT, ["anthropic-beta", "anthropic-version", "api-key", "authorization", "openai-project",
-                            "x-amz-content-sha256", "x-amz-date", "x-amz-security-token", "x-api-key"]),
+    ("claude", OPENAI_CHAT, ["anthropic-beta", "api-key", "openai-beta", "openai-project", *AWS, "x-api-key",
+                             "x-goog-api-key"]),
+    ("gpt", OPENAI_CHAT, ["anthropic-beta", "anthropic-version", "api-key", "openai-beta", "openai-project", *AWS,
+                          "x-api-key", "x-goog-api-key"]),
+    ("proxied", OPENAI_CHAT, ["anthropic-beta", "anthropic-version", "api-key", "openai-beta", *AWS, "x-api-key",
+                              "x-goog-api-key"]),
+    ("flash", OPENAI_CHAT, ["anthropic-beta", "anthropic-version", "api-key", "authorization", "openai-beta",
+                            "openai-project", *AWS, "x-api-key"]),
 ])
 def test_a_retry_removes_every_other_providers_headers(model: str, api: str, expected: list[str]) -> None:
     provider_headers = {p.name: p.headers for p in runtime().config.providers}

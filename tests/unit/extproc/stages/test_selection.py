@@ -1,22 +1,29 @@
 """`extproc.stages.selection`: which deployments a request tries and in which order — the model or
 route it names (404 when unknown or forbidden), one deployment per provider, 429 / 400 when nothing
-can serve it, and the admission gate's view and choice."""
+can serve it, a 400 for what the model's capabilities lack (every pair, passthrough included), and
+the admission gate's view and choice."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+from functools import cache
 from typing import Any
 
 import pytest
+import yaml
 
 import routing
 from extproc import errors
 from extproc.admission import Board, Candidate, Gate
+from extproc.config import load_text
 from extproc.config.model import Admission
-from extproc.runtime import Deployment
-from extproc.stages import selection
+from extproc.runtime import Deployment, Runtime, compile_runtime
+from extproc.stages import request, selection
 from extproc.stages.feedback import RoutingState
-from tests.unit.extproc.stages.support import chat, dep, runtime, tenant
+from extproc.stages.request import ClientRequest
+from extproc.translate.registry import default_registry
+from tests.unit.extproc.stages.support import CONFIG, ENVIRON, chat, client, dep, runtime, tenant
 
 NOW = 100.0
 GPT, CLAUDE, FLASH = dep("gpt"), dep("claude"), dep("flash")
@@ -218,3 +225,79 @@ def test_without_a_snapshot_admission_reads_the_states_statistics() -> None:
     s.stats.observe(FLASH.id, 3.0, None, NOW)  # learned: 3 s to the first token
     with pytest.raises(errors.DeadlineExceeded):
         asyncio.run(selection.admit(_gate(Board()), s, [FLASH], None, chat("flash"), "default", NOW + 1.0))
+
+
+# -- refusal: capabilities, for every pair, passthrough included -----------------------------------
+
+IMAGE_PART = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+ANTHROPIC_IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@cache
+def capable_runtime() -> Runtime:
+    """The stage tests' config plus an embeddings model and a route that lists it beside a chat model."""
+    cfg = copy.deepcopy(CONFIG)
+    cfg["models"].append({"name": "embed", "provider": "openai", "upstream_model": "text-embedding-3-small",
+                          "capabilities": ["embeddings"]})
+    cfg["routes"].append({"name": "any", "candidates": ["embed", "gpt"], "policy": {"kind": "cheapest"}})
+    return compile_runtime(load_text(yaml.safe_dump(cfg)), default_registry(), environ=ENVIRON)
+
+
+def _refused(req: ClientRequest) -> errors.GatewayError:
+    with pytest.raises(errors.BadRequest) as info:
+        selection.resolve(capable_runtime(), state(), req, tenant())
+    return info.value
+
+
+@pytest.mark.parametrize(("req", "param", "message"), [
+    # OpenAI client → an OpenAI-type provider: passthrough, the body would go upstream unchanged.
+    (chat("proxied", tools=[TOOL]), "tools", "Model proxied does not support tools."),
+    (client(model="proxied", messages=[{"role": "user", "content": "a"},
+                                       {"role": "user", "content": [{"type": "text", "text": "b"}, IMAGE_PART]}]),
+     "messages[1].content[1]", "Model proxied does not support images."),
+    (chat("proxied", response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+     "response_format", "Model proxied does not support structured output."),
+    # Translated pairs get the same answer before any translator runs.
+    (chat("gpt", messages=[{"role": "user", "content": [IMAGE_PART]}]), "messages[0].content[0]",
+     "Model gpt does not support images."),
+    (client(request.ANTHROPIC_MESSAGES, model="flash", max_tokens=10, tools=[{"name": "f", "input_schema": {}}],
+            messages=[{"role": "user", "content": "hi"}]), "tools", "Model flash does not support tools."),
+    (client(request.ANTHROPIC_MESSAGES, model="gpt", max_tokens=10,
+            messages=[{"role": "user", "content": [ANTHROPIC_IMAGE]}]), "messages[0].content[0]",
+     "Model gpt does not support images."),
+    (client(request.ANTHROPIC_MESSAGES, model="flash", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
+            output_config={"format": {"type": "json_schema", "schema": {}}}), "output_config.format",
+     "Model flash does not support structured output."),
+    # Chat to an embeddings model, embeddings to a chat model.
+    (chat("embed"), "model", "The model `embed` is an embeddings model: it serves /v1/embeddings only."),
+    (client(request.ANTHROPIC_MESSAGES, model="embed", max_tokens=10, messages=[{"role": "user", "content": "hi"}]),
+     "model", "The model `embed` is an embeddings model: it serves /v1/embeddings only."),
+    (client(request.OPENAI_EMBEDDINGS, model="gpt", input="hi"), "model", "The model `gpt` does not serve embeddings."),
+], ids=["passthrough-tools", "passthrough-image", "passthrough-json", "translated-image", "anthropic-tools",
+        "anthropic-image", "anthropic-json", "chat-to-embeddings", "messages-to-embeddings", "embeddings-to-chat"])
+def test_what_a_model_cannot_do_is_a_400_naming_the_parameter(req: ClientRequest, param: str, message: str) -> None:
+    err = _refused(req)
+    assert (err.status, err.param, err.message) == (400, param, message)
+
+
+@pytest.mark.parametrize("req", [
+    chat("gpt", tools=[TOOL], response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+    chat("claude", tools=[TOOL], messages=[{"role": "user", "content": [IMAGE_PART]}]),
+    client(request.ANTHROPIC_MESSAGES, model="claude", max_tokens=10, tools=[{"name": "f", "input_schema": {}}],
+           messages=[{"role": "user", "content": [ANTHROPIC_IMAGE]}]),
+    client(request.OPENAI_EMBEDDINGS, model="embed", input="hi"),
+], ids=["openai-tools-json", "openai-tools-image", "anthropic-tools-image", "embeddings"])
+def test_what_a_model_can_do_passes(req: ClientRequest) -> None:
+    _, chain, _ = selection.resolve(capable_runtime(), state(), req, tenant())
+    assert [d.model for d in chain] == [req.model]
+
+
+def test_a_route_drops_the_deployments_that_cannot_serve_the_request() -> None:
+    _, chain, _ = selection.resolve(capable_runtime(), state(), chat("any"), tenant())
+    assert [d.model for d in chain] == ["gpt"]
+    _, chain, _ = selection.resolve(capable_runtime(), state(), client(request.OPENAI_EMBEDDINGS, model="any",
+                                                                       input="hi"), tenant())
+    assert [d.model for d in chain] == ["embed"]
+    err = _refused(chat("any", tools=[TOOL], messages=[{"role": "user", "content": [IMAGE_PART]}]))
+    assert err.status == 400 and err.param == "model"  # the routing filter's own 400: nothing can serve it

@@ -7,7 +7,7 @@ import json
 import orjson
 import pytest
 
-from extproc.errors import GatewayError, render
+from extproc.errors import GatewayError, ProviderError, render
 from extproc.translate.base import ResponseContext, Target
 from extproc.translate.openai_anthropic import OpenAIToAnthropic
 from extproc.translate.openai_openai import OpenAIToOpenAI
@@ -93,8 +93,10 @@ def test_unreadable_anthropic_response_is_502(body: bytes) -> None:
     assert info.value.status == 502
 
 
-def test_unreadable_openai_response_passes_through() -> None:
-    assert OpenAIToOpenAI().translate_response(b"not json", GPT, CTX) == (b"not json", None)
+def test_an_unreadable_same_api_answer_is_a_502_not_a_200() -> None:
+    with pytest.raises(ProviderError) as info:
+        OpenAIToOpenAI().translate_response(b"not json", GPT, CTX)
+    assert info.value.status == 502
 
 
 def _stream(*events: dict[str, object] | bytes, finish: bool = True) -> list[dict[str, object] | str]:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from extproc.errors import GatewayError
+from extproc.errors import GatewayError, ProviderError
 from extproc.translate.base import ResponseContext, Target, Usage
 from extproc.translate.openai_embeddings import OpenAIEmbeddingsToAzure, OpenAIEmbeddingsToOpenAI
 
@@ -34,9 +34,9 @@ def test_valid_inputs_pass_with_model_rewritten(value: Any) -> None:
     ({"model": "embed", "input": None}, "input"),
     ({"model": "embed", "input": ""}, "input"),
     ({"model": "embed", "input": []}, "input"),
-    ({"model": "embed", "input": ["a", 1]}, "input"),
-    ({"model": "embed", "input": [[1], []]}, "input"),
-    ({"model": "embed", "input": [True]}, "input"),
+    ({"model": "embed", "input": ["a", 1]}, "input[1]"),
+    ({"model": "embed", "input": [[1], []]}, "input[1]"),
+    ({"model": "embed", "input": [True]}, "input[0]"),
     ({"model": "embed", "input": 3.5}, "input"),
     ({"model": "embed", "input": "x", "dimensions": "256"}, "dimensions"),
     ({"model": "embed", "input": "x", "encoding_format": "int8"}, "encoding_format"),
@@ -61,5 +61,7 @@ def test_response_passes_through_with_usage() -> None:
     body = orjson.dumps({"object": "list", "data": [], "model": "m", "usage": {"prompt_tokens": 8, "total_tokens": 8}})
     out, usage = OpenAIEmbeddingsToOpenAI().translate_response(body, TARGET, CTX)
     assert out is body and usage == Usage(prompt_tokens=8)
-    assert OpenAIEmbeddingsToOpenAI().translate_response(b"not json", TARGET, CTX) == (b"not json", None)
+    with pytest.raises(ProviderError) as info:  # an unreadable 200 is the provider's failure, not an answer
+        OpenAIEmbeddingsToOpenAI().translate_response(b"not json", TARGET, CTX)
+    assert info.value.status == 502
     assert OpenAIEmbeddingsToOpenAI.passthrough and OpenAIEmbeddingsToAzure.passthrough
