@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from simulator.capabilities import serves_chat
 from simulator.common import go_duration, json_response
 from simulator.embeddings import Embeddings
 from simulator.openai_api import ChatCompletions
@@ -40,6 +41,8 @@ ACCESS_DENIED = ("Access denied due to invalid subscription key or wrong API end
 _SAFE = {"filtered": False, "severity": "safe"}
 FILTER_RESULTS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
 OPERATIONS = {"chat/completions": "ChatCompletions_Create", "embeddings": "Embeddings_Create"}
+OPERATION_HELP = ("Please choose different model and try again. You can learn m"
+                  "ore about which models can be used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993.")
 
 
 def azure_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -109,6 +112,17 @@ class AzureMixin:
                                "you created the deployment within the last 5 minutes, please wait a moment and try "
                                "again.", self._headers(extra))
         return super().status_error(status, behaviour, model, prompt)  # type: ignore[misc]
+
+    def capability_refusal(self, body: dict[str, Any], model: str, behaviour: Behaviour) -> web.Response | None:
+        """Chat to an embeddings deployment is Azure's 400 OperationNotSupported; the rest as OpenAI."""
+        if not serves_chat(model, behaviour):
+            return azure_error(400, "OperationNotSupported", "The chatCompletion operation does not work with the "
+                               f"specified model, {model}. " + OPERATION_HELP, self._headers())
+        return super().capability_refusal(body, model, behaviour)  # type: ignore[misc, no-any-return]
+
+    def embeddings_refusal(self, model: str) -> web.Response:
+        return azure_error(400, "OperationNotSupported", "The embeddings operation does not work with the "
+                           f"specified model, {model}. " + OPERATION_HELP, self._headers())
 
     def decorate(self, data: dict[str, Any]) -> dict[str, Any]:
         choices = [{**c, "content_filter_results": FILTER_RESULTS} for c in data.get("choices") or []]

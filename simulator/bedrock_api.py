@@ -33,6 +33,7 @@ from aiohttp import web
 
 from simulator import textgen
 from simulator.aws_auth import as_headers
+from simulator.capabilities import bedrock_image, bedrock_tools, model_capabilities, serves_chat
 from simulator.common import ClientGone, json_response, write
 from simulator.eventstream_encode import event_message, exception_message
 from simulator.state import UNANSWERED, Behaviour, SimState
@@ -172,6 +173,9 @@ class ConverseExchange:
             return self.error(400, problems[0] if count == 1 else
                               f"{count} validation errors detected: " + "; ".join(problems))
         behaviour = self.state.behaviour(self.model)
+        refused = self.capability_refusal(body, behaviour)
+        if refused is not None:
+            return refused
         status = self.state.admission(behaviour, self.model, self.request)
         if status is not None:
             return self.error(status)
@@ -193,6 +197,21 @@ class ConverseExchange:
                   "stopReason": STOP_REASONS[output.stop], "usage": self._usage(prompt, output.output_tokens),
                   "metrics": {"latencyMs": self._latency()}}
         return json_response(200, result, {"x-amzn-RequestId": self.request_id})
+
+    def capability_refusal(self, body: dict[str, Any], behaviour: Behaviour) -> web.Response | None:
+        """Bedrock's ValidationException for what the model cannot do (see `simulator.capabilities`);
+        None = it can."""
+        if not serves_chat(self.model, behaviour):
+            return self.error(400, "This action doesn't support the model that you provided. Try again with a "
+                                   "supported text or chat model.")
+        caps = model_capabilities(self.model, behaviour)
+        if "tools" not in caps and bedrock_tools(body):
+            return self.error(400, "This model doesn't support tool use.")
+        image = None if "images" in caps else bedrock_image(body)
+        if image is not None:
+            return self.error(400, f"messages.{image[0]}.content.{image[1]}.image: This model doesn't support "
+                                   "image content blocks. Remove the image content block and try again.")
+        return None
 
     def _tool_use_id(self) -> str:
         return "tooluse_" + self.state.random_id(22)

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from simulator import textgen
+from simulator.capabilities import serves_embeddings
 from simulator.common import json_response, parse_json_body
 from simulator.openai_api import ChatCompletions
 from simulator.openai_checks import error, problems_error
@@ -46,6 +47,10 @@ def encode(values: list[float], encoding_format: str) -> list[float] | str:
 class Embeddings(ChatCompletions):
     """One `POST /v1/embeddings` exchange (authentication and errors as for chat completions)."""
 
+    def embeddings_refusal(self, model: str) -> web.Response:
+        """OpenAI's answer to embeddings from a model that does not make them."""
+        return error(403, "You are not allowed to generate embeddings from this model", headers=self._headers())
+
     async def answer(self) -> web.StreamResponse:
         rejected = self.authenticate()
         if rejected is not None:
@@ -67,6 +72,8 @@ class Embeddings(ChatCompletions):
                          param="dimensions", headers=self._headers())
         model = body["model"]
         behaviour = self.state.behaviour(model)
+        if not serves_embeddings(model, behaviour):
+            return self.embeddings_refusal(model)
         prompt = usage_tokens(inputs)
         status = self.state.admission(behaviour, model, self.request)
         if status is not None:

@@ -30,6 +30,13 @@ import orjson
 from aiohttp import web
 
 from simulator import textgen
+from simulator.capabilities import (
+    gemini_image,
+    gemini_tools,
+    model_capabilities,
+    serves_chat,
+    serves_embeddings,
+)
 from simulator.common import ClientGone, json_response, open_stream, write
 from simulator.google_errors import (
     BAD_CREDENTIALS,
@@ -164,6 +171,9 @@ class GeminiExchange:
         if violations:
             return violations_error(violations)
         behaviour = self.state.behaviour(self.target.model)
+        refused = self.capability_refusal(body, behaviour)
+        if refused is not None:
+            return refused
         status = self.state.admission(behaviour, self.target.model, self.request)
         if status is not None:
             return self.status_error(status, behaviour)
@@ -184,6 +194,22 @@ class GeminiExchange:
         result = self._response(self._candidates(output, count, output.pieces, True), prompt,
                                 output.output_tokens * count)
         return json_response(200, result, GOOGLE_HEADERS)
+
+    def capability_refusal(self, body: dict[str, Any], behaviour: Behaviour) -> web.Response | None:
+        """Google's refusal of what the model cannot do (see `simulator.capabilities`); None = it can:
+        a method the model does not serve is its 404 (`... is not supported for generateContent`),
+        function declarations or an image to a model without them an INVALID_ARGUMENT."""
+        model = self.target.model
+        if "mbed" in self.target.method:
+            return None if serves_embeddings(model, behaviour) else self.status_error(404, behaviour)
+        if not serves_chat(model, behaviour):
+            return self.status_error(404, behaviour)
+        caps = model_capabilities(model, behaviour)
+        if "tools" not in caps and gemini_tools(body):
+            return google_error(400, f"Function calling is not enabled for models/{model}")
+        if "images" not in caps and gemini_image(body):
+            return google_error(400, f"Image input modality is not enabled for models/{model}")
+        return None
 
     def status_error(self, status: int, behaviour: Behaviour) -> web.Response:
         """The error `status` admission gave, in Google's format (429 with RetryInfo on the Gemini API:

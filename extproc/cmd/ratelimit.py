@@ -47,6 +47,7 @@ from typing import Any
 from aiohttp import web
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from extproc.cmd.reload import read_generation
 from extproc.config import ConfigError, GatewayConfig, load_file
 from extproc.h2grpc import Server
 from extproc.limits.limiter import Limiter
@@ -174,7 +175,8 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
             log.error("rate limit reload failed, keeping %d limits: %s", len(table[0]), e)
             return
         reloads.successes += 1
-        log.info("rate limits reloaded: %d limits", len(table[0]))
+        log.info("rate limits reloaded: %d limits (config generation %d)", len(table[0]),
+                 read_generation(config_path))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,11 @@ Theory of operation (one `Reloader` in the supervising process, polled a few tim
 Clusters are added before any worker routes to them (so no request sees `cluster_not_found`)
 and removed only `grace` seconds after the workers stopped routing to them. Settings that need
 a restart (`RESTART_ONLY`) are refused as a failed reload.
+
+Generations. The supervisor counts config generations (1 at start, +1 per successful reload) and
+writes the current one next to the active config copy (`generation_file`) before it tells the
+workers; a worker (or the rate-limit process) reads it when it starts and on each SIGHUP
+(`read_generation`), so every process of the pod names the same generation, restarted ones too.
 """
 
 from __future__ import annotations
@@ -49,6 +54,20 @@ def _setting(cfg: GatewayConfig, dotted: str) -> object:
     return value
 
 
+def generation_file(active: Path | str) -> Path:
+    """Where the generation of the active config copy `active` is written."""
+    active = Path(active)
+    return active.with_name(active.name + ".generation")
+
+
+def read_generation(active: Path | str, default: int = 1) -> int:
+    """The generation of the config in `active` (`default` when the supervisor wrote none)."""
+    try:
+        return int(generation_file(active).read_text().strip())
+    except (OSError, ValueError):
+        return default
+
+
 @dataclass
 class ReloadStats:
     successes: int = 0
@@ -67,6 +86,8 @@ class Reloader:
         self.envoy_dir, self.admin_url = envoy_dir, admin_url
         self.grace, self.ack_timeout, self.clock = grace, ack_timeout, clock
         self.stats = ReloadStats()
+        # A work directory used before may hold an older run's generation: this run starts at 1.
+        write_files(self.active.parent, {generation_file(self.active).name: f"{self.stats.generation}\n"})
         self._fingerprint = self._read_fingerprint()
         self._cleanup_at: float | None = None
         self._retired: dict[str, Provider] = {}
@@ -117,6 +138,7 @@ class Reloader:
         self.current = cfg
         self.stats.successes += 1
         self.stats.generation += 1
+        write_files(self.active.parent, {generation_file(self.active).name: f"{self.stats.generation}\n"})
         self.notify_workers()
         if self._retired:
             self._cleanup_at = self.clock() + self.grace

@@ -3,18 +3,22 @@
 SIGHUP re-reads the config file and swaps the compiled runtime atomically: streams already open
 keep the runtime they started with; new streams get the new one. The supervisor only sends
 SIGHUP after validating the file (and after Envoy has the clusters it needs), so a failure here
-is unexpected; it is logged and the previous runtime keeps serving.
+is unexpected; it is logged and the previous runtime keeps serving. The runtime's generation is
+the supervisor's (`extproc.cmd.reload.read_generation`), logged on every reload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from extproc.admission import Board
+from extproc.cmd.reload import read_generation
 from extproc.config import ConfigError, load_file
 from extproc.runtime import Runtime, compile_runtime
 from extproc.server import serve
+from extproc.translate.base import Registry
 from extproc.translate.registry import default_registry
 
 log = logging.getLogger("interlock.worker")
@@ -40,16 +44,25 @@ def run_worker(config_path: str, address: str, port: int, *, board: str | None =
     import uvloop
 
     registry = default_registry()
-    slot = RuntimeSlot(compile_runtime(load_file(config_path), registry))
-
-    def reload() -> None:
-        try:
-            slot.current = compile_runtime(load_file(config_path), registry, generation=slot.current.generation + 1)
-        except ConfigError as e:
-            log.error("reload failed, keeping generation %d: %s", slot.current.generation, "; ".join(e.problems))
-            return
-        log.info("config generation %d loaded", slot.current.generation)
-
+    slot = RuntimeSlot(compile_runtime(load_file(config_path), registry, generation=read_generation(config_path)))
     uvloop.install()
     shared = Board(board, worker_index, workers) if board else Board()
-    asyncio.run(serve(address, port, slot, on_reload=reload, board=shared))
+    asyncio.run(serve(address, port, slot, on_reload=reloader(slot, config_path, registry), board=shared))
+
+
+def reloader(slot: RuntimeSlot, config_path: str, registry: Registry) -> Callable[[], None]:
+    """What SIGHUP does: compile the config file as the generation the supervisor wrote (the
+    previous one + 1 when it wrote none) and swap it in; a config that does not load keeps the
+    current runtime."""
+    def reload() -> None:
+        previous = slot.current.generation
+        try:
+            runtime = compile_runtime(load_file(config_path), registry,
+                                      generation=read_generation(config_path, default=previous + 1))
+        except ConfigError as e:
+            log.error("reload failed, keeping generation %d: %s", previous, "; ".join(e.problems))
+            return
+        slot.current = runtime
+        log.info("config generation %d loaded (was %d)", runtime.generation, previous)
+
+    return reload

@@ -151,3 +151,27 @@ def _worker_pid(gw_pids: list[int], port: int) -> int:
         if b"--single" in argv and str(port).encode() in argv:
             return pid
     raise AssertionError(f"no worker for port {port} among {gw_pids}")
+
+
+def test_envoys_own_errors_have_openais_whole_shape(simulator: Simulator, tmp_path: Path) -> None:
+    """Envoy's local replies (here: no ext_proc to ask) are OpenAI errors with every field an
+    OpenAI client reads, `param` included (null: no parameter is at fault)."""
+    port = free_port()
+    cfg = load_text(yaml.safe_dump(gateway_config(simulator.port, port, free_port(), free_port_run(1), workers=1)))
+    (tmp_path / "envoy.yaml").write_text(render_files(cfg, str(tmp_path), static=True)["envoy.yaml"])
+    envoy = subprocess.Popen([envoy_binary(), "-c", str(tmp_path / "envoy.yaml"), "--disable-hot-restart",
+                              "--log-level", "error"], start_new_session=True)
+    try:
+        assert wait_until(lambda: port_open("127.0.0.1", port), 30)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=HELLO_BODY,
+                       headers={"authorization": f"Bearer {TENANT_KEY}"}, timeout=10)
+        assert r.status_code == 503
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"} and err["param"] is None, err
+        with pytest.raises(openai.InternalServerError) as info:
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=TENANT_KEY, max_retries=0) \
+                .chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        assert (info.value.param, info.value.code) == (None, "service_unavailable")
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
