@@ -71,6 +71,11 @@ class Embeddings(ChatCompletions):
             return error(400, f"Invalid value for 'dimensions' = {dimensions}. Must be greater than 0.",
                          param="dimensions", headers=self._headers())
         model = body["model"]
+        if dimensions is not None and dimensions > max_dimensions(model):
+            # As OpenAI refuses more dimensions than the model has (text-embedding-3-small: 1536,
+            # -large: 3072), never by building a vector that long.
+            return error(400, f"Invalid value for 'dimensions' = {dimensions}. Must be at most "
+                         f"{max_dimensions(model)} for model {model}.", param="dimensions", headers=self._headers())
         behaviour = self.state.behaviour(model)
         if not serves_embeddings(model, behaviour):
             return self.embeddings_refusal(model)
@@ -96,3 +101,9 @@ class Embeddings(ChatCompletions):
 
 async def embeddings(state: SimState, request: web.Request) -> web.StreamResponse:
     return await Embeddings(state, request).answer()
+
+
+def max_dimensions(model: str) -> int:
+    """The most output dimensions `model` has: 1536 for the small text-embedding-3 model, 3072 for
+    the rest (text-embedding-3-large and the simulator's other embeddings models)."""
+    return 1536 if "small" in model else 3072

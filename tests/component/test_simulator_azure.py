@@ -157,3 +157,16 @@ def test_openai_midstream_error(oa: openai.OpenAI, sim: BackgroundSimulator) -> 
     with pytest.raises(openai.APIError):
         for _ in stream:
             pass
+
+
+@pytest.mark.parametrize(("model", "dimensions", "status"), [
+    ("text-embedding-3-small", 1536, 200), ("text-embedding-3-small", 1537, 400),
+    ("text-embedding-3-large", 3072, 200), ("text-embedding-3-large", 10_000_000, 400)])
+def test_more_dimensions_than_the_model_has_is_a_400(oa: openai.OpenAI, model: str, dimensions: int,
+                                                       status: int) -> None:
+    if status == 200:
+        assert len(oa.embeddings.create(model=model, input="x", dimensions=dimensions).data[0].embedding) == dimensions
+        return
+    with pytest.raises(openai.BadRequestError) as info:
+        oa.embeddings.create(model=model, input="x", dimensions=dimensions)
+    assert info.value.status_code == 400 and info.value.param == "dimensions"
