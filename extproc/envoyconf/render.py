@@ -264,10 +264,13 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
         "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         # An HTTP/2 stream's buffer limit is its window: the same limit as HTTP/1.1's.
         "http2_protocol_options": {"initial_stream_window_size": buffer_limit(cfg.limits)},
-        # A client must never pick the cluster itself: the header is the ext_proc's to set.
+        # A client must never pick the cluster itself: the header is the ext_proc's to set. Nor the
+        # request id: Envoy makes its own (a client's would be echoed, any length, in every answer
+        # and log line; correlation from the client travels in `traceparent`).
         "early_header_mutation_extensions": [{
             "name": "envoy.http.early_header_mutation.header_mutation",
-            "typed_config": {"@type": _EARLY_MUTATION, "mutations": [{"remove": metadata.CLUSTER_HEADER}]}}],
+            "typed_config": {"@type": _EARLY_MUTATION, "mutations": [{"remove": metadata.CLUSTER_HEADER},
+                                                                     {"remove": metadata.REQUEST_ID_HEADER}]}}],
         "http_filters": [
             _readiness_filter(),
             _client_path_filter(),

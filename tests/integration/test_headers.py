@@ -171,3 +171,14 @@ def test_no_envoy_or_internal_header_reaches_a_client_on_errors(gw: Gateway, sim
     r = post(gw, "openai", model, {})
     assert r.status_code == status, r.text
     assert_clean(r)
+
+
+def test_a_client_request_id_is_replaced_by_the_gateways(gw: Gateway) -> None:
+    """A client cannot choose the request id: a 16 KiB one came back in every answer's header."""
+    long_id = "r" * 16_384
+    for key in (TENANT_KEY, "sk-wrong-key"):
+        answer = httpx.post(f"{gw.url}/v1/chat/completions", timeout=10,
+                            headers={"authorization": f"Bearer {key}", "x-request-id": long_id},
+                            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        rid = answer.headers["x-request-id"]
+        assert rid != long_id and 0 < len(rid) <= 64, (answer.status_code, len(rid))

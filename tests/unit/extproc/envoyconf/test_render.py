@@ -67,8 +67,9 @@ def test_llm_defaults() -> None:
     doc = render(cfg, "/etc/interlock/envoy", static=True)["envoy.yaml"]
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    # Neither the cluster nor the request id is the client's to choose.
     assert hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"] == [
-        {"remove": metadata.CLUSTER_HEADER}]
+        {"remove": metadata.CLUSTER_HEADER}, {"remove": metadata.REQUEST_ID_HEADER}]
     for r in routes:
         if "route" in r:
             assert r["route"]["timeout"] == "0s"  # no 15 s default cutting long generations
