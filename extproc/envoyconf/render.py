@@ -125,7 +125,7 @@ def _local_replies(limits: Limits) -> tuple[_Reply, ...]:
           f"Request headers too large: at most {MAX_HEADERS_COUNT} headers (a few of them the gateway's own) "
           f"and {MAX_REQUEST_HEADERS_KB} KiB in all."),
         R("response.code == 426", 426, "invalid_request_error", "http_version_not_supported", "invalid_request_error",
-          "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2."),
+          "Only HTTP/1.1 and HTTP/2 are supported."),
         # An unknown transfer-coding: Envoy's 501, but a client's mistake like any other framing.
         R("response.code == 501", 400, "invalid_request_error", "invalid_request", "invalid_request_error",
           "Unsupported Transfer-Encoding: only chunked is accepted."),
