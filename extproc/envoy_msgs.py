@@ -25,6 +25,7 @@ _MODE = processing_mode_pb2.ProcessingMode
 BODY_NONE = _MODE.NONE
 BODY_STREAMED = _MODE.STREAMED
 BODY_BUFFERED = _MODE.BUFFERED
+BODY_FULL_DUPLEX = _MODE.FULL_DUPLEX_STREAMED  # needs trailers sent too (set with the override)
 
 Headers = Iterable[tuple[str, str]]
 
@@ -83,6 +84,8 @@ def response_headers(set_headers: Headers = (), remove: Iterable[str] = (),
     resp.response_headers.response.CopyFrom(_common(set_headers, remove))
     if body_mode is not None:
         resp.mode_override.response_body_mode = body_mode  # type: ignore[assignment]
+        if body_mode == BODY_FULL_DUPLEX:  # Envoy refuses FULL_DUPLEX_STREAMED without trailers
+            resp.mode_override.response_trailer_mode = _MODE.SEND  # type: ignore[assignment]
     return resp
 
 
@@ -92,6 +95,27 @@ def response_body(body: bytes | None, set_headers: Headers = (),
     resp.response_body.response.CopyFrom(_common(set_headers, (), body))
     if dynamic_metadata:
         resp.dynamic_metadata.update(dynamic_metadata)
+    return resp
+
+
+def streamed_body(body: bytes, end_of_stream: bool,
+                  dynamic_metadata: Mapping[str, Mapping[str, object]] | None = None) -> pb.ProcessingResponse:
+    """A FULL_DUPLEX_STREAMED response body reply: Envoy keeps nothing of the chunk it sent, so
+    these bytes are what goes on (empty: held back), and `end_of_stream` ends the client's body.
+    Also sent unsolicited (a stalled stream's error event, `end_of_stream` true)."""
+    resp = pb.ProcessingResponse()
+    streamed = resp.response_body.response.body_mutation.streamed_response
+    streamed.body = body
+    streamed.end_of_stream = end_of_stream
+    if dynamic_metadata:
+        resp.dynamic_metadata.update(dynamic_metadata)
+    return resp
+
+
+def response_trailers() -> pb.ProcessingResponse:
+    """The answer to response trailers (sent in FULL_DUPLEX_STREAMED mode): unchanged."""
+    resp = pb.ProcessingResponse()
+    resp.response_trailers.SetInParent()
     return resp
 
 

@@ -37,7 +37,8 @@ PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
 class _Call:
-    """One ext_proc gRPC stream: each ProcessingRequest answered by one ProcessingResponse."""
+    """One ext_proc gRPC stream: each ProcessingRequest answered by one ProcessingResponse (and, for
+    a stream that stalls, one error event sent unasked)."""
 
     __slots__ = ("stage",)
 
@@ -57,6 +58,12 @@ class _Call:
                           phase)
             response = stage.fail(InternalError(stage.request_id), phase)
         return bytes(response.SerializeToString())
+
+    def attach(self, send: Callable[[bytes], bool]) -> None:
+        """The transport's way to send a message unasked: the router stage ends a stalled stream
+        with it (on the running loop's clock)."""
+        if isinstance(self.stage, RouterStream):
+            self.stage.attach(lambda resp: send(resp.SerializeToString()), asyncio.get_running_loop())
 
     def close(self) -> None:
         if isinstance(self.stage, RouterStream):

@@ -28,9 +28,11 @@ _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.Exter
 _HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 _CODEC = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 
-# What a retry is for: the attempt failed before the provider answered, or it answered 429/5xx.
+# What a retry is for: the attempt failed before the provider answered, or it answered 429/5xx, or
+# it refused the gateway's own credentials (401/403: that account is misconfigured or revoked, the
+# client's request is not at fault, and the next candidate's account may be fine).
 RETRY_ON = "connect-failure,refused-stream,reset,retriable-status-codes,5xx"
-RETRIABLE_STATUS_CODES = [429]
+RETRIABLE_STATUS_CODES = [401, 403, 429]
 
 
 def host_metadata(provider: Provider) -> dict[str, Any]:

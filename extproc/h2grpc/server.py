@@ -8,7 +8,9 @@ coroutine producing them. A coroutine runs inline, outside any task, until it fi
 factory takes the call's headers and returns a `Stream`: `message(bytes)` answers one request
 message (bytes or a coroutine); messages of one call are handled in order, one at a time;
 `close()` runs exactly once when the call ends for any reason (answered, failed, cancelled,
-connection lost). A handler's exception fails its call with INTERNAL (logged, never sent); an
+connection lost). A stream with an `attach(send)` method gets, when its call starts, `send(bytes)`:
+from the event loop, it sends a message of its own at once (after the answers already sent), and
+returns False once the call has ended (the message is dropped). A handler's exception fails its call with INTERNAL (logged, never sent); an
 unknown method gets UNIMPLEMENTED; `stop()` sends GOAWAY and waits for open calls (the grace).
 """
 
@@ -178,6 +180,9 @@ class _Protocol(asyncio.Protocol):
         elif factory is not None:
             try:
                 call.stream = factory(event.headers)
+                attach = getattr(call.stream, "attach", None)
+                if attach is not None:
+                    attach(lambda data: self._push(call, data))
             except Exception:
                 log.exception("starting call %s failed", call.path)
                 self._finish(call, Status.INTERNAL, "internal error")
@@ -242,6 +247,14 @@ class _Protocol(asyncio.Protocol):
         self.h2.send_message(call.id, response)
         self._run(call)
         self._transmit()
+
+    def _push(self, call: _Call, data: bytes) -> bool:
+        """A message the call's stream sends on its own (not an answer)."""
+        if call.closed or self._lost:
+            return False
+        self.h2.send_message(call.id, data)
+        self._transmit()
+        return True
 
     def _finish(self, call: _Call, status: Status, message: str = "") -> None:
         if not call.closed:

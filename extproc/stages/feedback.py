@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import routing
+from extproc import metadata
 from extproc.runtime import Deployment
 
 log = logging.getLogger("interlock.feedback")
@@ -88,8 +89,9 @@ def learn(state: RoutingState, chain: Sequence[Deployment], answered_by: str | N
 
     Earlier attempts failed; the answering one succeeded or failed by its status. `answered_by`
     is the provider named by the answering host's metadata (None when Envoy answered itself: the
-    attempt `attempts` is then blamed). `headers`: the response headers, with the provider's own
-    rate-limit headers (see `split_limit_headers`) in place of the combined ones."""
+    attempt `attempts` is then blamed; a 401/403 — the provider refusing the gateway's own
+    credentials — counts as a failure like a 429 or 5xx). `headers`: the response headers, with
+    the provider's own rate-limit headers (see `split_limit_headers`) in place of the combined ones."""
     now = state.clock()
     stats = state.stats
     index = next((i for i, x in enumerate(chain) if x.provider == answered_by), None)
@@ -108,7 +110,7 @@ def learn(state: RoutingState, chain: Sequence[Deployment], answered_by: str | N
         if pressure is not None and stats.record_pressure(d.id, pressure, now) is not None:
             log.info("request_id=%s deployment %s under rate-limit pressure: %.0f%% left (%s), %.1f s",
                      request_id, d.id, pressure.remaining_fraction * 100, pressure.source, pressure.reset_after_s)
-    if not answered or status == 429 or status >= 500:
+    if not answered or status in (401, 403, 429) or status >= 500:
         stats.record_failure(d.id, now, routing.retry_after_s(headers, state.wall()))
         log.info("request_id=%s deployment %s failed (status %d, answered=%s)", request_id, d.id, status, answered)
     elif 200 <= status < 300:
@@ -132,3 +134,18 @@ def observe(state: RoutingState, d: Deployment, sent_at: float, headers_at: floa
     ttft = headers_at - sent_at
     tpot = (now - headers_at) / (completion_tokens - 1) if completion_tokens and completion_tokens > 1 else None
     state.stats.observe(d.id, ttft, tpot, now)
+
+
+def from_answer(state: RoutingState, chain: Sequence[Deployment], h: Mapping[str, str], answered_by: str | None,
+                status: int, tenant_units: frozenset[str], deadline_hit: bool, request_id: str = ""
+                ) -> tuple[list[tuple[str, str]], int | None]:
+    """What the response headers of a routed request teach, in one step: the tenant's rate-limit
+    headers to show (`split_limit_headers`) and, unless the client's own deadline ended it, the
+    index in `chain` of who answered (`learn`; None when nothing was learned)."""
+    limit_headers, provider_limits = split_limit_headers(h, tenant_units)
+    if not chain or deadline_hit:
+        return limit_headers, None
+    attempts = h.get(metadata.ENVOY_ATTEMPT_COUNT, "1")
+    tries = int(attempts) if attempts.isascii() and attempts.isdigit() else 1
+    upstream = {k: v for k, v in h.items() if not k.startswith(RATELIMIT_PREFIX)}
+    return limit_headers, learn(state, chain, answered_by, status, tries, {**upstream, **provider_limits}, request_id)

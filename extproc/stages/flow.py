@@ -10,6 +10,7 @@ from extproc.admission import Ticket
 from extproc.runtime import Deployment
 from extproc.stages.request import ClientRequest, RequestHead
 from extproc.stages.response import Reply
+from extproc.stages.stall import StallTimer
 from extproc.translate.base import StreamTranslator, Translator, Usage
 
 
@@ -19,7 +20,7 @@ class Flow:
     model or a route); `chain`: the deployments to try, primary first, distinct providers;
     `deployment`: translated for, and after the response headers who answered; `limited`: the
     tenant has rate limits, so usage goes to Envoy with every response message; `failure`: decided
-    at the response headers, rendered with the body. Times are on the routing state's clock."""
+    at the response headers, rendered with the body; `timer`: set while a stream is streaming. Times are on the routing state's clock."""
 
     api: str = errors.OPENAI
     request_id: str = ""
@@ -44,3 +45,5 @@ class Flow:
     upstream_headers: dict[str, str] = field(default_factory=dict)
     events: int = 0
     usage: Usage | None = None
+    timer: StallTimer | None = None  # a streamed answer's idle timer (when the transport can push)
+    ended: bool = False  # the router stage is done with the stream (answered, failed, stalled, gone)

@@ -44,8 +44,9 @@ def plan(passthrough: bool, stream: bool) -> tuple[Reply, int]:
     """(what to do with a 2xx body, Envoy's body mode). A passthrough body is read, never changed:
     whole to check it is JSON (and for its usage), streamed to see its final event (and for usage
     and the time per output token); the only bytes ever added are an error event at the end of a
-    stream that was cut (`stream_cut`)."""
-    return (Reply.READ if passthrough else Reply.TRANSLATE), msgs.BODY_STREAMED if stream else msgs.BODY_BUFFERED
+    stream that was cut (`stream_cut`) or stalled (`stalled`). Streams go FULL_DUPLEX_STREAMED:
+    the ext_proc may then send a message on its own (`stall.StallTimer`), which STREAMED forbids."""
+    return (Reply.READ if passthrough else Reply.TRANSLATE), msgs.BODY_FULL_DUPLEX if stream else msgs.BODY_BUFFERED
 
 
 # Media types a 2xx may have: a whole answer is JSON; a stream is server-sent events or AWS event
@@ -76,11 +77,19 @@ def reached_its_end(reader: object) -> bool:
     return bool(getattr(reader, "complete", True))
 
 
-def cut_stream_tail(reader: object, api: str) -> bytes:
-    """The bytes that end a read stream cut before its final event: the `stream_cut` error event in
-    the client's format, after a blank line when the reader holds the start of an unfinished
-    event (so the error is an event of its own; the client may still choke on the cut one)."""
-    _, body, _ = errors.render(stream_cut(), api)
+def stalled(provider: str, bound: float) -> errors.ProviderError:
+    """The error event ending a stream its provider stopped sending (the router stage's idle timer,
+    just before Envoy's idle timeout would reset the client's stream)."""
+    return errors.ProviderError(f"The provider {provider} sent nothing for {bound:g} s; the stream was ended before "
+                                "the response was complete.", 504, "timeout_error", "provider_timeout")
+
+
+def cut_stream_tail(reader: object, api: str, err: errors.GatewayError | None = None) -> bytes:
+    """The bytes that end a stream cut before its final event: the error event (`stream_cut`
+    unless `err`) in the client's format, after a blank line when the reader holds the start of an
+    unfinished event it passed on (so the error is an event of its own; the client may still choke
+    on the cut one)."""
+    _, body, _ = errors.render(err or stream_cut(), api)
     return (b"\n\n" if getattr(reader, "pending", False) else b"") + error_event(api, body)
 
 

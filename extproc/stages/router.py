@@ -2,7 +2,7 @@
 
 Theory of operation. Envoy sends, in this order and each at most once unless noted:
 request headers → request body (BUFFERED; absent when the request has none) → response
-headers → response body (BUFFERED: once; STREAMED: one message per upstream read).
+headers → response body (BUFFERED: once; FULL_DUPLEX_STREAMED: one message per upstream read).
 
     HEADERS  authenticate, read priority and deadline (`request`); answer GET /v1/models
     BODY     parse once (`request.ClientRequest`); choose and admit the deployments
@@ -13,7 +13,7 @@ headers → response body (BUFFERED: once; STREAMED: one message per upstream re
              (`feedback`) and choose the body mode (`Reply`): READ (passthrough: checked, never
              changed), TRANSLATE, ERROR (a failure, or a 2xx that is not what was asked: buffered)
     RESP_BODY translate back (or check; a cut stream gets an error event), keep the usage current,
-             end: observe latency, free the slot
+             end: observe latency, free the slot (`streaming`); or end a stalled one unasked (`stall`)
 
 Per-stream state lives in one `Flow` dataclass (`flow.py`); every step that decides something
 is a function of another module, so this file is only the order of the steps. Errors raised here
@@ -32,9 +32,10 @@ from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
 from extproc.admission import Gate
 from extproc.runtime import Runtime
-from extproc.stages import feedback, metering, models_list, outbound, request, response, selection
+from extproc.stages import feedback, metering, models_list, outbound, request, response, selection, streaming
 from extproc.stages.flow import Flow
 from extproc.stages.response import Reply
+from extproc.stages.stall import Loop
 from extproc.translate.base import ResponseContext, client_status_for
 
 log = logging.getLogger("interlock.router")
@@ -51,6 +52,11 @@ class RouterStream:
         self.clock = clock
         self.started = clock()
         self.f = Flow()
+        self.push: Callable[[msgs.ProcessingResponse], bool] | None = None
+        self.loop: Loop | None = None
+
+    def attach(self, push: Callable[[msgs.ProcessingResponse], bool], loop: Loop) -> None:
+        self.push, self.loop = push, loop  # the transport's unasked send; the idle timer's loop
 
     @property
     def request_id(self) -> str:
@@ -66,13 +72,16 @@ class RouterStream:
             return self.on_response_headers(req.response_headers, msgs.answering_provider(req))
         if phase == "response_body":
             return self.on_response_body(req.response_body)
+        if phase == "response_trailers":
+            return msgs.response_trailers()
         raise RuntimeError(f"unexpected ext_proc phase {phase}")
 
     def fail(self, err: errors.GatewayError, phase: str | None) -> msgs.ProcessingResponse:
         f = self.f
         status, body, headers = errors.render(err, f.api)
         if phase == "response_body" and f.reader is not None:  # bytes already reached the client
-            return msgs.response_body(response.error_event(f.api, body))
+            self.close()
+            return msgs.streamed_body(response.error_event(f.api, body), True)
         if phase not in ("response_headers", "response_body"):  # nothing reached a provider:
             f.deployment = None  # the gateway refused, and says so
         self._finish(status, err.message)
@@ -140,25 +149,20 @@ class RouterStream:
                 return msgs.response_headers(who, ["x-envoy-ratelimited"], body_mode=msgs.BODY_NONE)
             f.reply = Reply.ERROR
             return msgs.response_headers([*who, ("content-type", "application/json")], body_mode=msgs.BODY_BUFFERED)
-        attempts = h.get(metadata.ENVOY_ATTEMPT_COUNT, "1")
-        tries = int(attempts) if attempts.isascii() and attempts.isdigit() else 1
         units = frozenset(lim.unit.value for lim in f.head.tenant.limits) if f.limited and f.head else frozenset()
-        limit_headers, provider_limits = feedback.split_limit_headers(h, units)
         deadline_hit = response.deadline_passed(status, h, f.deadline_at, self.state.clock())
-        if f.chain and not deadline_hit:
-            f.headers_at = self.state.clock()
-            upstream = {k: v for k, v in h.items() if not k.startswith(feedback.RATELIMIT_PREFIX)}
-            i = feedback.learn(self.state, f.chain, answered_by, status, tries, {**upstream, **provider_limits},
-                               f.request_id)
-            if f.chain[i] is not f.deployment:  # a retry on another provider answered
-                f.deployment, f.dropped = f.chain[i], ()
-                f.translator = self.rt.registry.get(f.api, f.deployment.target.provider_type)
+        f.headers_at = self.state.clock()
+        limit_headers, i = feedback.from_answer(self.state, f.chain, h, answered_by, status, units, deadline_hit,
+                                                f.request_id)
+        if i is not None and f.chain[i] is not f.deployment:  # a retry on another provider answered
+            f.deployment, f.dropped = f.chain[i], ()
+            f.translator = self.rt.registry.get(f.api, f.deployment.target.provider_type)
         d, tr, req = f.deployment, f.translator, f.req
         out = (response.identity_headers(d, f.route, f.model) if d else []) + limit_headers
         if d is None or tr is None or req is None:  # Envoy's own reply (no route, overflow, ...)
             self._finish(status)
             return msgs.response_headers(out, body_mode=msgs.BODY_NONE)
-        out.append((metadata.ATTEMPTS_HEADER, attempts))
+        out.append((metadata.ATTEMPTS_HEADER, h.get(metadata.ENVOY_ATTEMPT_COUNT, "1")))
         if f.dropped:
             out.append((metadata.DROPPED_PARAMS_HEADER, ",".join(f.dropped)))
         remove = response.headers_to_remove(h, {k for k, _ in limit_headers})
@@ -177,6 +181,7 @@ class RouterStream:
         if req.stream:  # bytes may be added: a translation, or an error event ending a cut stream
             f.reader = tr.stream_translator(d.target, ResponseContext(f.request_id, int(self.clock()), req.include_usage))
             remove.append("content-length")
+            streaming.watch(f, self.loop if self.push else None, self._stalled)
         if f.reply is Reply.TRANSLATE and req.stream:
             out += [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
         return msgs.response_headers(out, remove, body_mode=mode)
@@ -191,20 +196,14 @@ class RouterStream:
             return self._error_body(f.failure)
         assert d is not None and tr is not None and req is not None, "response body follows a routed request"
         if f.reader is not None:  # streamed: READ or TRANSLATE
-            chunk = f.reader.feed(m.body)
-            out = None  # READ: the body goes on unchanged...
-            if f.reply is Reply.TRANSLATE:
-                out = chunk + f.reader.finish() if m.end_of_stream else chunk
-            elif m.end_of_stream and not response.reached_its_end(f.reader):  # ...unless it was cut short
-                feedback.broken(self.state, d, "stream cut before its final event", f.request_id)
-                out = m.body + response.cut_stream_tail(f.reader, f.api)
-            f.usage = f.reader.usage  # None when the client did not ask for usage: TTFT only
-            f.events += metering.events_in(m.body)
+            if f.ended:  # the gateway already ended the client's stream
+                return msgs.streamed_body(b"", m.end_of_stream)
+            out = streaming.passed_on(f, self.state, m.body, m.end_of_stream)
             md = self._spent()
             if m.end_of_stream:
                 self._observe(f.usage.completion_tokens if f.usage else None)
                 self._finish(f.status)
-            return msgs.response_body(out, dynamic_metadata=md)
+            return msgs.streamed_body(out, m.end_of_stream, md)
         ctx = ResponseContext(f.request_id, int(self.clock()), False, req.encoding_format)
         try:
             body, f.usage = tr.translate_response(m.body, d.target, ctx)
@@ -215,6 +214,13 @@ class RouterStream:
         if f.reply is Reply.READ:  # read for its usage only: the body goes on as is
             return msgs.response_body(None, dynamic_metadata=self._spent())
         return msgs.response_body(body, [("content-length", str(len(body)))], dynamic_metadata=self._spent())
+
+    def _stalled(self) -> None:
+        """The idle timer fired: end the client's stream with an error event, before Envoy resets it."""
+        if not self.f.ended and self.push is not None:
+            tail, err = streaming.stalled(self.f, self.state)
+            self.push(msgs.streamed_body(tail, True, self._spent()))
+            self._finish(self.f.status, err.message)
 
     def _error_body(self, err: errors.GatewayError) -> msgs.ProcessingResponse:
         status, reply = response.error_body(err, self.f.api, self.f.deployment if self.f.limited else None)
@@ -233,7 +239,10 @@ class RouterStream:
             feedback.observe(self.state, f.deployment, f.sent_at, f.headers_at, completion_tokens)
 
     def close(self) -> None:
-        """The stream is over (answered, failed or abandoned): give the budget slot back. Idempotent."""
+        """The stream is over (answered, failed or abandoned): stop the idle timer, free the slot. Idempotent."""
+        self.f.ended = True
+        if self.f.timer is not None:
+            self.f.timer.stop()
         if self.f.ticket is not None and self.gate is not None:
             self.gate.release(self.f.ticket)
 

@@ -166,6 +166,10 @@ class ExtProcStream:
         self._requests.put(req)
         return next(self._responses)  # type: ignore[no-any-return]
 
+    def receive(self) -> pb.ProcessingResponse:
+        """The next message the ext_proc sends without being asked (FULL_DUPLEX_STREAMED)."""
+        return next(self._responses)  # type: ignore[no-any-return]
+
     def close(self) -> None:
         """Envoy ends the stream (half-close); the call must then finish OK with no more replies."""
         self._requests.put(_END)
@@ -185,9 +189,18 @@ def apply_header_mutation(headers: Mapping[str, str], common: pb.CommonResponse)
 
 
 def body_after(common: pb.CommonResponse, original: bytes) -> bytes:
-    """The body Envoy passes on after `common`'s body mutation."""
+    """The body Envoy passes on after `common`'s body mutation (FULL_DUPLEX_STREAMED: the
+    `streamed_response` bytes, whatever Envoy sent)."""
+    if common.body_mutation.HasField("streamed_response"):
+        return common.body_mutation.streamed_response.body
     if common.body_mutation.HasField("body"):
         return common.body_mutation.body
     if common.body_mutation.clear_body:
         return b""
     return original
+
+
+def passed_on(reply: pb.ProcessingResponse, chunk: bytes) -> bool:
+    """A FULL_DUPLEX_STREAMED body reply gives `chunk` back unchanged (Envoy keeps no copy of it)."""
+    streamed = reply.response_body.response.body_mutation.streamed_response
+    return reply.response_body.response.body_mutation.HasField("streamed_response") and streamed.body == chunk

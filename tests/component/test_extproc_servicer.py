@@ -11,6 +11,7 @@ path) and the upstream stage (a retry on another provider, selected by the call'
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import time
@@ -36,6 +37,7 @@ from tests.component.servicer_envoy import (
     header_mutation,
     headers_msg,
     host_metadata_text,
+    passed_on,
     response_body_msg,
     response_headers_msg,
 )
@@ -50,7 +52,8 @@ MAX_REQUEST_BYTES = 65536
 RID = "5f0c7e6a-servicer-test"
 
 _MODE = processing_mode_pb2.ProcessingMode
-STREAMED, BUFFERED, NONE = _MODE.STREAMED, _MODE.BUFFERED, _MODE.NONE
+# Streams go FULL_DUPLEX_STREAMED (the router stage may then end a stalled one unasked).
+STREAMED, BUFFERED, NONE = _MODE.FULL_DUPLEX_STREAMED, _MODE.BUFFERED, _MODE.NONE
 
 
 def _sha(key: str) -> str:
@@ -477,6 +480,7 @@ def test_sse_response_is_streamed(gw: ServicerHarness) -> None:
                                                "x-envoy-upstream-service-time": "80"}, provider="anthropic")])
     rh = r[2]
     assert rh.mode_override.response_body_mode == STREAMED
+    assert rh.mode_override.response_trailer_mode == _MODE.SEND  # Envoy requires it in full duplex
     set_headers, removed = header_mutation(rh.response_headers.response)
     assert set_headers["content-type"].startswith("text/event-stream")
     assert set_headers[metadata.PROVIDER_HEADER] == "anthropic"
@@ -511,7 +515,7 @@ def test_passthrough_response_is_read_and_never_changed(gw: ServicerHarness) -> 
 
 
 def test_every_passthrough_stream_is_read_and_never_changed(gw: ServicerHarness) -> None:
-    """Every passthrough stream is read (STREAMED), for its usage, its token rate and its end; a
+    """Every passthrough stream is read (full duplex), for its usage, its token rate and its end; a
     stream that ends with `[DONE]` goes on byte for byte."""
     body = chat_body("gpt-4o-mini", stream=True)
     chunk = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[]}\n\n'
@@ -524,7 +528,7 @@ def test_every_passthrough_stream_is_read_and_never_changed(gw: ServicerHarness)
         for part, end in ((chunk, False), (b"data: [DONE]\n\n", True)):
             rb = s.send(response_body_msg(part, end_of_stream=end))
             assert rb.WhichOneof("response") == "response_body"
-            assert not rb.response_body.response.HasField("body_mutation")
+            assert passed_on(rb, part) and rb.response_body.response.body_mutation.streamed_response.end_of_stream == end
         s.close()
 
 
@@ -1098,7 +1102,7 @@ def test_a_passthrough_openai_stream_cut_before_done_ends_with_an_error_event(
                                  {"content-type": "text/event-stream"}, chunks)
     assert rh.mode_override.response_body_mode == STREAMED
     assert "content-length" in header_mutation(rh.response_headers.response)[1]
-    assert all(not r.response_body.response.HasField("body_mutation") for r in replies[:-1])  # never rewritten
+    assert all(passed_on(r, c) for r, c in zip(replies[:-1], chunks[:-1], strict=True))  # never rewritten
     last = replies[-1].response_body.response
     added = body_after(last, chunks[-1])
     assert added.startswith(chunks[-1])
@@ -1114,7 +1118,7 @@ def test_a_passthrough_anthropic_stream_cut_before_message_stop_ends_with_an_err
     rh, replies = answer_through(gw, "claude-haiku", "/v1/messages", True, {"content-type": "text/event-stream"},
                                  [sse[:100], sse[100:]])
     assert rh.mode_override.response_body_mode == STREAMED
-    assert not replies[0].response_body.response.HasField("body_mutation")
+    assert passed_on(replies[0], sse[:100])
     added = body_after(replies[-1].response_body.response, sse[100:])
     assert added.startswith(sse[100:])
     event = added[len(sse[100:]):]
@@ -1134,7 +1138,7 @@ def test_a_passthrough_anthropic_stream_cut_before_message_stop_ends_with_an_err
 def test_a_passthrough_stream_that_reached_its_end_is_never_changed(gw: ServicerHarness, model: str, path: str,
                                                                     chunks: list[bytes]) -> None:
     _, replies = answer_through(gw, model, path, True, {"content-type": "text/event-stream"}, chunks)
-    assert replies and all(not r.response_body.response.HasField("body_mutation") for r in replies)
+    assert replies and all(passed_on(r, c) for r, c in zip(replies, chunks, strict=True))
 
 
 # -- who refused (issue 11, point 8) -------------------------------------------------------------
@@ -1186,3 +1190,73 @@ def test_rate_limit_service_down_with_failure_mode_closed_is_the_gateways_429(
         assert err["error"]["type"] == "rate_limit_error" and err["error"]["code"] == "rate_limit_exceeded"
     message = err["error"]["message"]
     assert "rate limit" in message and "could not be reached" not in message
+
+
+# -- a stream that stalls after its first byte (issue 11, points 5 and 6) --------------------------
+
+STALL_IDLE_S = 0.5
+
+
+@pytest.fixture
+def stalling(gw: ServicerHarness) -> ServicerHarness:
+    """The harness with every provider's idle timeout at STALL_IDLE_S."""
+    cfg = copy.deepcopy(CONFIG)
+    for p in cfg["providers"]:
+        p["cluster"] = {"idle_timeout": f"{STALL_IDLE_S}s"}
+    gw.runtime = compile_runtime(load_text(yaml.safe_dump(cfg)), default_registry(), environ=ENVIRON)
+    return gw
+
+
+@pytest.mark.parametrize(("model", "path", "provider", "chunk"), [
+    ("claude-haiku", "/v1/chat/completions", "anthropic", anthropic_sse().split(b"event: content_block_delta")[0]),
+    ("gpt-4o-mini", "/v1/chat/completions", "openai", OPENAI_CHUNK),
+    ("claude-haiku", "/v1/messages", "anthropic", anthropic_sse().split(b"event: content_block_delta")[0]),
+    ("gpt-4o-mini", "/v1/messages", "openai", OPENAI_CHUNK),
+    ("cheap", "/v1/chat/completions", "openai", OPENAI_CHUNK),  # a fallback order: its shortest idle timeout
+], ids=["openai-translated", "openai-passthrough", "anthropic-passthrough", "anthropic-translated", "route"])
+def test_a_stream_that_stalls_ends_with_an_error_event_sent_unasked(
+        stalling: ServicerHarness, model: str, path: str, provider: str, chunk: bytes) -> None:
+    anthropic = path == "/v1/messages"
+    body = messages_body(model, stream=True) if anthropic else chat_body(model, stream=True)
+    s = stalling.open()
+    s.send(headers_msg(client_headers(path, body=body, auth="x-api-key" if anthropic else "bearer")))
+    s.send(body_msg(body))
+    rh = s.send(response_headers_msg(200, {"content-type": "text/event-stream", "x-envoy-upstream-service-time": "9"},
+                                     provider=provider))
+    assert rh.mode_override.response_body_mode == STREAMED
+    first = s.send(response_body_msg(chunk, end_of_stream=False))
+    assert not first.response_body.response.body_mutation.streamed_response.end_of_stream
+    start = time.monotonic()
+    unasked = s.receive()  # nothing more from the provider: the idle timer fires
+    waited = time.monotonic() - start
+    assert STALL_IDLE_S * 0.8 < waited < STALL_IDLE_S, waited  # before Envoy's own cut (bound - 10 %)
+    streamed = unasked.response_body.response.body_mutation.streamed_response
+    assert streamed.end_of_stream
+    event = streamed.body
+    if anthropic:
+        assert event.startswith(b"event: error\ndata: ") and event.endswith(b"\n\n")
+        err = orjson.loads(event.split(b"data: ", 1)[1])
+        assert err["type"] == "error" and err["error"]["type"] == "timeout_error"
+    else:
+        assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+        err = orjson.loads(event[6:])["error"]
+        assert err["type"] == "timeout_error" and err["code"] == "provider_timeout"
+    message = err["error"]["message"] if anthropic else err["message"]
+    assert provider in message and f"{STALL_IDLE_S:g} s" in message
+    s.close()  # Envoy cancels the stream: nothing more is sent
+
+
+def test_a_stream_that_keeps_coming_is_never_cut(stalling: ServicerHarness) -> None:
+    """Chunks closer together than the idle timeout: the timer never fires, however long the stream."""
+    body = chat_body("gpt-4o-mini", stream=True)
+    s = stalling.open()
+    s.send(headers_msg(client_headers(body=body)))
+    s.send(body_msg(body))
+    s.send(response_headers_msg(200, {"content-type": "text/event-stream"}, provider="openai"))
+    for _ in range(5):
+        time.sleep(STALL_IDLE_S * 0.6)
+        assert passed_on(s.send(response_body_msg(OPENAI_CHUNK, end_of_stream=False)), OPENAI_CHUNK)
+    end = s.send(response_body_msg(b"data: [DONE]\n\n", end_of_stream=True))
+    assert passed_on(end, b"data: [DONE]\n\n") and end.response_body.response.body_mutation.streamed_response.end_of_stream
+    time.sleep(STALL_IDLE_S * 1.2)  # ended: the timer is stopped
+    s.close()

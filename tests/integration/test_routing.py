@@ -42,7 +42,7 @@ def routing_config(sim: Simulator) -> dict[str, Any]:
                        "max_output_tokens": 1024, "capabilities": ["tools", "images", "json"]})
         return name
 
-    for scenario in ("s503", "s429", "hang", "stream", "anthropic"):
+    for scenario in ("s503", "s429", "s401", "s403", "hang", "stream", "anthropic"):
         routes.append({"name": f"route-{scenario}", "policy": {"kind": "objective", "minimize": "cost", **FAST},
                        "candidates": [model(f"{scenario}-cheap", "ge", 0.1, 0.9),
                                       model(f"{scenario}-mid", "oa", 1.0, 0.9),
@@ -83,7 +83,9 @@ def upstream_models(sim: Simulator) -> list[str]:
 
 
 @pytest.mark.parametrize("scenario,behaviour", [("s503", {"status": 503}),
-                                                ("s429", {"status": 429, "retry_after_s": 30})])
+                                                ("s429", {"status": 429, "retry_after_s": 30}),
+                                                # the provider refuses the gateway's own credentials
+                                                ("s401", {"status": 401}), ("s403", {"status": 403})])
 def test_failing_provider_is_skipped(gw: Gateway, sim: Simulator, scenario: str, behaviour: dict[str, Any]) -> None:
     sim.behave(f"{scenario}-cheap-upstream", **behaviour)
     raw = oai(gw).chat.completions.with_raw_response.create(model=f"route-{scenario}", messages=HELLO)

@@ -35,7 +35,8 @@ def stalls_config(sim: Simulator) -> dict[str, Any]:
     policy = {"kind": "objective", "minimize": "cost", "exploration": 0.0, "affinity": False}
     models: list[dict[str, Any]] = []
     routes = []
-    for scenario in ("midstall", "hang"):
+    # stall-*: the error event tests, one order per client API (a stall cools its provider down).
+    for scenario in ("midstall", "hang", "stall-openai", "stall-anthropic"):
         models += [{"name": f"{scenario}-a", "provider": "stally", "upstream_model": f"{scenario}-a-upstream",
                     "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.4}},
                    {"name": f"{scenario}-b", "provider": "steady", "upstream_model": f"{scenario}-b-upstream",
@@ -128,16 +129,32 @@ def test_one_failing_provider_does_not_shed_another_providers_traffic(gw: Gatewa
     assert sick[503] >= 20 and reached == sick[502], (sick, reached)
 
 
-@pytest.mark.xfail(strict=True, raises=httpx.TransportError,
-                   reason="issue 11 point 5: Envoy resets a stream it cuts after the first byte; the router "
-                          "stage must send the error event first (FULL_DUPLEX_STREAMED + its own idle timer). "
-                          "Remove this marker when it does.")
-def test_a_stall_mid_stream_ends_with_an_error_event_in_the_clients_format(gw: Gateway, sim: Simulator) -> None:
-    sim.behave("midstall-a-upstream", tokens_per_s=0.05, output_tokens=6)
+MESSAGES: Any = {"max_tokens": 64, "messages": HELLO, "stream": True}
+
+
+@pytest.mark.parametrize("on", ["route", "model"])  # a fallback route; one model
+@pytest.mark.parametrize("client_api", ["openai", "anthropic"])  # passthrough; translated
+def test_a_stall_mid_stream_ends_with_an_error_event_in_the_clients_format(
+        gw: Gateway, sim: Simulator, client_api: str, on: str) -> None:
+    """The router stage's own idle timer ends the stream with an error event in the client's format
+    just before Envoy's idle timeout would reset it (a transport error here)."""
+    stalling = f"stall-{client_api}-a"
+    model = f"route-stall-{client_api}" if on == "route" else stalling
+    sim.behave(f"{stalling}-upstream", tokens_per_s=0.05, output_tokens=6)
+    path, body = (("/v1/chat/completions", chat(model, stream=True)) if client_api == "openai"
+                  else ("/v1/messages", {"model": model, **MESSAGES}))
     start = time.monotonic()
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=chat("route-midstall", stream=True),
-                      headers=AUTH, timeout=httpx.Timeout(10, read=8)) as r:
-        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    with httpx.stream("POST", gw.url + path, json=body, headers=AUTH, timeout=httpx.Timeout(10, read=8)) as r:
+        assert r.status_code == 200 and r.headers["x-interlock-model"] == stalling
+        lines = list(r.iter_lines())
     assert time.monotonic() - start < STALL_IDLE_S + 2
-    error = json.loads(events[-1])["error"]  # OpenAI's in-stream error object, then the end
-    assert error["message"] and error["type"]
+    events = [line[6:] for line in lines if line.startswith("data: ")]
+    assert "Simulated" in "".join(events[:-1]), lines  # it did start
+    if client_api == "openai":
+        error = json.loads(events[-1])["error"]  # OpenAI's in-stream error object, then the end
+        assert error["message"] and error["type"] == "timeout_error" and "[DONE]" not in events, lines
+    else:
+        assert [line for line in lines if line.startswith("event: ")][-1] == "event: error", lines
+        last = json.loads(events[-1])
+        assert last["type"] == "error" and last["error"]["type"] == "timeout_error" and last["error"]["message"]
+        assert not any('"message_stop"' in e for e in events), lines

@@ -23,9 +23,9 @@ from tests.unit.extproc.stages.support import dep
 # one is read, never rewritten.
 PLANS = {
     (False, False): (Reply.TRANSLATE, msgs.BODY_BUFFERED),
-    (False, True): (Reply.TRANSLATE, msgs.BODY_STREAMED),
+    (False, True): (Reply.TRANSLATE, msgs.BODY_FULL_DUPLEX),
     (True, False): (Reply.READ, msgs.BODY_BUFFERED),
-    (True, True): (Reply.READ, msgs.BODY_STREAMED),
+    (True, True): (Reply.READ, msgs.BODY_FULL_DUPLEX),
 }
 
 
