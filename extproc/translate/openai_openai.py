@@ -122,6 +122,8 @@ class OpenAIToOpenAI:
     """The (openai, openai) translator. Stateless; share one instance."""
 
     passthrough = True
+    # OpenAI's beta opt-in (e.g. `assistants=v2`) reaches OpenAI-API providers, and only them.
+    forward_client_headers = ("openai-beta",)
 
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         check_envelope(body)

@@ -138,8 +138,9 @@ def _upstream(api: str, model: str, client: dict[str, str]) -> tuple[dict[str, s
     # The Anthropic passthrough forwards the client's beta header; its version header is the gateway's.
     (ANTHROPIC_MESSAGES, "claude", {"anthropic-beta"}),
     (OPENAI_CHAT, "claude", set()),
-    (OPENAI_CHAT, "gpt", set()),
-    (OPENAI_CHAT, "proxied", set()),
+    # The OpenAI passthrough forwards OpenAI's beta header.
+    (OPENAI_CHAT, "gpt", {"openai-beta"}),
+    (OPENAI_CHAT, "proxied", {"openai-beta"}),
     (OPENAI_CHAT, "flash", set()),
     (ANTHROPIC_MESSAGES, "proxied", set()),
     (ANTHROPIC_MESSAGES, "flash", set()),
@@ -175,7 +176,8 @@ def test_a_translator_adds_to_the_allow_list() -> None:
 
 
 @pytest.mark.parametrize(("api", "provider_type", "forwarded"), [
-    (ANTHROPIC_MESSAGES, "anthropic", ("anthropic-beta",)), (OPENAI_CHAT, "anthropic", ()), (OPENAI_CHAT, "openai", ()),
+    (ANTHROPIC_MESSAGES, "anthropic", ("anthropic-beta",)), (OPENAI_CHAT, "anthropic", ()),
+    (OPENAI_CHAT, "openai", ("openai-beta",)), (OPENAI_CHAT, "azure-openai", ("openai-beta",)),
     (ANTHROPIC_MESSAGES, "openai", ()),
 ])
 def test_which_translators_forward_client_headers(api: str, provider_type: str, forwarded: tuple[str, ...]) -> None:
