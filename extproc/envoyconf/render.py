@@ -24,8 +24,8 @@ Shape of what is rendered:
 - the rate-limit cluster: HTTP/2 to the pod's one rate-limit process, gRPC health-checked;
 - replies Envoy makes itself (malformed HTTP, no healthy upstream, overflow, timeouts, body or
   answer too large, ext_proc unavailable, rate limited, overloaded, shed by admission control)
-  are shaped by `local_reply_config` into the client API's error format, with the gateway's
-  own messages;
+  are shaped by `local_reply_config` (`local_replies.py`) into the client API's error format,
+  with the gateway's own messages; health endpoints in `health.py`, providers in `providers.py`;
 - last lines of defence: each provider's `admission_control` sheds when that provider's success
   rate collapses, and the overload manager refuses new requests near the heap limit (and caps connections).
 """
@@ -35,13 +35,27 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
 from extproc import metadata
 from extproc.config.model import GatewayConfig, Limits, Provider
 from extproc.envoyconf.fallback import aggregate_cluster, aggregate_route, upstream_filters
+from extproc.envoyconf.health import (  # noqa: F401 (LIVE_PATH, READY_PATHS: read here by the tests)
+    LIVE_PATH,
+    READY_PATHS,
+    grpc_health_checks,
+    liveness_route,
+    readiness_filter,
+)
+from extproc.envoyconf.local_replies import (  # noqa: F401 (names the tests and the chart read here)
+    ANTHROPIC_PATH,
+    CLIENT_NAMESPACE,
+    MAX_HEADERS_COUNT,
+    MAX_REQUEST_HEADERS_KB,
+    local_reply_config,
+)
 from extproc.envoyconf.orders import provider_orders
 from extproc.envoyconf.providers import (
     ADMISSION_ENABLED_KEY,
@@ -65,149 +79,18 @@ _MAX_CONNECTIONS = ("type.googleapis.com/envoy.extensions.resource_monitors.down
 _CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ROUTE_CONFIG = "interlock"
-# Health on the listener (Envoy answers these itself; no tenant key needed): liveness is 200 while
-# Envoy serves, readiness as `_readiness_filter` says.
-LIVE_PATH = "/health/live"
-READY_PATHS = ("/health/ready", "/health")
-_CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _HEADER_TO_METADATA = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
 _MATCHER = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
 _CEL_INPUT = "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"
 _CEL_MATCHER = "type.googleapis.com/xds.type.matcher.v3.CelMatcher"
 _SKIP = "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
-# Dynamic-metadata namespace holding the client's own request path (`path`), recorded before the
-# router stage rewrites it for a provider: Envoy's own replies follow the client's API by it.
-CLIENT_NAMESPACE = "interlock.client"
-ANTHROPIC_PATH = "/v1/messages"
-# Envoy's HTTP codec limits on request headers (Envoy's defaults, written out): over them, a 431.
-MAX_HEADERS_COUNT = 100
-MAX_REQUEST_HEADERS_KB = 60
 _RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
-_HEALTH_CHECK = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
 _EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 _FIXED_HEAP = "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig"
 
 
-class _Reply(NamedTuple):
-    """One kind of reply Envoy makes itself, as the client sees it."""
-
-    when: str  # CEL over the reply (`response.code`, `response.code_details`)
-    status: int | None  # the status to send; None keeps Envoy's
-    openai_type: str
-    code: str | None  # OpenAI's `code`
-    anthropic_type: str
-    message: str  # written here, never Envoy's own text (it names Envoy internals)
-
-
-def _local_replies(limits: Limits) -> tuple[_Reply, ...]:
-    """Envoy's own replies, in mapper order (the first that matches shapes the reply)."""
-    R = _Reply
-    return (
-        R("response.code_details.startsWith('ext_proc')", 503, "api_error", "service_unavailable",
-          "overloaded_error", "The gateway's request processor is unavailable; retry shortly."),
-        R("response.code_details == 'request_rate_limited'", 429, "rate_limit_error", "rate_limit_exceeded",
-          "rate_limit_error", "Rate limit exceeded for this API key; retry after the number of seconds in Retry-After."),
-        R("response.code_details == 'overload'", 503, "api_error", "service_unavailable", "overloaded_error",
-          "The gateway is overloaded; retry shortly."),
-        R("response.code_details == 'denied_by_admission_control'", 503, "api_error", "service_unavailable",
-          "overloaded_error", "The providers behind this gateway are failing; the gateway is shedding load."),
-        # A provider's answer over the buffer the gateway holds a whole answer in (to translate or
-        # read it): Envoy's own 500, but the provider's doing.
-        R("response.code_details == 'response_payload_too_large'", 502, "api_error", "response_too_large",
-          "api_error", f"The provider's answer is larger than the gateway's limit of {limits.max_response_bytes} "
-          "bytes (limits.max_response_bytes)."),
-        R("response.code == 413", 413, "invalid_request_error", "request_too_large", "request_too_large",
-          f"Request body too large: the limit is {limits.max_request_bytes} bytes."),
-        # The HTTP codec's refusals, before any filter saw the request; and the router stage's
-        # headers not fitting beside the client's (Envoy's 503 for its own limit, the client's doing).
-        R("response.code == 431 || response.code_details == 'header_mutation_result_exceeds_limit'", 431,
-          "invalid_request_error", "request_headers_too_large", "invalid_request_error",
-          f"Request headers too large: at most {MAX_HEADERS_COUNT} headers (a few of them the gateway's own) "
-          f"and {MAX_REQUEST_HEADERS_KB} KiB in all."),
-        R("response.code == 426", 426, "invalid_request_error", "http_version_not_supported", "invalid_request_error",
-          "Only HTTP/1.1 and HTTP/2 are supported."),
-        # An unknown transfer-coding: Envoy's 501, but a client's mistake like any other framing.
-        R("response.code == 501", 400, "invalid_request_error", "invalid_request", "invalid_request_error",
-          "Unsupported Transfer-Encoding: only chunked is accepted."),
-        R("response.code_details.endsWith('unexpected_underscore')", 400, "invalid_request_error", "invalid_header",
-          "invalid_request_error", "Header names must not contain underscores."),
-        R("response.code_details == 'missing_host_header'", 400, "invalid_request_error", "invalid_request",
-          "invalid_request_error", "The request has no Host header."),
-        R("response.code == 404", None, "not_found_error", "unknown_url", "not_found_error", "Not found."),
-        R("response.code == 429", None, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error",
-          "Too many requests; retry shortly."),
-        R("response.code == 502", None, "api_error", "bad_gateway", "api_error",
-          "The provider's answer could not be read."),
-        R("response.code == 503", None, "api_error", "service_unavailable", "overloaded_error",
-          "No provider could take the request; retry shortly."),
-        R("response.code == 504", None, "timeout_error", "upstream_timeout", "timeout_error",
-          "The provider did not answer in time."),
-        R("response.code >= 500", None, "api_error", "internal_error", "api_error", "Internal gateway error."),
-        R("response.code >= 400", None, "invalid_request_error", "invalid_request", "invalid_request_error",
-          "Malformed HTTP request."),
-    )
-
-
 def worker_count(cfg: GatewayConfig) -> int:
     return cfg.extproc.workers or os.cpu_count() or 1
-
-
-def _client_is_anthropic() -> str:
-    """CEL: the client spoke Anthropic's Messages API. The router stage rewrites the path for the
-    provider (an OpenAI client's request to an Anthropic model goes upstream as /v1/messages), so
-    the client's own path is read from `CLIENT_NAMESPACE`, recorded before the ext_proc; without it
-    (Envoy refused the request before any filter ran) the path as received, if there is one."""
-    ns, p = CLIENT_NAMESPACE, ANTHROPIC_PATH
-    return (f"(('{ns}' in metadata.filter_metadata) ? metadata.filter_metadata['{ns}']['path'].startsWith('{p}')"
-            f" : (has(request.path) && request.path.startsWith('{p}')))")
-
-
-def _local_reply_config(limits: Limits) -> dict[str, Any]:
-    """Shape Envoy's own error replies like the client API's errors, with a message written here
-    (never Envoy's own text). A reply to a request Envoy could not parse (no path) is in OpenAI's
-    format."""
-    mappers = []
-    api = _client_is_anthropic()
-    # Left alone: the ext_proc's own replies, and the health endpoints' (a status for a prober).
-    mine = (f"response.code_details != '{metadata.IMMEDIATE_DETAILS}'"
-            " && !response.code_details.startsWith('health_check')")
-    for anthropic in (True, False):
-        for r in _local_replies(limits):
-            expr = f"{mine} && ({r.when}) && " + (api if anthropic else f"!{api}")
-            if anthropic:
-                body: dict[str, Any] = {"type": "error", "error": {"type": r.anthropic_type, "message": r.message}}
-            else:
-                body = {"error": {"message": r.message, "type": r.openai_type, "param": None, "code": r.code}}
-            mapper: dict[str, Any] = {
-                "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
-                                                "typed_config": {"@type": _CEL, "expression": expr}}},
-                "body_format_override": {"json_format": body, "content_type": "application/json"},
-                # Every answer names who made it; here Envoy did, before any provider.
-                "headers_to_add": [
-                    {"header": {"key": metadata.PROVIDER_HEADER, "value": metadata.GATEWAY_PROVIDER},
-                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-                    {"header": {"key": metadata.MODEL_HEADER, "value": "-"},
-                     "append_action": "ADD_IF_ABSENT"},
-                    # A request Envoy refused before reading its headers has no request id yet;
-                    # one that had one gets it back (Envoy sets it on every answer).
-                    {"header": {"key": metadata.REQUEST_ID_HEADER, "value": "%UNIQUE_ID%"},
-                     "append_action": "ADD_IF_ABSENT"}],
-            }
-            if r.status is not None:
-                mapper["status_code"] = r.status
-            mappers.append(mapper)
-    return {"mappers": mappers}
-
-
-def _liveness_route() -> dict[str, Any]:
-    """`GET /health/live`: 200 from Envoy itself while it runs, draining included (a drain must
-    not get the process restarted); the ext_proc is not asked."""
-    return {
-        "match": {"path": LIVE_PATH},
-        "direct_response": {"status": 200, "body": {"inline_string": "live\n"}},
-        "typed_per_filter_config": {"envoy.filters.http.ext_proc": {"@type": _EXT_PROC_PER_ROUTE,
-                                                                    "disabled": True}},
-    }
 
 
 def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]] = ()) -> dict[str, Any]:
@@ -222,7 +105,7 @@ def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]
             "name": "interlock",
             "domains": ["*"],
             "include_attempt_count_in_response": True,
-            "routes": [_liveness_route()] + [provider_route(p) for p in providers] + fallback + [{
+            "routes": [liveness_route()] + [provider_route(p) for p in providers] + fallback + [{
                 # No cluster chosen: the ext_proc answered or failed before routing.
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 404, "body": {"inline_string": "Not found."}},
@@ -272,14 +155,14 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
             "typed_config": {"@type": _EARLY_MUTATION, "mutations": [{"remove": metadata.CLUSTER_HEADER},
                                                                      {"remove": metadata.REQUEST_ID_HEADER}]}}],
         "http_filters": [
-            _readiness_filter(),
+            readiness_filter(),
             _client_path_filter(),
             _router_stage_filter(ext_proc),
             *_limit_filters(cfg),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": _ROUTER, "upstream_http_filters": upstream_filters(cfg.extproc, _duration)}},
         ],
-        "local_reply_config": _local_reply_config(cfg.limits),
+        "local_reply_config": local_reply_config(cfg.limits),
         **rds,
     }
     return {
@@ -376,22 +259,6 @@ def _limit_filters(cfg: GatewayConfig) -> list[dict[str, Any]]:
     }}]
 
 
-def _readiness_filter() -> dict[str, Any]:
-    """`GET /health/ready` (and `/health`, for load balancers that probe one path), answered by
-    Envoy before the ext_proc: 200 while at least one ext_proc worker and the rate-limit process
-    pass Envoy's gRPC health checks, 503 otherwise and once `/healthcheck/fail` was posted to the
-    admin port (the first step of a drain). Nothing else is answered here."""
-    return {"name": "envoy.filters.http.health_check", "typed_config": {
-        "@type": _HEALTH_CHECK,
-        "pass_through_mode": False,
-        "headers": [{"name": ":path", "string_match": {"safe_regex": {
-            "regex": "|".join(READY_PATHS)}}}],  # RE2, matched whole
-        # One healthy worker of up to 10,000 is enough; the rate-limit process is one host.
-        "cluster_min_healthy_percentages": {metadata.EXTPROC_CLUSTER: {"value": 0.01},
-                                            metadata.RATELIMIT_CLUSTER: {"value": 100.0}},
-    }}
-
-
 def admission_runtime(cfg: GatewayConfig) -> dict[str, Any]:
     """The bootstrap's static runtime layer: the switch and threshold of every provider's
     admission control (`admission.success_rate_threshold`; 0 turns it off)."""
@@ -418,18 +285,12 @@ def _local_grpc_cluster(name: str, sockets: Iterable[tuple[str, int]], *, max_co
     }
 
 
-def _grpc_health_checks() -> list[dict[str, Any]]:
-    """gRPC health checks of the pod's own processes (both answer `grpc.health.v1`)."""
-    return [{"timeout": "1s", "interval": "2s", "unhealthy_threshold": 1, "healthy_threshold": 1,
-             "no_traffic_interval": "2s", "grpc_health_check": {}}]
-
-
 def _ratelimit_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     rl = cfg.rate_limit
     cluster = _local_grpc_cluster(metadata.RATELIMIT_CLUSTER, [(rl.address, rl.port)], max_connections=64,
                                   max_requests=100000, max_retries=0)
     # Checked like the workers, so readiness (`_readiness_filter`) knows whether it answers.
-    return {**cluster, "health_checks": _grpc_health_checks()}
+    return {**cluster, "health_checks": grpc_health_checks()}
 
 
 def _overload_manager(cfg: GatewayConfig) -> dict[str, Any]:
@@ -458,7 +319,7 @@ def _extproc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     return {
         **cluster,
         "lb_policy": "LEAST_REQUEST",
-        "health_checks": _grpc_health_checks(),
+        "health_checks": grpc_health_checks(),
         # A worker that dies is ejected on its first refused connection, before the next
         # health check notices; it comes back when the restarted worker passes a check.
         "outlier_detection": {
