@@ -79,9 +79,13 @@ def request_body(body: bytes | None, set_headers: Headers = (), remove: Iterable
 
 
 def response_headers(set_headers: Headers = (), remove: Iterable[str] = (),
-                     body_mode: int | None = None) -> pb.ProcessingResponse:
+                     body_mode: int | None = None, body: bytes | None = None) -> pb.ProcessingResponse:
+    """`body`: replace the answer's body from here (CONTINUE_AND_REPLACE), e.g. when the headers
+    end the stream and no body message will follow."""
     resp = pb.ProcessingResponse()
-    resp.response_headers.response.CopyFrom(_common(set_headers, remove))
+    resp.response_headers.response.CopyFrom(_common(set_headers, remove, body))
+    if body is not None:
+        resp.response_headers.response.status = pb.CommonResponse.CONTINUE_AND_REPLACE
     if body_mode is not None:
         resp.mode_override.response_body_mode = body_mode  # type: ignore[assignment]
         if body_mode == BODY_FULL_DUPLEX:  # Envoy refuses FULL_DUPLEX_STREAMED without trailers

@@ -167,6 +167,15 @@ def error_body(err: errors.GatewayError, api: str, charged: Deployment | None) -
                                              *extra.items()], dynamic_metadata=md)
 
 
+def error_headers(err: errors.GatewayError, api: str, headers: list[tuple[str, str]], remove: list[str]
+                  ) -> tuple[int, msgs.ProcessingResponse]:
+    """`err` as the whole answer when the provider's error headers end the stream (an empty body:
+    no body message will follow, so the body goes with the headers)."""
+    status, body, extra = errors.render(err, api)
+    return status, msgs.response_headers([*headers, (":status", str(status)), ("content-type", "application/json"),
+                                          ("content-length", str(len(body))), *extra.items()], remove, body=body)
+
+
 def error_event(api: str, body: bytes) -> bytes:
     """An error rendered as the last event of a stream whose first bytes reached the client."""
     return (b"event: error\n" if api == errors.ANTHROPIC else b"") + b"data: " + body + b"\n\n"

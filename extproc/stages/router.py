@@ -174,6 +174,10 @@ class RouterStream:
             f.upstream_headers, f.reply = h, Reply.ERROR
             f.status = f.failure.status if f.failure else client_status_for(status)
             f.failure = f.failure or response.failure(f.status, h, deadline_hit, d.provider)
+            if m.end_of_stream:  # an empty error answer: no body message follows
+                code, reply = response.error_headers(f.failure or tr.translate_error(status, b"", h), f.api, out, remove)
+                self._finish(code)
+                return reply
             out += [(":status", str(f.status)), ("content-type", "application/json")]
             return msgs.response_headers(out, remove, body_mode=msgs.BODY_BUFFERED)
         f.status = status

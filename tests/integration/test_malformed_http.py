@@ -148,6 +148,11 @@ class _Provider(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+        if str(body["model"]).startswith("empty-"):  # an error status with an empty body
+            self.send_response(int(str(body["model"]).removeprefix("empty-")))
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         text = "x" * int(str(body["model"]).removeprefix("size-"))
         usage_o = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
         if self.path.endswith("/messages"):
@@ -181,7 +186,9 @@ def limited_gateway(simulator: Simulator, tmp_path_factory: pytest.TempPathFacto
                       {"name": "big-anthropic", "type": "anthropic", "endpoint": url, **key}],
         "models": [{"name": f"{kind}-{size}", "provider": f"big-{kind}", "upstream_model": f"size-{n}",
                     "max_output_tokens": 1024}
-                   for kind in ("openai", "anthropic") for size, n in (("3mb", 3_000_000), ("900kb", 900_000))],
+                   for kind in ("openai", "anthropic") for size, n in (("3mb", 3_000_000), ("900kb", 900_000))]
+        + [{"name": f"{kind}-empty-{status}", "provider": f"big-{kind}", "upstream_model": f"empty-{status}",
+            "max_output_tokens": 1024} for kind in ("openai", "anthropic") for status in (429, 500, 503)],
         "tenants": [{"name": "it", "api_key_sha256": [sha(TENANT_KEY)], "models": ["*"]}],
     }
     gw = start_gateway(simulator, Path(tmp_path_factory.mktemp("gw-limited")), workers=1, config=config)
@@ -236,3 +243,22 @@ def test_translated_answer_under_the_limit_passes(limited_gateway: Gateway, http
     r = chat(limited_gateway, "anthropic-900kb", anthropic=False, http2=http2)
     assert r.status_code == 200, r.text[:300]
     assert len(r.json()["choices"][0]["message"]["content"]) == 900_000
+
+
+@pytest.mark.parametrize("anthropic", [False, True], ids=["openai-client", "anthropic-client"])
+@pytest.mark.parametrize(("kind", "status", "expected"), [
+    ("openai", 429, 429), ("openai", 500, 502), ("openai", 503, 503), ("anthropic", 503, 503)])
+def test_a_provider_error_with_an_empty_body_still_gets_an_error_body(
+        limited_gateway: Gateway, kind: str, status: int, expected: int, anthropic: bool) -> None:
+    """A provider's error whose headers end the stream sent no body message to the ext_proc: the
+    client got the status and an empty body (the SDKs then report no error message)."""
+    r = chat(limited_gateway, f"{kind}-empty-{status}", anthropic=anthropic)
+    assert r.status_code == expected, (r.status_code, r.text[:300])
+    doc = r.json()
+    if anthropic:
+        assert doc["type"] == "error" and doc["error"]["message"], doc
+    else:
+        assert doc["error"]["message"] and doc["error"]["type"], doc
+    assert r.headers["x-interlock-provider"] == f"big-{kind}"
+    if expected == 429:
+        assert r.headers["retry-after"]
