@@ -270,6 +270,19 @@ def simulator_args(demo: bool, environ: MutableMapping[str, str]) -> list[str]:
     return [*keys, *_aws_args(environ)]
 
 
+def _supervise(sup: Supervisor, reloader: Reloader, stop: StopFlag, what: str) -> int:
+    """Until asked to stop: restart what dies (the supervisor's own back-off), apply config
+    changes. 1 when a child stopped for good (`what` is shut down), 0 when asked to stop."""
+    while not stop.requested.is_set():
+        dead = sup.check()
+        if dead is not None:
+            log.error("%s stopped; shutting %s down", dead.name, what)
+            return 1
+        reloader.poll()
+        stop.requested.wait(0.2)
+    return 0
+
+
 def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None, workdir: str | None,
                 drain_timeout: float, log_level: str, envoy_log_level: str) -> int:
     demo = config_path is None
@@ -312,14 +325,7 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
                 f"-H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' "
                 "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
         say("Ctrl-C to stop")
-        while not stop.requested.is_set():
-            dead = sup.check()
-            if dead is not None:
-                log.error("%s stopped; shutting the gateway down", dead.name)
-                return 1
-            reloader.poll()
-            stop.requested.wait(0.2)
-        return 0
+        return _supervise(sup, reloader, stop, "the gateway")
     except Stopped:
         return 0
     finally:
@@ -394,14 +400,7 @@ def run_extproc(config_path: str, *, workers: int | None, log_level: str) -> int
         say(f"extproc: {worker_count(cfg)} workers on {cfg.extproc.address}:{cfg.extproc.port}"
             f"-{cfg.extproc.port + worker_count(cfg) - 1}; rate limit service on "
             f"{cfg.rate_limit.address}:{cfg.rate_limit.port}")
-        while not stop.requested.is_set():
-            dead = sup.check()
-            if dead is not None:
-                log.error("%s stopped; shutting the ext_proc down", dead.name)
-                return 1
-            reloader.poll()
-            stop.requested.wait(0.2)
-        return 0
+        return _supervise(sup, reloader, stop, "the ext_proc")
     except Stopped:
         return 0
     finally:
