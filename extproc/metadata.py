@@ -32,3 +32,12 @@ AGGREGATE_PREFIX = "fallback~"  # the Envoy aggregate cluster serving an ordered
 def aggregate_name(providers: tuple[str, ...]) -> str:
     """The aggregate cluster for trying `providers` in this order (rendered by `extproc.envoyconf`)."""
     return AGGREGATE_PREFIX + "~".join(providers)
+
+
+def fallback_order(providers: tuple[str, ...], first: str, max_attempts: int) -> tuple[str, ...]:
+    """The providers a request whose first attempt goes to `first` tries, in order: `first`, then
+    the others in `providers` order (a routed name's canonical order, `routing.fallback_providers`),
+    `max_attempts` long at most. The renderer writes one aggregate cluster
+    per such order and per prefix of it (`extproc.envoyconf.orders`); the router stage names one
+    (`extproc.stages.selection`), so both derive the same names from the config alone."""
+    return (first, *(p for p in providers if p != first))[:max(1, max_attempts)]

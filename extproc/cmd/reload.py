@@ -91,6 +91,9 @@ class Reloader:
         self._fingerprint = self._read_fingerprint()
         self._cleanup_at: float | None = None
         self._retired: dict[str, Provider] = {}
+        # Fallback orders no longer in the config: kept like retired providers, because a worker
+        # still on the old config may name one until it has switched (else a 404 from Envoy).
+        self._retired_orders: set[tuple[str, ...]] = set()
 
     def _read_fingerprint(self) -> str | None:
         try:
@@ -105,10 +108,10 @@ class Reloader:
             self._reload()
         if self._cleanup_at is not None and self.clock() >= self._cleanup_at:
             self._cleanup_at = None
-            self._retired = {}
+            self._retired, self._retired_orders = {}, set()
             if self.envoy_dir is not None:
                 self._write_envoy(self.current.providers, provider_orders(self.current))
-                log.info("removed the clusters of providers no longer configured")
+                log.info("removed the clusters of providers and fallback orders no longer configured")
 
     def _reload(self) -> None:
         try:
@@ -128,8 +131,11 @@ class Reloader:
                 self._retired[p.name] = p
         for name in new_names:
             self._retired.pop(name, None)
+        orders = set(provider_orders(cfg))
+        self._retired_orders = (self._retired_orders | set(provider_orders(self.current))) - orders
         if self.envoy_dir is not None:
-            version = self._write_envoy([*cfg.providers, *self._retired.values()], provider_orders(cfg))
+            version = self._write_envoy([*cfg.providers, *self._retired.values()],
+                                        sorted(orders | self._retired_orders))
             if not self._wait_acked(version):
                 self._fail([f"Envoy did not load provider resources version {version} within "
                             f"{self.ack_timeout:.0f} s"])
@@ -140,7 +146,7 @@ class Reloader:
         self.stats.generation += 1
         write_files(self.active.parent, {generation_file(self.active).name: f"{self.stats.generation}\n"})
         self.notify_workers()
-        if self._retired:
+        if self._retired or self._retired_orders:
             self._cleanup_at = self.clock() + self.grace
         log.info("config reloaded (generation %d): %s", self.stats.generation, cfg.summary())
 

@@ -41,6 +41,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import free_port
 from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, sha, start_gateway
 
 KEY = "sk-it-faults"
@@ -79,7 +80,8 @@ def faults_config(sim: Simulator) -> dict[str, Any]:
         routes.append({"name": name, "candidates": [f"{name}-p", f"fallback-{other}"], "policy": POLICY})
     return {
         "providers": providers, "models": models, "routes": routes,
-        "rate_limit": {"failure_mode": "closed", "timeout": "100ms"},
+        # Its own port: the default one may be taken by another gateway on this machine.
+        "rate_limit": {"failure_mode": "closed", "timeout": "100ms", "port": free_port()},
         "tenants": [{"name": "faults", "api_key_sha256": [sha(KEY)], "models": ["*"]},
                     {"name": "limited", "api_key_sha256": [sha(LIMITED)], "models": ["*"],
                      "limits": [{"unit": "requests", "per": "hour", "amount": 2}]},

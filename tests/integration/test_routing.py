@@ -1,6 +1,7 @@
 """Routing and fallback through the real Envoy (two ext_proc workers): a failing provider is
-skipped and the client gets a correct answer in its own format from the next candidate; the
-cost policy picks the cheapest eligible model; raising a deployment's TTFT shifts traffic away."""
+skipped and the client gets a correct answer in its own format from the next candidate in the
+route's order; the cost policy picks the cheapest eligible model; raising a deployment's TTFT
+shifts traffic away."""
 
 from __future__ import annotations
 
@@ -53,6 +54,15 @@ def routing_config(sim: Simulator) -> dict[str, Any]:
                                                        **FAST},
                    "candidates": [model("q-cheap-weak", "ge", 0.1, 0.6), model("q-mid-good", "oa", 1.0, 0.85),
                                   model("q-dear-best", "an", 5.0, 0.95)]})
+    # A latency route falls back in the order it lists its candidates (its static order: nothing
+    # about latency is known from the config). Listed dearest first; with no latency observed the
+    # ranking breaks the tie by cost, so its primary (cheapest) is last in the route's order and
+    # its fallbacks (the route's order) differ from the ranking's (cheapest next).
+    for scenario in ("order", "order3"):
+        routes.append({"name": f"route-{scenario}", "policy": {"kind": "objective", "minimize": "latency", **FAST},
+                       "candidates": [model(f"{scenario}-dear", "an", 5.0, 0.9),
+                                      model(f"{scenario}-mid", "oa", 1.0, 0.9),
+                                      model(f"{scenario}-cheap", "ge", 0.1, 0.9)]})
     # Exploration lets the router measure a deployment it has no data on yet.
     routes.append({"name": "route-latency", "policy": {"kind": "objective", "minimize": "latency",
                                                        "exploration": 0.1, "stale_after": "1s", "affinity": False},
@@ -100,6 +110,26 @@ def test_failing_provider_is_skipped(gw: Gateway, sim: Simulator, scenario: str,
     assert sim.requests()[-1]["path"] == "/v1/chat/completions"
     assert sim.requests()[-1]["headers"]["authorization"].startswith("Bearer ")
     assert "x-goog-api-key" not in sim.requests()[-1]["headers"]
+
+
+@pytest.mark.parametrize("scenario,failing,answered", [
+    ("order", ["cheap"], "dear"),
+    ("order3", ["cheap", "dear"], "mid"),
+])
+def test_fallbacks_follow_the_routes_order(gw: Gateway, sim: Simulator, scenario: str, failing: list[str],
+                                           answered: str) -> None:
+    """The ranking picks the cheapest (gemini); when it fails, the retries go to the route's other
+    providers in its static order — for a latency route the order it lists them: anthropic
+    (dearest), then OpenAI — not in ranking order (before: OpenAI, the next cheapest, answered the
+    first case)."""
+    for m in failing:
+        sim.behave(f"{scenario}-{m}-upstream", status=503)
+    raw = oai(gw).chat.completions.with_raw_response.create(model=f"route-{scenario}", messages=HELLO)
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-interlock-model"] == f"{scenario}-{answered}"
+    assert raw.headers["x-interlock-attempts"] == str(len(failing) + 1)
+    tried = [*failing, answered]
+    assert upstream_models(sim)[-len(tried):] == [f"{scenario}-{m}-upstream" for m in tried]
 
 
 def test_connection_refused_is_skipped(gw: Gateway, sim: Simulator) -> None:

@@ -45,3 +45,40 @@ def test_settings_a_running_gateway_cannot_take_are_refused(
         assert (reloader.stats.successes, reloader.stats.failures, told) == (0, 1, [])
         assert active.read_text() == BASE
         assert f"{refused}: changing it needs a restart" in caplog.text
+
+
+TWO = """
+providers:
+  - {name: a, type: openai, api_key_env: OPENAI_API_KEY}
+  - {name: b, type: anthropic, api_key_env: ANTHROPIC_API_KEY}
+models: [{name: ma, provider: a}, {name: mb, provider: b}]
+routes: [{name: r, candidates: [%s]}]
+tenants: [{name: t, api_key_sha256: ["%s"]}]
+"""
+
+
+def aggregates(envoy_dir: Path) -> set[str]:
+    import yaml
+    doc = yaml.safe_load((envoy_dir / "cds.yaml").read_text())
+    return {c["name"] for c in doc["resources"] if c["name"].startswith("fallback~")}
+
+
+def test_fallback_orders_a_reload_drops_stay_until_the_grace_period_ends(tmp_path: Path) -> None:
+    """Reordering a route's candidates changes its fallback orders; a worker still on the old config
+    names the old ones until it switches, so they stay in Envoy for the grace period (like the
+    clusters of a removed provider), then go."""
+    source, active, envoy = tmp_path / "gw.yaml", tmp_path / "active.yaml", tmp_path / "envoy"
+    envoy.mkdir()
+    before, after = TWO % ("ma, mb", "0" * 64), TWO % ("mb", "0" * 64)
+    source.write_text(before)
+    active.write_text(before)
+    now = [0.0]
+    reloader = Reloader(source, active, load_file(str(source)), lambda: None, envoy_dir=envoy, grace=60.0,
+                        clock=lambda: now[0])
+    source.write_text(after)  # the route now has one provider: no fallback orders at all
+    reloader.poll()
+    assert reloader.stats.successes == 1
+    assert aggregates(envoy) == {"fallback~a~b", "fallback~b~a"}  # kept for workers not yet switched
+    now[0] = 61.0
+    reloader.poll()
+    assert aggregates(envoy) == set()
