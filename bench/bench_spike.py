@@ -181,7 +181,9 @@ def gateway_config(p: Params, sim_port: int) -> dict:
         "providers": [{"name": "openai", "type": "openai", "endpoint": f"http://127.0.0.1:{sim_port}",
                        "api_key_env": "SPIKE_PROVIDER_KEY"}],
         "models": [{"name": MODEL, "provider": "openai", "upstream_model": UPSTREAM, "max_concurrency": p.limit}],
-        "tenants": [{"name": "spike", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()]}],
+        # Its interactive requests claim the class with x-interlock-priority: the tenant is entitled to it.
+        "tenants": [{"name": "spike", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
+                     "priorities": ["batch", "default", "interactive"]}],
     }
 
 

@@ -21,11 +21,17 @@ from extproc.limits.store import Slot, Store
 
 @dataclass(frozen=True)
 class Charge:
-    """Admission of one descriptor: charge `amount` ticks of `unit` to the limits matching `fields`."""
+    """Admission of one descriptor: charge `amount` ticks of `unit` to the limits matching `fields`,
+    or less when they have less left, but never less than `minimum` (None: exactly `amount`)."""
 
     fields: Mapping[str, str]
     unit: Unit
     amount: int
+    minimum: int | None = None
+
+    @property
+    def floor(self) -> int:
+        return self.amount if self.minimum is None else min(self.minimum, self.amount)
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,20 @@ class Verdict:
     at: float = 0.0
 
 
+SHRINK_TRIES = 3
+
+
 def slot_of(limit: Limit) -> Slot:
     return Slot(limit.id, limit.per.seconds, limit.capacity)
+
+
+def _per_limit(matched: Sequence[Sequence[Limit]], amounts: Sequence[int]) -> dict[str, int]:
+    """Each limit's amount: the largest of the charges that match it."""
+    out: dict[str, int] = {}
+    for lims, a in zip(matched, amounts, strict=True):
+        for lim in lims:
+            out[lim.id] = max(out.get(lim.id, 0), a)
+    return out
 
 
 class Limiter:
@@ -100,39 +118,57 @@ class Limiter:
 
     async def admit(self, charges: Sequence[Charge]) -> Verdict:
         """Reserve every charge, all or nothing. A limit matched by several charges of one call is
-        charged once, with the largest amount."""
+        charged once, with the largest amount.
+
+        A charge never reserves more than the smallest whole window amount of the limits it
+        matches. When the reservation is refused, a charge with a `minimum` shrinks to what its
+        limits have left, if that is at least its minimum, and the reservation is tried again (at
+        most `SHRINK_TRIES` times in all: another process may take what was left in between). So a
+        refusal means that some limit has less left than a charge's minimum (or its amount), and
+        the retry-after is until that limit's window resets."""
         now = self._clock()
         table = self._limits()
         matched = [table.match(c.fields, c.unit) for c in charges]
-        amount_by_id: dict[str, int] = {}
-        limit_by_id: dict[str, Limit] = {}
-        for c, lims in zip(charges, matched, strict=True):
-            for lim in lims:
-                limit_by_id[lim.id] = lim
-                amount_by_id[lim.id] = max(amount_by_id.get(lim.id, 0), c.amount)
+        limit_by_id = {lim.id: lim for lims in matched for lim in lims}
         ids = list(limit_by_id)
         slots = [slot_of(limit_by_id[i]) for i in ids]
-        amounts = [amount_by_id[i] for i in ids]
-        decision = await self.store.reserve(slots, amounts, now)
+        # Never more than a whole window: what no wait could make room for.
+        want = [min([c.amount, *(lim.capacity for lim in lims)]) for c, lims in zip(charges, matched, strict=True)]
+        for _ in range(SHRINK_TRIES):
+            by_id = _per_limit(matched, want)
+            decision = await self.store.reserve(slots, [by_id[i] for i in ids], now)
+            if decision.allowed or decision.degraded:
+                break
+            room = dict(zip(ids, decision.remaining, strict=True))
+            shrunk = [min([w, *(room[lim.id] for lim in lims)]) for w, lims in zip(want, matched, strict=True)]
+            if shrunk == want or any(s < c.floor for s, c in zip(shrunk, charges, strict=True)):
+                break
+            want = shrunk
         if decision.degraded:
             return Verdict(decision.allowed, decision.retry_after_s, tuple(() for _ in charges), {}, degraded=True)
         remaining = dict(zip(ids, decision.remaining, strict=True))
+        # Refused: a limit is over when it has less left than what the charges need of it at least.
+        needed = _per_limit(matched, [min(w, c.floor) for w, c in zip(want, charges, strict=True)])
         statuses = []
         for lims in matched:
             row = []
             for lim in lims:
-                left, amount = remaining[lim.id], amount_by_id[lim.id]
-                over = not decision.allowed and (amount > left or (amount == 0 and left == 0))
+                left, need = remaining[lim.id], needed[lim.id]
+                over = not decision.allowed and (need > left or (need == 0 and left == 0))
                 row.append(LimitStatus(lim, left, window_of(lim.per, now).reset_after(now), over))
             statuses.append(tuple(row))
+        # Until the windows of the limits that refused reset: then the charges fit (shrunk if need be).
+        retry_after = max((st.reset_after_s for row in statuses for st in row if st.over),
+                          default=decision.retry_after_s)
         reservations: dict[Unit, Reservation] = {}
         if decision.allowed:
-            for c, lims in zip(charges, matched, strict=True):
+            for c, w, lims in zip(charges, want, matched, strict=True):
                 if lims:
                     prev = reservations.get(c.unit)
-                    reservations[c.unit] = Reservation(max(c.amount, prev.amount if prev else 0), now)
-        charged = tuple(zip(slots, amounts, strict=True)) if decision.allowed else ()
-        return Verdict(decision.allowed, decision.retry_after_s, tuple(statuses), reservations,
+                    reservations[c.unit] = Reservation(max(w, prev.amount if prev else 0), now)
+        by_id = _per_limit(matched, want)
+        charged = tuple((s, by_id[i]) for s, i in zip(slots, ids, strict=True)) if decision.allowed else ()
+        return Verdict(decision.allowed, retry_after if not decision.allowed else 0.0, tuple(statuses), reservations,
                        charged=charged, at=now)
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:

@@ -120,6 +120,28 @@ class Limit:
         """True when every non-`*` key field equals the descriptor's value for that field."""
         return all(v == ANY or descriptor.get(k) == v for k, v in self.key_fields.items())
 
+    def describe(self) -> str:
+        """The limit in words, for a client: `1000 tokens per minute`, `$0.5 per day on model m`,
+        `5 requests per second for batch requests` (the tenant is the caller's own)."""
+        return describe(self.unit, self.capacity, self.per, self.key_fields.get("model", ANY),
+                        self.key_fields.get("priority", ANY))
+
+
+def amount_text(ticks: int, unit: Unit) -> str:
+    """`ticks` in the unit itself: `1500` tokens, `0.25` (USD, no trailing zeros)."""
+    if unit.scale == 1:
+        return str(ticks)
+    whole, frac = divmod(ticks, unit.scale)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
+
+
+def describe(unit: Unit, capacity: int, per: Per, model: str = ANY, priority: str = ANY) -> str:
+    """See `Limit.describe`."""
+    noun = unit.value[:-1] if capacity == 1 else unit.value
+    amount = f"${amount_text(capacity, unit)}" if unit is Unit.USD else f"{capacity} {noun}"
+    scope = "" if model == ANY else f" on model {model}"
+    return f"{amount} per {per.value}{scope}" + ("" if priority == ANY else f" for {priority} requests")
+
 
 def _escape(value: str) -> str:
     return value.replace("%", "%25").replace(",", "%2C").replace("=", "%3D").replace(":", "%3A")

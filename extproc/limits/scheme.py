@@ -2,14 +2,24 @@
 
 Admission (the filter's call before the request goes upstream) — one descriptor per unit:
 
-    entries   tenant=<T> [model=<M>] [priority=<P>] unit=requests|tokens|usd
+    entries   tenant=<T> [model=<M>] [priority=<P>] unit=requests|tokens|usd [minimum=<ticks>]
     amount    the descriptor's hits_addend; if unset, the request's hits_addend; if that is 0, 1
 
   Amounts are integer ticks: requests, tokens, or micro-dollars for `usd` (1 = 1e-6 USD;
   hits_addend is an integer, and Envoy caps it at 1e9, i.e. $1000 per request). A tokens
   reservation is the prompt-token estimate + max_tokens; a usd one prices both at the model's
   input and output prices. Every limit that matches the entries is charged, all descriptors of
-  the call together or none (`OVER_LIMIT`). When allowed, the response's `dynamic_metadata`
+  the call together or none (`OVER_LIMIT`), never more than a limit's whole window amount; with
+  `minimum` (the part of the request known at admission: its prompt), a descriptor reserves less
+  than its amount when its limits have less left, down to the minimum (see `Limiter.admit`).
+  When refused, the response also carries `x-interlock-ratelimit-exceeded` (for the router stage,
+  which words the client's error from it, and removes it):
+
+    unit=<unit>;per=<window>;amount=<ticks>;remaining=<ticks>;needed=<ticks>;model=0|1;priority=0|1
+
+  — the limit that refused (the one whose window resets last), what it has left, what the
+  request needed of it at least, and whether it is keyed on the request's model / priority.
+  When allowed, the response's `dynamic_metadata`
   carries one marker per unit that matched a limit, which Envoy stores in the namespace
   `envoy.filters.http.ratelimit`:
 
@@ -45,12 +55,14 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
 from extproc.limits.limiter import Charge, LimitStatus, Reservation, Settlement, Verdict
-from extproc.limits.model import KEY_FIELDS, Per, Unit
+from extproc.limits.model import ANY, KEY_FIELDS, Per, Unit, amount_text
 from extproc.limits.store import FailureMode
 
 UNIT = "unit"
 RESERVATION = "reservation"
 ACTUAL = "actual"
+MINIMUM = "minimum"
+EXCEEDED_HEADER = "x-interlock-ratelimit-exceeded"
 RATELIMIT_NAMESPACE = "envoy.filters.http.ratelimit"  # where Envoy keeps our dynamic_metadata
 _UINT32_MAX = 2**32 - 1
 
@@ -107,7 +119,11 @@ def parse(request: rls_pb2.RateLimitRequest) -> Parsed:
             settlements.append((i, Settlement(fields, unit, reservation, actual)))
         else:
             amount = own if own is not None else (request.hits_addend or 1)
-            charges.append((i, Charge(fields, unit, amount)))
+            minimum = entries.get(MINIMUM)
+            if minimum is not None and not (minimum.isascii() and minimum.isdigit()):
+                malformed.append((i, f"{MINIMUM} {minimum!r}: expected an integer ≥ 0"))
+                minimum = None
+            charges.append((i, Charge(fields, unit, amount, None if minimum is None else int(minimum))))
     return Parsed(tuple(charges), tuple(settlements), tuple(malformed), len(request.descriptors))
 
 
@@ -118,11 +134,16 @@ def _tightest(statuses: Sequence[LimitStatus]) -> LimitStatus:
     return min(statuses, key=lambda s: (s.remaining, s.limit.capacity))
 
 
-def _amount_text(ticks: int, unit: Unit) -> str:
-    if unit.scale == 1:
-        return str(ticks)
-    whole, frac = divmod(ticks, unit.scale)
-    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
+def _exceeded(parsed: Parsed, verdict: Verdict) -> str | None:
+    """The `EXCEEDED_HEADER` value for a refusal: the over limit whose window resets last."""
+    over = [(s, c) for (_, c), row in zip(parsed.charges, verdict.statuses, strict=True) for s in row if s.over]
+    if not over:
+        return None
+    s, c = max(over, key=lambda x: x[0].reset_after_s)
+    lim = s.limit
+    keyed = {k: int(lim.key_fields.get(k, ANY) != ANY) for k in ("model", "priority")}
+    return (f"unit={lim.unit.value};per={lim.per.value};amount={lim.capacity};remaining={s.remaining};"
+            f"needed={min(c.floor, lim.capacity)};model={keyed['model']};priority={keyed['priority']}")
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValue:
@@ -155,12 +176,15 @@ def render(parsed: Parsed, verdict: Verdict | None) -> rls_pb2.RateLimitResponse
             if unit in by_unit:
                 t = _tightest(by_unit[unit])
                 resp.response_headers_to_add.extend([
-                    _header(f"x-ratelimit-limit-{unit.value}", _amount_text(t.limit.capacity, unit)),
-                    _header(f"x-ratelimit-remaining-{unit.value}", _amount_text(t.remaining, unit)),
+                    _header(f"x-ratelimit-limit-{unit.value}", amount_text(t.limit.capacity, unit)),
+                    _header(f"x-ratelimit-remaining-{unit.value}", amount_text(t.remaining, unit)),
                     _header(f"x-ratelimit-reset-{unit.value}", f"{math.ceil(t.reset_after_s)}s"),
                 ])
         if not verdict.allowed:
             resp.response_headers_to_add.append(_header("retry-after", str(max(1, math.ceil(verdict.retry_after_s)))))
+            exceeded = _exceeded(parsed, verdict)
+            if exceeded is not None:
+                resp.response_headers_to_add.append(_header(EXCEEDED_HEADER, exceeded))
         if verdict.reservations:
             resp.dynamic_metadata.update({marker_field(u): r.encode() for u, r in verdict.reservations.items()})
     resp.statuses.extend(statuses)
@@ -187,13 +211,15 @@ def _meta(namespace: str, key: str) -> dict[str, Any]:
 
 def envoy_rate_limits(namespace: str = "interlock", *, units: Sequence[Unit] = tuple(Unit),
                       fields: Mapping[str, str] | None = None,
-                      reserve_key: str = "reserve_{unit}", usage_key: str = "usage_{unit}") -> list[dict[str, Any]]:
+                      reserve_key: str = "reserve_{unit}", usage_key: str = "usage_{unit}",
+                      minimum_key: str = "reserve_min_{unit}") -> list[dict[str, Any]]:
     """Envoy `rate_limits` (route or filter level, `config.route.v3.RateLimit` as JSON) that
     produce the scheme above from dynamic metadata the ext_proc writes in `namespace`:
 
     - `fields` maps descriptor fields to metadata keys (default: the same names); `tenant` is
       required (no tenant, no descriptor), `model` and `priority` are left out when absent;
     - `reserve_key` (per unit, at admission): the ticks to reserve (`requests`: always 1);
+    - `minimum_key` (tokens, usd; optional): the least of it the request needs (its `minimum`);
     - `usage_key` (per unit, kept current on every response-body reply so a disconnect is trued
       up with what was produced): the actual ticks, as a *string* (Envoy's metadata action
       reads string values only).
@@ -214,6 +240,9 @@ def envoy_rate_limits(namespace: str = "interlock", *, units: Sequence[Unit] = t
             admission["hits_addend"] = {"number": 1}
         else:
             admission["hits_addend"] = {"format": f"%DYNAMIC_METADATA({namespace}:{reserve_key.format(unit=unit.value)})%"}
+            admission["actions"].insert(-1, {"metadata": {
+                "descriptor_key": MINIMUM, "metadata_key": _meta(namespace, minimum_key.format(unit=unit.value)),
+                "skip_if_absent": True}})
         out.append(admission)
         if unit is Unit.REQUESTS:
             continue

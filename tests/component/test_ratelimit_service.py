@@ -113,6 +113,8 @@ def test_over_limit_statuses_follow_the_descriptors() -> None:
     svc = service()
 
     async def body(stub: rls_pb2_grpc.RateLimitServiceStub) -> None:
+        # More than the whole window ($1) is reserved as the whole window: then nothing is left.
+        assert (await stub.ShouldRateLimit(request(({**ACME, "unit": "usd"}, 2_000_000)))).overall_code == OK
         resp = await stub.ShouldRateLimit(request(
             ({"tenant": "zeta", "unit": "tokens"}, 5), ({**ACME, "unit": "usd"}, 2_000_000),
             ({**ACME, "unit": "tokens"}, 10)))

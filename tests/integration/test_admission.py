@@ -19,7 +19,8 @@ import pytest
 from tests.integration.conftest import Gateway, Simulator, sha, start_gateway
 
 HELLO: Any = [{"role": "user", "content": "Hello"}]
-KEYS = {name: f"sk-it-{name}" for name in ("reqs", "tokens", "cut", "budget", "deadline", "steer")}
+KEYS = {name: f"sk-it-{name}" for name in ("reqs", "tokens", "cut", "budget", "deadline", "steer", "window", "cents",
+                                            "small", "persec", "prio", "prio-all")}
 
 
 def admission_config(sim: Simulator) -> dict[str, Any]:
@@ -40,9 +41,18 @@ def admission_config(sim: Simulator) -> dict[str, Any]:
          "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.4}, "quality": 0.9},
         {"name": "steer-b", "provider": "an", "upstream_model": "steer-b-upstream", "max_output_tokens": 1024,
          "price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}, "quality": 0.9},
+        # gemini-2.5-flash's shape: an output cap far above a small tenant's window.
+        {"name": "bigcap-model", "provider": "oa", "upstream_model": "bigcap-upstream", "max_output_tokens": 65536,
+         "context_window": 1048576, "price": {"input_per_mtok": 0.3, "output_per_mtok": 2.5}},
+        {"name": "prio-model", "provider": "oa", "upstream_model": "prio-upstream", "max_concurrency": 4},
+        # A route whose first choice (best quality) is dear on input: $30/Mtok.
+        {"name": "dear-claude", "provider": "an", "upstream_model": "dear-claude-upstream", "max_output_tokens": 1024,
+         "price": {"input_per_mtok": 30.0, "output_per_mtok": 60.0}, "quality": 0.95},
     ]
     routes = [{"name": "steer", "candidates": ["steer-a", "steer-b"],
-               "policy": {"kind": "objective", "minimize": "cost", "exploration": 0.0, "affinity": False}}]
+               "policy": {"kind": "objective", "minimize": "cost", "exploration": 0.0, "affinity": False}},
+              {"name": "best", "candidates": ["dear-claude", "bigcap-model"],
+               "policy": {"kind": "objective", "maximize": "quality", "exploration": 0.0, "affinity": False}}]
 
     def tenant(name: str, **extra: Any) -> dict[str, Any]:
         return {"name": name, "api_key_sha256": [sha(KEYS[name])], **extra}
@@ -52,9 +62,15 @@ def admission_config(sim: Simulator) -> dict[str, Any]:
         tenant("tokens", limits=[{"unit": "tokens", "per": "hour", "amount": 4000},
                                  {"unit": "usd", "per": "day", "amount": 5}]),
         tenant("cut", limits=[{"unit": "tokens", "per": "hour", "amount": 100000}]),
-        tenant("budget"),
+        tenant("budget", priorities=["batch", "default", "interactive"]),  # its test claims interactive
         tenant("deadline"),
         tenant("steer"),
+        tenant("window", limits=[{"unit": "tokens", "per": "hour", "amount": 40000}]),
+        tenant("cents", limits=[{"unit": "usd", "per": "day", "amount": 0.01}]),
+        tenant("small", limits=[{"unit": "tokens", "per": "hour", "amount": 1000}]),
+        tenant("persec", limits=[{"unit": "tokens", "per": "second", "amount": 3000}]),
+        tenant("prio"),  # priority default: may use batch and default
+        tenant("prio-all", priorities=["batch", "default", "interactive"]),
     ]
     return {"providers": providers, "models": models, "routes": routes, "tenants": tenants,
             "admission": {"queue_timeout": "300ms", "batch_share": 0.5, "default_share": 0.75}}
@@ -113,8 +129,9 @@ def test_gateway_rate_limit_answers_429_in_each_clients_format(gw: Gateway, sim:
 
 def test_parallel_requests_overshoot_a_token_budget_only_by_the_reservations(gw: Gateway, sim: Simulator) -> None:
     """20 parallel requests, each reserving its prompt estimate + max_tokens (540 tokens) against
-    4,000 tokens an hour: at most 7 are admitted, what they use stays within the budget, and
-    the true-up gives back what they did not use, exactly."""
+    4,000 tokens an hour: at most 7 are admitted whole and one more with what is left (above its
+    prompt), what they use stays within the budget, and the true-up gives back what they did not
+    use, exactly."""
     # Long enough that all 20 are in flight before the first true-up gives anything back.
     sim.behave("tokens-upstream", ttft_ms=1500, output_tokens=12)
     body = {"model": "tokens-model", "max_tokens": 500, "messages": [{"role": "user", "content": "x" * 60}]}
@@ -124,7 +141,7 @@ def test_parallel_requests_overshoot_a_token_budget_only_by_the_reservations(gw:
     ok = [r for r in answers if r.status_code == 200]
     refused = [r for r in answers if r.status_code == 429]
     assert len(ok) + len(refused) == 20
-    assert 1 <= len(ok) <= 4000 // reserve
+    assert 1 <= len(ok) <= 4000 // reserve + 1
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
     assert all(r.json()["error"]["type"] == "rate_limit_error" for r in refused)
     used = sum(r.json()["usage"]["total_tokens"] for r in ok)
@@ -240,3 +257,149 @@ def test_traffic_leaves_a_provider_whose_quota_runs_out_before_it_refuses(gw: Ga
     assert 8 <= served.count("steer-a") <= 10
     assert served[-6:] == ["steer-b"] * 6
 
+
+
+# -- admission that says the truth (issue 10, point 3) -----------------------------------------
+
+
+def test_a_reservation_above_the_window_is_admitted_and_trued_up_not_refused_forever(gw: Gateway, sim: Simulator
+                                                                                     ) -> None:
+    """40,000 tokens an hour and a model whose output cap is 65,536, called without max_tokens (as
+    SDKs do): each request reserves what the window has left (never more than the window), is
+    served, and is charged what it used. Before: `429, retry-after` for every request, forever."""
+    client = oai(gw, "window")
+    for _ in range(3):
+        r = client.chat.completions.with_raw_response.create(model="bigcap-model", messages=HELLO)
+        assert r.http_response.status_code == 200
+        assert r.headers["x-ratelimit-limit-tokens"] == "40000"
+    time.sleep(0.5)  # the true-ups land
+    small = {"model": "bigcap-model", "max_tokens": 20, "messages": HELLO}
+    probe = post(gw, "window", small)
+    prompt = len(json.dumps(small).encode()) // 4
+    # Three answers of ~25 tokens were charged, not 3 × 40,000: the window still has almost all of it.
+    assert 40000 - 200 - prompt - 20 <= int(probe.headers["x-ratelimit-remaining-tokens"]) < 40000 - prompt - 20
+
+
+def test_a_usd_budget_below_one_output_cap_still_serves(gw: Gateway, sim: Simulator) -> None:
+    """$0.01 a day and 65,536 output tokens at $2.50/Mtok ($0.16) reserved per request: before,
+    `429, retry-after: <until midnight>` with almost all of the budget left."""
+    client = oai(gw, "cents")
+    for _ in range(3):
+        r = client.chat.completions.with_raw_response.create(model="bigcap-model", messages=HELLO)
+        assert r.http_response.status_code == 200
+        assert float(r.headers["x-ratelimit-limit-usd"]) == 0.01
+
+
+def test_a_prompt_over_a_whole_window_is_a_400_naming_the_limit(gw: Gateway, sim: Simulator) -> None:
+    """1,000 tokens an hour and a prompt of ~1,500 tokens: no wait can make it fit, so not a 429
+    to retry but a 400 that says which limit and what the client sent. The provider is not called."""
+    before = len(sim.requests())
+    text = "y " * 3000
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(gw, "small").chat.completions.create(model="bigcap-model", max_tokens=50,
+                                                 messages=[{"role": "user", "content": text}])
+    msg = e.value.message
+    assert "1000 tokens per hour" in msg and "max_tokens" in msg, msg
+    assert e.value.body["code"] == "rate_limit_window_too_small", e.value.body  # type: ignore[index]
+    assert "retry-after" not in e.value.response.headers
+    with pytest.raises(anthropic.BadRequestError) as a:
+        anthropic.Anthropic(base_url=gw.url, api_key=KEYS["small"], max_retries=0).messages.create(
+            model="bigcap-model", max_tokens=50, messages=[{"role": "user", "content": text}])
+    assert a.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "1000 tokens per hour" in a.value.message and "max_tokens" in a.value.message, a.value.message
+    # USD: the prompt alone costs more than the day's budget at the model's input price.
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(gw, "cents").chat.completions.create(model="bigcap-model",
+                                                 messages=[{"role": "user", "content": "z " * 70000}])
+    assert "$0.01 per day" in e.value.message and "max_tokens" not in e.value.message, e.value.message
+    assert len(sim.requests()) == before
+
+
+def test_a_route_serves_a_prompt_on_a_candidate_whose_price_fits_the_budget(gw: Gateway, sim: Simulator) -> None:
+    """$0.01 a day; a ~1,200-token prompt costs $0.036 on the route's first choice (dear-claude) and
+    $0.0004 on bigcap-model: the route serves it on bigcap-model rather than refusing it. A model
+    asked for by name, where it cannot fit, is the 400."""
+    messages: Any = [{"role": "user", "content": "w " * 2400}]
+    r = oai(gw, "cents").chat.completions.with_raw_response.create(model="best", messages=messages, max_tokens=5)
+    assert r.http_response.status_code == 200 and r.headers["x-interlock-model"] == "bigcap-model"
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(gw, "cents").chat.completions.create(model="dear-claude", messages=messages, max_tokens=5)
+    assert "$0.01 per day" in e.value.message and "dear-claude's input price" in e.value.message, e.value.message
+
+
+def test_a_429_names_the_limit_that_was_hit_in_each_clients_format(gw: Gateway, sim: Simulator) -> None:
+    """1,000 tokens an hour; the first request spends ~710 of them, the second needs its ~360-token
+    prompt and ~290 are left: a 429 whose body says which limit, with Retry-After and x-ratelimit-*."""
+    body = {"model": "bigcap-model", "max_tokens": 10, "messages": [{"role": "user", "content": "x " * 700}]}
+    assert post(gw, "small", body).status_code == 200
+    time.sleep(0.5)  # the true-up lands
+    r = post(gw, "small", body)
+    assert r.status_code == 429, r.text
+    err = r.json()["error"]
+    assert err["type"] == "rate_limit_error" and err["code"] == "rate_limit_exceeded"
+    assert "1000 tokens per hour" in err["message"], err["message"]
+    assert 1 <= int(r.headers["retry-after"]) <= 3600
+    assert r.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert int(r.headers["x-ratelimit-remaining-tokens"]) < 400
+    assert r.headers["x-interlock-provider"] == "interlock"
+    assert not any(k.startswith("x-interlock-ratelimit") for k in r.headers)
+    with pytest.raises(anthropic.RateLimitError) as a:
+        anthropic.Anthropic(base_url=gw.url, api_key=KEYS["small"], max_retries=0).messages.create(
+            model="bigcap-model", max_tokens=10, messages=[{"role": "user", "content": "x " * 700}])
+    assert a.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert "1000 tokens per hour" in a.value.message, a.value.message
+    # A requests limit names itself too.
+    with pytest.raises(openai.RateLimitError) as e:
+        for _ in range(3):
+            oai(gw, "reqs").chat.completions.create(model="reqs-model", messages=HELLO)
+    assert "2 requests per hour" in e.value.message, e.value.message
+
+
+def test_a_client_that_honours_retry_after_gets_through(gw: Gateway, sim: Simulator) -> None:
+    """3,000 tokens a second, prompts of ~1,000 (estimated; the provider counts ~2,000) and no
+    max_tokens on a 65,536-token model: the SDK's own retries, which wait Retry-After, get every
+    request through. Before: every request reserved 66,500 tokens, 429 `retry-after: 1` forever."""
+    client = openai.OpenAI(base_url=gw.base_url, api_key=KEYS["persec"], max_retries=4, timeout=30)
+    messages: Any = [{"role": "user", "content": "x " * 2000}]
+    start = time.monotonic()
+    for _ in range(3):
+        r = client.chat.completions.with_raw_response.create(model="bigcap-model", messages=messages)
+        assert r.http_response.status_code == 200
+    assert time.monotonic() - start < 10
+
+
+# -- priority as an entitlement (issue 10, point 4) --------------------------------------------
+
+
+def test_a_priority_the_tenant_is_not_entitled_to_is_lowered_and_named(gw: Gateway, sim: Simulator) -> None:
+    claimed = oai(gw, "prio", **{"x-interlock-priority": "interactive"})
+    r = claimed.chat.completions.with_raw_response.create(model="prio-model", messages=HELLO)
+    assert r.headers["x-interlock-priority"] == "default"
+    assert r.headers["x-interlock-priority-lowered-from"] == "interactive"
+    r = oai(gw, "prio").chat.completions.with_raw_response.create(model="prio-model", messages=HELLO)
+    assert r.headers["x-interlock-priority"] == "default" and "x-interlock-priority-lowered-from" not in r.headers
+    r = oai(gw, "prio", **{"x-interlock-priority": "batch"}).chat.completions.with_raw_response.create(
+        model="prio-model", messages=HELLO)
+    assert r.headers["x-interlock-priority"] == "batch" and "x-interlock-priority-lowered-from" not in r.headers
+    r = oai(gw, "prio-all", **{"x-interlock-priority": "interactive"}).chat.completions.with_raw_response.create(
+        model="prio-model", messages=HELLO)
+    assert r.headers["x-interlock-priority"] == "interactive" and "x-interlock-priority-lowered-from" not in r.headers
+
+
+@pytest.mark.parametrize(("tenant", "peak"), [("prio", 3), ("prio-all", 4)])
+def test_claiming_interactive_takes_the_interactive_share_only_when_entitled(
+        gw: Gateway, sim: Simulator, tenant: str, peak: int) -> None:
+    """Budget 4, default_share 0.75: a tenant entitled to `default` only fills 3 slots however it
+    labels its requests (the 4th waits, then is shed); one entitled to `interactive` fills all 4."""
+    sim.behave("prio-upstream", ttft_ms=800)
+
+    def call(_: int) -> httpx.Response:
+        return post(gw, tenant, {"model": "prio-model", "messages": HELLO}, **{"x-interlock-priority": "interactive"})
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(call, range(4)))
+    stats = sim.control("GET", "/_sim/stats")["concurrency"]["prio-upstream"]
+    assert stats["peak"] == peak, stats
+    assert sum(r.status_code == 200 for r in answers) == peak
+    assert all(r.headers["x-interlock-priority"] == ("default" if tenant == "prio" else "interactive")
+               for r in answers)

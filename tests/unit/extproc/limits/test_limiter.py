@@ -170,9 +170,86 @@ def test_limit_table_is_read_per_call() -> None:
     async def run() -> None:
         store, tables = MemoryStore(), [LimitTable([TOKENS])]
         limiter = Limiter(store, lambda: tables[-1], clock=Clock())
-        assert not (await limiter.admit([Charge(ACME, Unit.TOKENS, 2000)])).allowed
+        assert (await limiter.admit([Charge(ACME, Unit.TOKENS, 600)])).allowed
+        assert not (await limiter.admit([Charge(ACME, Unit.TOKENS, 600)])).allowed
         tables.append(LimitTable([Limit({"tenant": "acme"}, Unit.TOKENS, Per.MINUTE, 5000)]))
-        assert (await limiter.admit([Charge(ACME, Unit.TOKENS, 2000)])).allowed
+        assert (await limiter.admit([Charge(ACME, Unit.TOKENS, 600)])).allowed
+
+    asyncio.run(run())
+
+
+def test_a_charge_never_reserves_more_than_a_whole_window() -> None:
+    """TOKENS: 1,000 a minute. 65,536 asked for is 1,000 reserved (a 429 for it could never be
+    cured by waiting); the true-up then moves the count by what was used."""
+    async def run() -> None:
+        limiter, store, clock = setup(TOKENS)
+        v = await limiter.admit([Charge(ACME, Unit.TOKENS, 65_536)])
+        assert v.allowed and v.reservations[Unit.TOKENS] == Reservation(1000, clock.t)
+        assert await used(store, TOKENS, clock.t) == 1000
+        await limiter.settle([Settlement(ACME, Unit.TOKENS, v.reservations[Unit.TOKENS], 40)])
+        assert await used(store, TOKENS, clock.t) == 40
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(("used_before", "amount", "minimum", "reserved", "over"), [
+    (0, 600, 100, 600, False),  # room for all of it
+    (700, 600, 100, 300, False),  # shrinks to what is left
+    (700, 600, 300, 300, False),  # exactly its minimum is left
+    (700, 600, 301, None, True),  # less than its minimum is left: refused
+    (700, 600, None, None, True),  # no minimum: all of it or nothing
+    (1000, 600, 0, None, True),  # nothing left: even a minimum of 0 is refused (a peek)
+])
+def test_a_charge_with_a_minimum_shrinks_to_what_is_left(used_before: int, amount: int, minimum: int | None,
+                                                         reserved: int | None, over: bool) -> None:
+    async def run() -> None:
+        limiter, store, clock = setup(TOKENS, USD)
+        if used_before:
+            assert (await limiter.admit([Charge(ACME, Unit.TOKENS, used_before)])).allowed
+        v = await limiter.admit([Charge(ACME, Unit.TOKENS, amount, minimum), Charge(ACME, Unit.USD, 1000, 500)])
+        assert v.allowed is (reserved is not None)
+        [tokens], [usd] = v.statuses
+        assert (tokens.over, usd.over) == (over, False)
+        if reserved is not None:
+            assert v.reservations == {Unit.TOKENS: Reservation(reserved, clock.t), Unit.USD: Reservation(1000, clock.t)}
+            assert await used(store, TOKENS, clock.t) == used_before + reserved
+        else:
+            assert v.reservations == {} and v.retry_after_s == pytest.approx(tokens.reset_after_s)
+            assert await used(store, TOKENS, clock.t) == used_before and await used(store, USD, clock.t) == 0
+
+    asyncio.run(run())
+
+
+def test_retry_after_is_until_the_limit_that_refused_resets() -> None:
+    """1,000 tokens a minute and 5,000 a day. The minute window has 100 left, the day 400: a
+    request needing 300 at least (600 at most) is refused by the minute limit alone, and may retry
+    when the minute resets — not at midnight, though its 600 would not fit the day's 400 either."""
+    day = Limit({"tenant": "acme"}, Unit.TOKENS, Per.DAY, 5000)
+
+    async def run() -> None:
+        limiter, store, clock = setup(TOKENS, day)
+        await store.reserve([slot_of(day)], 3700, clock.t)
+        assert (await limiter.admit([Charge(ACME, Unit.TOKENS, 900)])).allowed
+        v = await limiter.admit([Charge(ACME, Unit.TOKENS, 600, 300)])
+        assert not v.allowed
+        minute, daily = v.statuses[0]
+        assert (minute.over, daily.over) == (True, False)
+        assert v.retry_after_s == pytest.approx(minute.reset_after_s) and v.retry_after_s < 60
+        clock.t += 60
+        v = await limiter.admit([Charge(ACME, Unit.TOKENS, 600, 300)])
+        assert v.allowed and v.reservations[Unit.TOKENS].amount == 400  # what the day has left
+
+    asyncio.run(run())
+
+
+def test_a_shrunk_reservation_is_given_back_whole_when_abandoned() -> None:
+    async def run() -> None:
+        limiter, store, clock = setup(TOKENS)
+        await limiter.admit([Charge(ACME, Unit.TOKENS, 800)])
+        v = await limiter.admit([Charge(ACME, Unit.TOKENS, 5000, 100)])
+        assert v.reservations[Unit.TOKENS].amount == 200 and await used(store, TOKENS, clock.t) == 1000
+        await limiter.release(v)
+        assert await used(store, TOKENS, clock.t) == 800
 
     asyncio.run(run())
 

@@ -18,7 +18,18 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import json_format
 
-from extproc.limits import Limit, Limiter, LimitTable, MemoryStore, Per, Unit, envoy_rate_limits, scheme
+from extproc.limits import (
+    Limit,
+    Limiter,
+    LimitTable,
+    MemoryStore,
+    Per,
+    Reservation,
+    Settlement,
+    Unit,
+    envoy_rate_limits,
+    scheme,
+)
 from extproc.limits.limiter import slot_of
 from extproc.limits.store import FailureMode
 from tests.conftest import rls_request as request
@@ -33,6 +44,20 @@ def test_admission_amount(own: int | None, request_level: int, amount: int) -> N
     p = scheme.parse(request(({"tenant": "t", "unit": "tokens"}, own), hits_addend=request_level))
     [(i, charge)] = p.charges
     assert (i, charge.amount, charge.unit, dict(charge.fields)) == (0, amount, Unit.TOKENS, {"tenant": "t"})
+
+
+@pytest.mark.parametrize(("entries", "minimum", "floor", "malformed"), [
+    ({}, None, 1500, ()),
+    ({"minimum": "300"}, 300, 300, ()),
+    ({"minimum": "0"}, 0, 0, ()),
+    ({"minimum": "9000"}, 9000, 1500, ()),  # never more than the amount
+    ({"minimum": "-3"}, None, 1500, ((0, "minimum '-3': expected an integer ≥ 0"),)),
+    ({"minimum": "²"}, None, 1500, ((0, "minimum '²': expected an integer ≥ 0"),)),
+])
+def test_a_charges_minimum(entries: dict[str, str], minimum: int | None, floor: int, malformed: Any) -> None:
+    p = scheme.parse(request(({"tenant": "t", "unit": "tokens", **entries}, 1500)))
+    [(_, charge)] = p.charges
+    assert (charge.amount, charge.minimum, charge.floor, p.malformed) == (1500, minimum, floor, malformed)
 
 
 def test_descriptors_by_role_keep_their_index() -> None:
@@ -136,8 +161,18 @@ def test_render_over_limit() -> None:
         assert headers(resp)["x-ratelimit-remaining-requests"] == "0"
         assert headers(resp)["x-ratelimit-remaining-tokens"] == "5000"  # nothing was taken
         assert not resp.HasField("dynamic_metadata")
+        assert headers(resp)[scheme.EXCEEDED_HEADER] == (
+            "unit=requests;per=second;amount=1;remaining=0;needed=1;model=0;priority=1")
+        # More than the whole window ($2.5) is reserved as the whole window; then $0.5 is left, and
+        # a request that needs at least $0.6 of it waits for the day's window to reset.
         usd = await respond(lim, request(({"tenant": "acme", "unit": "usd"}, 3_000_000)))
-        assert headers(usd)["retry-after"] == "86370"
+        assert usd.overall_code == OK and headers(usd)["x-ratelimit-remaining-usd"] == "0"
+        assert json_format.MessageToDict(usd.dynamic_metadata)["reservation_usd"].startswith("2500000@")
+        await lim.settle([Settlement({"tenant": "acme"}, Unit.USD, Reservation(2_500_000, NOW), 2_000_000)])
+        usd = await respond(lim, request(({"tenant": "acme", "unit": "usd", "minimum": "600000"}, 1_000_000)))
+        assert usd.overall_code == OVER and headers(usd)["retry-after"] == "86370"
+        assert headers(usd)[scheme.EXCEEDED_HEADER] == (
+            "unit=usd;per=day;amount=2500000;remaining=500000;needed=600000;model=0;priority=0")
 
     asyncio.run(run())
 
@@ -270,6 +305,36 @@ def test_end_to_end_reserve_then_true_up() -> None:
             "734", "14680"]
         assert await used(lim, TOKENS) == 734 and await used(lim, MODEL_TOKENS) == 734
         assert await used(lim, USD) == 14680
+
+    asyncio.run(run())
+
+
+def test_end_to_end_a_reservation_shrinks_to_what_is_left_but_not_below_its_minimum() -> None:
+    """MODEL_TOKENS: 5,000 an hour. A request that may produce 65,536 tokens reserves what is left
+    (its true-up then charges what it used); one whose prompt needs more than is left is refused,
+    with the limit named and a Retry-After that the window's reset makes true."""
+    async def run() -> None:
+        lim = limiter()
+        big = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        big.metadata["interlock"] = ext_proc_metadata(reserve_tokens="65836", reserve_min_tokens="300")
+        resp = await big.admit(lim)
+        assert resp is not None and resp.overall_code == OK
+        assert json_format.MessageToDict(resp.dynamic_metadata)["reservation_tokens"].startswith("5000@")
+        big.metadata["interlock"]["usage_tokens"] = "4200"
+        await big.stream_done(lim)
+        assert await used(lim, MODEL_TOKENS) == 4200
+        second = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        second.metadata["interlock"] = ext_proc_metadata(reserve_tokens="65836", reserve_min_tokens="300")
+        resp = await second.admit(lim)
+        assert resp is not None and resp.overall_code == OK and headers(resp)["x-ratelimit-remaining-tokens"] == "0"
+        assert await used(lim, MODEL_TOKENS) == 5000
+        third = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        third.metadata["interlock"] = ext_proc_metadata(reserve_tokens="65836", reserve_min_tokens="300")
+        resp = await third.admit(lim)
+        assert resp is not None and resp.overall_code == OVER
+        assert headers(resp)["retry-after"] == str(3600 - 30)
+        assert headers(resp)[scheme.EXCEEDED_HEADER] == (
+            "unit=tokens;per=hour;amount=5000;remaining=0;needed=300;model=1;priority=0")
 
     asyncio.run(run())
 
