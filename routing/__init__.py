@@ -22,6 +22,7 @@ decision until its first observation lands.
 """
 
 from routing.affinity import rendezvous
+from routing.fallback import fallback_providers
 from routing.filters import FILTERS, Filter, run_filters
 from routing.model import (
     CAPABILITIES,
@@ -43,7 +44,7 @@ from routing.policy import (
     RoundRobinPolicy,
     WeightedPolicy,
 )
-from routing.pricing import cost_usd, expected_cost_usd, expected_output_tokens, micro_usd
+from routing.pricing import cost_usd, expected_cost_usd, expected_output_tokens, micro_usd, nominal_cost_usd
 from routing.provider_limits import Pressure, pressure_from_headers, retry_after_s
 from routing.snapshot import LatencyEstimate, LatencyPrior, Pressured, Snapshot, Unavailable
 from routing.stats import LatencyStats
@@ -79,7 +80,9 @@ __all__ = [
     "cost_usd",
     "expected_cost_usd",
     "expected_output_tokens",
+    "fallback_providers",
     "micro_usd",
+    "nominal_cost_usd",
     "pressure_from_headers",
     "rendezvous",
     "retry_after_s",

@@ -10,7 +10,7 @@ and no function call per deployment; `check` applies one filter to one deploymen
 | name          | drops a deployment when                                                             |
 |---------------|--------------------------------------------------------------------------------------|
 | allow_list    | its model is not in the tenant's allow-list (`request.allowed_models`)               |
-| capabilities  | it lacks a capability the request needs (tools, images, json, reasoning, embeddings) |
+| capabilities  | it lacks a capability the request needs (tools, images, json, reasoning, embeddings, fim) |
 | context       | estimated input + output cap exceeds its context window, or the client's max_tokens  |
 |               | exceeds its max output                                                               |
 | budget        | its id or model is in `request.exhausted` (the budget layer's hook)                  |

@@ -107,6 +107,21 @@ class DecayedHistogram:
         self._buckets[i] = self._buckets.get(i, 0.0) + w
         self._total += w
 
+    def remove(self, value_s: float, at: float) -> None:
+        """Take back one observation of `value_s` seconds recorded at `at`. Exact whatever rescaling
+        happened since (forward decay does not depend on the landmark), up to pruning."""
+        if self._landmark is None:
+            return
+        exponent = (at - self._landmark) / self.half_life_s
+        w = 2.0 ** max(exponent, -_RESCALE_EXPONENT)
+        i = bucket_index(value_s)
+        left = self._buckets.get(i, 0.0) - w
+        if left > self._total * 1e-12:
+            self._buckets[i] = left
+        else:
+            self._buckets.pop(i, None)
+        self._total = max(0.0, self._total - w)
+
     def weight(self, now: float) -> float:
         """The effective number of observations at `now`: each counts 2^(−age / half_life)."""
         if self._landmark is None:

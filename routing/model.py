@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-CAPABILITIES = frozenset({"tools", "images", "json", "reasoning", "embeddings"})
+CAPABILITIES = frozenset({"tools", "images", "json", "reasoning", "embeddings", "fim"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,8 +23,8 @@ class Deployment:
     ``"claude-haiku-4-5@anthropic:claude-haiku-4-5-20251001"``) and stable across
     processes and replicas: affinity hashing and statistics are keyed by it. `model` is the public model
     name a tenant's allow-list names. Prices are USD per million tokens; `quality` is an operator-assigned
-    score in [0, 1]; `expected_output_tokens`, when set, is the typical answer length used for cost and
-    latency estimates (see `routing.pricing`). Construction validates every field (ValueError).
+    score in [0, 1]; `expected_output_tokens`, when set, is the typical answer length assumed for cost and
+    latency estimates until answers are observed (see `routing.lengths`). Construction validates every field (ValueError).
     """
 
     id: str
@@ -77,6 +77,8 @@ class RouteRequest:
     - `exhausted`: deployment ids or model names whose budget is exhausted for this request (the
       budget layer's hook; empty until it exists).
     - `now`: the caller's monotonic clock, seconds; the same clock the statistics use.
+    - `observes_latency`: the answer will teach its deployment's latency (a streamed request), so it
+      may be used to explore a stale estimate (`routing.pickers.explore`).
     """
 
     est_input_tokens: int
@@ -86,6 +88,7 @@ class RouteRequest:
     allowed_models: frozenset[str] | None = None
     affinity_key: bytes | None = None
     exhausted: frozenset[str] = frozenset()
+    observes_latency: bool = True
 
 
 class Dropped(NamedTuple):
@@ -116,7 +119,8 @@ class Scores(NamedTuple):
     `cost` = cheapest eligible expected cost / this one's; `latency` = fastest eligible expected latency /
     this one's; `quality` = the deployment's quality; `total` = what the policy ranks by. `cost_usd` is the
     expected cost of the request (USD), `latency_s` its expected duration (TTFT p50 + expected output tokens
-    × TPOT p50, seconds), `ttft_s` the TTFT at the policy's constraint quantile (median when it has none).
+    × TPOT p50, seconds), `ttft_s` the TTFT at the policy's constraint quantile (median when it has none),
+    `output_tokens` the answer length both estimates assume (learned, capped by the request's max_tokens).
     """
 
     cost: float
@@ -126,6 +130,7 @@ class Scores(NamedTuple):
     cost_usd: float
     latency_s: float
     ttft_s: float
+    output_tokens: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,20 @@ broken constraints) aligned to it. Pure; randomness enters as `rand` (uniform in
   within each tier by total score, then secondary scores (objective cost: latency then quality; latency:
   cost then quality; quality: cost then latency; weighted: cost then latency; best_quality: cost), then
   candidate order, so equal inputs always give the same order.
-- `explore`: only for policies that read latency and with `policy.exploration` > 0. Cold start first:
-  a non-best eligible deployment meeting the quality floor that has never been observed (it reads as its
-  pessimistic prior, so it would rarely win on its own) is probed at once, `rand` picking among several,
-  and again each `policy.stale_after_s` (at least `PROBE_INTERVAL_MIN_S`) while no observation of it has
-  landed (`snapshot.probed`, kept by the caller's `LatencyStats.record_probe`). Otherwise, with
-  probability `policy.exploration` (when `rand` < it), the primary becomes a non-best eligible deployment
-  whose latency estimate is older than `policy.stale_after_s` (never observed counts as older) and which
-  meets the quality floor (exploring cannot change a quality, so it never breaks that constraint; it may
-  try a deployment whose stale TTFT breaks the latency constraint, which is how a recovered deployment is
-  noticed). `rand / exploration` then picks uniformly among them, so one draw decides both whether and
-  where.
+- `explore`: only for policies that read latency, with `policy.exploration` > 0. Cold start first: a non-best eligible
+  deployment meeting the quality floor that has never been observed (it reads as its pessimistic prior,
+  so it would rarely win on its own) is probed at once, `rand` picking among several, and again each
+  `policy.stale_after_s` (at least `PROBE_INTERVAL_MIN_S`) while no observation of it has landed
+  (`snapshot.probed`, kept by the caller's `LatencyStats.record_probe`; any request: a whole answer
+  teaches the answer length and health). Otherwise, for a request whose answer teaches latency
+  (`request.observes_latency`: streamed) and with probability `policy.exploration` (when `rand` < it;
+  or when the caller says its turn is `due`, pacing exploration at that rate itself), the primary becomes a non-best eligible deployment meeting the
+  quality floor (exploring cannot change a quality) that is due: its latency estimate is older than
+  `policy.stale_after_s`, or it is demoted by latency — it breaks only the TTFT constraint, or the policy
+  ranks by latency — and its estimate is older than `PROBE_AFTER_S`; and in either case no probe of it
+  was sent in the last `PROBE_AFTER_S` without an answer since. This is how a deployment that was slow
+  and has healed gets traffic back within seconds, at a cost bounded by the exploration rate.
+  `rand / exploration` (or `rand`, when paced by the caller) then picks uniformly among them.
 - `affinity_pool` / `rendezvous`: see `routing.affinity`.
 - `with_fallbacks`: the primary, then the rest in objective order, cut to `max_attempts`. If the first
   fallback would share the primary's provider while a deployment of another provider in the same tier
@@ -76,11 +79,27 @@ def last_n_tie_break(ranked: list[int], scores: Sequence[Scores], rand: float) -
 
 PROBE_INTERVAL_MIN_S = 1.0
 """The shortest wait before a never-observed deployment whose probe brought no observation is probed again."""
+PROBE_AFTER_S = 1.0
+"""How old a latency-demoted deployment's estimate must be before it is probed, and the shortest time
+between two probes of it without an answer in between."""
+
+
+def _latency_demoted(policy: Policy, failures: tuple[ConstraintFailure, ...]) -> bool:
+    """Whether better latency could make the deployment win: it breaks only latency constraints, or the
+    policy ranks by latency."""
+    if failures:
+        return all(f.constraint != "quality" for f in failures)
+    if isinstance(policy, ObjectivePolicy):
+        return policy.objective == "latency"
+    return isinstance(policy, WeightedPolicy) and policy.latency > 0
 
 
 def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment], snapshot: Snapshot,
-            now: float, rand: float) -> int | None:
-    """The index to explore, or None when this request should not explore."""
+            now: float, rand: float, failures: Sequence[tuple[ConstraintFailure, ...]] = (),
+            observes_latency: bool = True, due: bool | None = None) -> int | None:
+    """The index to explore, or None when this request should not explore. `due`: whether this
+    request's turn to explore has come, when the caller paces exploration itself (None: the draw
+    decides, `rand` < `policy.exploration`)."""
     rate = policy.exploration
     if rate <= 0 or len(ranked) < 2 or not uses_latency(policy):
         return None
@@ -88,20 +107,27 @@ def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment
     # Cold start: probed at once, not at a rate. A worker that happened to observe a slow deployment first
     # would otherwise keep sending it most of its traffic until a random draw tried the fast one.
     interval = max(policy.stale_after_s, PROBE_INTERVAL_MIN_S)
-    due = [i for i in ranked[1:] if (floor is None or eligible[i].quality >= floor)
+    cold = [i for i in ranked[1:] if (floor is None or eligible[i].quality >= floor)
            and snapshot.staleness(eligible[i].id, now) == float("inf")
            and now - snapshot.probed.get(eligible[i].id, -math.inf) >= interval]
-    if due:
-        return due[min(int(rand * len(due)), len(due) - 1)]
-    if rand >= rate:
+    if cold:
+        return cold[min(int(rand * len(cold)), len(cold) - 1)]
+    if not observes_latency or (rand >= rate if due is None else not due):
         return None
     stale_after = policy.stale_after_s
-    pool = [i for i in ranked[1:]
-            if (floor is None or eligible[i].quality >= floor)
-            and snapshot.staleness(eligible[i].id, now) >= stale_after]
+    probed = snapshot.probed
+    pool = []
+    for i in ranked[1:]:
+        d = eligible[i]
+        if floor is not None and d.quality < floor or now - probed.get(d.id, -math.inf) < PROBE_AFTER_S:
+            continue
+        age = snapshot.staleness(d.id, now)
+        if age >= stale_after or (age >= PROBE_AFTER_S and _latency_demoted(policy, failures[i] if failures else ())):
+            pool.append(i)
     if not pool:
         return None
-    return pool[min(int(rand / rate * len(pool)), len(pool) - 1)]
+    pick = rand / rate if due is None else rand
+    return pool[min(int(pick * len(pool)), len(pool) - 1)]
 
 
 def affinity_pool(policy: Policy, ranked: Sequence[int], scores: Sequence[Scores],

@@ -37,10 +37,11 @@ FALLBACK = "fallback: no deployment met the constraints"
 
 
 def decide(request: RouteRequest, candidates: Sequence[Deployment], policy: Policy, snapshot: Snapshot, *,
-           rr_counter: int = 0, rand: float = 0.5) -> Decision:
+           rr_counter: int = 0, rand: float = 0.5, explore_due: bool | None = None) -> Decision:
     """Choose the ordered deployments to try for `request` among `candidates` (in the route's configured
     order; a repeated id counts once) under `policy`, reading latency and health from `snapshot`.
 
+    `explore_due`: the caller paces exploration (`routing.pickers.explore`); None leaves it to `rand`.
     Returns an empty `deployments` tuple when every candidate was dropped (the explanation says by which
     filter). Raises nothing for well-formed arguments.
     """
@@ -59,7 +60,8 @@ def decide(request: RouteRequest, candidates: Sequence[Deployment], policy: Poli
         ranked = rank(policy, scores, failures)
         if isinstance(policy, LastNLatencyPolicy):
             ranked = last_n_tie_break(ranked, scores, rand)
-        primary = explore(policy, ranked, eligible, snapshot, request.now, rand)
+        primary = explore(policy, ranked, eligible, snapshot, request.now, rand, failures,
+                          request.observes_latency, explore_due)
         if primary is not None:
             chosen_by = "exploration"
         else:

@@ -3,7 +3,8 @@ and a policy total, plus the constraint checks.
 
 | scorer  | raw estimate                                                  | score                          |
 |---------|---------------------------------------------------------------|--------------------------------|
-| cost    | expected cost, USD (`routing.pricing`)                        | cheapest eligible / this one   |
+| cost    | expected cost, USD (`routing.pricing`, with the learned answer| cheapest eligible / this one   |
+|         | length of `routing.lengths` from the snapshot)                |                                |
 | latency | TTFT p50 + expected output tokens × TPOT p50, seconds         | fastest eligible / this one    |
 | quality | the deployment's quality                                      | the same                       |
 
@@ -77,6 +78,17 @@ def last_n_means(eligible: Sequence[Deployment], snapshot: Snapshot, n: int) -> 
     return out
 
 
+def answer_lengths(eligible: Sequence[Deployment], snapshot: Snapshot) -> list[float]:
+    """Each deployment's expected answer length, uncapped: learned (`snapshot.output_tokens`), else its
+    configured `expected_output_tokens`, else the mean of the others' learned ones (a route's prompts
+    set the length more than its models do), else `snapshot.output_default`."""
+    learned = snapshot.output_tokens
+    known = [learned[d.id] for d in eligible if d.id in learned]
+    default = sum(known) / len(known) if known else snapshot.output_default
+    return [learned.get(d.id, default if d.expected_output_tokens is None else float(d.expected_output_tokens))
+            for d in eligible]
+
+
 def score_all(request: RouteRequest, eligible: Sequence[Deployment], snapshot: Snapshot,
               policy: Policy) -> list[Scores]:
     """Scores of every eligible deployment (non-empty), aligned with `eligible`."""
@@ -85,12 +97,15 @@ def score_all(request: RouteRequest, eligible: Sequence[Deployment], snapshot: S
     max_out = request.max_output_tokens
     get = snapshot.estimates.get
     prior = snapshot.prior
+    lengths = answer_lengths(eligible, snapshot)
     costs = []
     lats = []
     ttfts = []
-    for d in eligible:
+    outs = []
+    for d, length in zip(eligible, lengths, strict=True):
         e = get(d.id, prior)
-        exp_out = expected_output_tokens(d, max_out)
+        exp_out = expected_output_tokens(d, max_out, length)
+        outs.append(exp_out)
         costs.append(cost_usd(d, est_in, exp_out))
         lats.append(e.ttft_p50_s + exp_out * e.tpot_p50_s)
         t = e.ttft_s.get(q)
@@ -105,7 +120,7 @@ def score_all(request: RouteRequest, eligible: Sequence[Deployment], snapshot: S
     else:
         totals = [wc * c + wl * lt + wq * d.quality for c, lt, d in zip(cs, ls, eligible, strict=True)]
     new = tuple.__new__
-    return [new(Scores, (cs[i], ls[i], d.quality, totals[i], costs[i], lats[i], ttfts[i]))  # type: ignore[misc]
+    return [new(Scores, (cs[i], ls[i], d.quality, totals[i], costs[i], lats[i], ttfts[i], outs[i]))  # type: ignore[misc]
             for i, d in enumerate(eligible)]
 
 

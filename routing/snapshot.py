@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple
 
 from routing.histogram import Buckets, bucket_quantile
+from routing.lengths import DEFAULT_PRIOR as DEFAULT_OUTPUT_TOKENS
 
 
 class LatencyPrior(NamedTuple):
@@ -55,6 +56,7 @@ class LatencyEstimate:
     - `weight`: the effective (decayed) number of TTFT observations at the snapshot's time.
     - `last_observed`: time of the newest observation, −inf if none.
     - `recent_ttfts_s`: the last few raw TTFT samples, oldest first (for the last-n baseline).
+    - `floor_s`: a lower bound on every TTFT quantile from requests still waiting (0: none).
     """
 
     ttft_s: Mapping[float, float]
@@ -66,13 +68,22 @@ class LatencyEstimate:
     prior: LatencyPrior = LatencyPrior()
     prior_weight: float = 1.0
     ttft_buckets: Buckets = field(default=(), repr=False)
+    floor_s: float = 0.0
 
     def ttft_quantile(self, q: float) -> float:
         """TTFT at quantile q (0 < q < 1), seconds."""
         v = self.ttft_s.get(q)
         if v is not None:
             return v
-        return blend(bucket_quantile(self.ttft_buckets, q), self.weight, self.prior.ttft_s, self.prior_weight)
+        v = blend(bucket_quantile(self.ttft_buckets, q), self.weight, self.prior.ttft_s, self.prior_weight)
+        return max(v, self.floor_s)
+
+    def floored(self, floor_s: float) -> LatencyEstimate:
+        """This estimate with every TTFT quantile at least `floor_s` seconds."""
+        if floor_s <= self.floor_s:
+            return self
+        ttft = MappingProxyType({q: max(v, floor_s) for q, v in self.ttft_s.items()})
+        return replace(self, ttft_s=ttft, ttft_p50_s=max(self.ttft_p50_s, floor_s), floor_s=floor_s)
 
     @classmethod
     def of(cls, ttft_s: float | Mapping[float, float], tpot_s: float, *, last_observed: float = -math.inf,
@@ -99,7 +110,7 @@ class _Flat(LatencyEstimate):
 
     def ttft_quantile(self, q: float) -> float:
         v = self.ttft_s.get(q)
-        return self.ttft_p50_s if v is None else v
+        return max(self.ttft_p50_s, self.floor_s) if v is None else v
 
 
 def blend(data: float | None, weight: float, prior: float, prior_weight: float) -> float:
@@ -121,8 +132,10 @@ class Snapshot:
     - `ramp` maps deployment ids whose cool-down or pressure ended recently to the fraction of traffic,
       in [0, 1), they may take as of `taken_at` (soft: dropped when the decision's draw is ≥ it, only
       while another candidate survives).
-    - `probed` maps deployment ids never observed to when a decision last explored them (the cold-start
-      probe of `routing.pickers.explore`; the probe's answer has not been observed yet).
+    - `probed` maps deployment ids to when a decision last explored them (`routing.pickers.explore`;
+      cold-start probes are kept until the probe's answer is observed, latency probes for a while).
+    - `output_tokens` maps deployment ids to their expected answer length (`routing.lengths`); any
+      other id reads as `output_default`.
 
     The health filter compares each `until` with the request's `now`; `ramp` fractions are as of
     `taken_at`. Every map is copied into a read-only view.
@@ -135,9 +148,11 @@ class Snapshot:
     pressured: Mapping[str, Pressured] = field(default_factory=lambda: MappingProxyType({}))
     ramp: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     probed: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    output_tokens: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    output_default: float = DEFAULT_OUTPUT_TOKENS
 
     def __post_init__(self) -> None:
-        for name in ("estimates", "unavailable", "pressured", "ramp", "probed"):
+        for name in ("estimates", "unavailable", "pressured", "ramp", "probed", "output_tokens"):
             m = getattr(self, name)
             if not isinstance(m, MappingProxyType):
                 object.__setattr__(self, name, MappingProxyType(dict(m)))
@@ -149,3 +164,18 @@ class Snapshot:
     def staleness(self, deployment_id: str, now: float) -> float:
         """Seconds since the deployment's newest observation; inf when never observed."""
         return now - self.estimate(deployment_id).last_observed
+
+    def expected_output(self, deployment_id: str) -> float:
+        """The deployment's expected answer length, tokens (uncapped; see `routing.lengths`)."""
+        return self.output_tokens.get(deployment_id, self.output_default)
+
+    def waiting(self, floors: Mapping[str, float]) -> Snapshot:
+        """This snapshot with each listed deployment's TTFT raised to at least its floor (seconds):
+        what requests still waiting for their first token already prove (`LatencyStats.floors`).
+        Returns `self` when nothing changes."""
+        if not floors:
+            return self
+        estimates = dict(self.estimates)
+        for dep_id, floor in floors.items():
+            estimates[dep_id] = self.estimate(dep_id).floored(floor)
+        return replace(self, estimates=MappingProxyType(estimates))

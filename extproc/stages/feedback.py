@@ -7,7 +7,8 @@ its own (no shared state), as the routing design allows.
 The functions take values and return values: `split_limit_headers` separates the provider's
 rate-limit headers from the tenant's, `learn` feeds health and provider pressure and returns
 which deployment answered (the caller decides what follows from that), `broken` counts a 2xx
-that turned out not to be an answer as a failure, `observe` feeds latency.
+that turned out not to be an answer as a failure; `waiting` / `waited` bracket a streamed
+request's wait for its first token, `first_token` and `observe` feed latency and answer lengths.
 Their only side effects are on the `RoutingState` they are given.
 """
 
@@ -25,6 +26,9 @@ from extproc.runtime import Deployment
 log = logging.getLogger("interlock.feedback")
 
 RATELIMIT_PREFIX = "x-ratelimit-"
+_REGIMES = {0: "back to normal", 1: "slowed down", -1: "sped up"}
+PROBE_CREDIT_MAX = 2.0
+"""Probes a route may have earned and not spent (so a burst of whole answers does not bank many)."""
 
 
 class RoutingState:
@@ -42,6 +46,7 @@ class RoutingState:
         # seen once must not stay behind it — one real observation outweighs it twentyfold.
         self.stats = routing.LatencyStats(quantiles=(0.5, 0.9, 0.95, 0.99), prior_weight=0.05)
         self._rr: dict[str, int] = {}
+        self._credit: dict[str, float] = {}  # per route: probes earned, not yet spent (see `decide`)
 
     def next_rr(self, route: str) -> int:
         n = self._rr.get(route, 0)
@@ -50,15 +55,30 @@ class RoutingState:
 
     def decide(self, route_name: str, candidates: Sequence[routing.Deployment], policy: routing.Policy,
                request: routing.RouteRequest) -> tuple[routing.Decision, routing.Snapshot]:
-        """The routing decision and the statistics snapshot it read (admission reads the same one).
+        """The routing decision and the statistics snapshot it read, waiting requests' evidence
+        included (admission reads the same one).
 
         Side effect: a decision that explored records its probe (`LatencyStats.record_probe`), so a
-        never-observed deployment is probed once, not on every request until its answer lands."""
-        snapshot = self.stats.snapshot(request.now)
+        deployment is probed once, not on every request until its answer lands."""
+        stats = self.stats
+        snapshot = stats.snapshot(request.now)
+        # Requests still waiting for a first token well past the usual time are evidence of a slowdown
+        # before any slow answer lands (`routing.stats`): the decision reads them.
+        snapshot = snapshot.waiting(stats.floors([c.id for c in candidates], request.now))
+        # Exploration paced, not drawn: each decision earns `exploration` of a probe, spent by the next
+        # request whose answer teaches latency. A draw at 2 % leaves a worker seeing 5 requests a second
+        # without a probe for 30 s one time in 20; pacing makes recovery after a heal take what the
+        # rate allows (1 / (rate × requests per second) per probe), not that tail.
+        credit = min(self._credit.get(route_name, 0.0) + policy.exploration, PROBE_CREDIT_MAX)
+        due = credit > 1.0 - 1e-9 and request.observes_latency  # (ten times 0.1 is not quite 1.0)
         decision = routing.decide(request, candidates, policy, snapshot, rr_counter=self.next_rr(route_name),
-                                  rand=self.rand())
-        if decision.explanation.chosen_by == "exploration" and decision.primary is not None:
-            self.stats.record_probe(decision.primary, request.now)
+                                  rand=self.rand(), explore_due=due)
+        explored = decision.explanation.chosen_by == "exploration" and decision.primary is not None
+        if explored and due:
+            credit -= 1.0
+        self._credit[route_name] = credit
+        if explored and decision.primary is not None:
+            stats.record_probe(decision.primary, request.now)
         return decision, snapshot
 
 
@@ -100,9 +120,16 @@ def learn(state: RoutingState, chain: Sequence[Deployment], answered_by: str | N
         index = min(attempts, len(chain)) - 1
     # Envoy made `attempts` attempts, the answering one last, in chain order — but it skips a
     # provider whose hosts it ejected without an attempt, so only the attempts it made just
-    # before the answering one are blamed.
+    # before the answering one are blamed. When the first attempt already landed past the
+    # primary, every provider before it was skipped as ejected: unavailable for now too (a
+    # cool-down), else the router keeps choosing it and Envoy keeps spilling its traffic to the
+    # next provider in the route's order, whatever that costs.
     for failed in chain[max(0, index - (attempts - 1)):index]:
         stats.record_failure(failed.id, now)
+    if answered and attempts == 1:
+        for ejected in chain[:index]:
+            stats.record_failure(ejected.id, now)
+            log.info("request_id=%s deployment %s skipped by Envoy (its hosts are ejected)", request_id, ejected.id)
     d = chain[index]
     if answered:
         # The provider's own rate-limit headers: steer away before it starts refusing.
@@ -125,15 +152,41 @@ def broken(state: RoutingState, d: Deployment, why: str, request_id: str = "") -
     log.info("request_id=%s deployment %s failed with a 2xx: %s", request_id, d.id, why)
 
 
-def observe(state: RoutingState, d: Deployment, sent_at: float, headers_at: float,
-            completion_tokens: int | None) -> None:
-    """Latency is learned from streamed answers: time to the response headers is the time to
-    first token; the rest of the stream over its tokens is the time per output token. Times on
-    `state.clock`."""
-    now = state.clock()
-    ttft = headers_at - sent_at
-    tpot = (now - headers_at) / (completion_tokens - 1) if completion_tokens and completion_tokens > 1 else None
-    state.stats.observe(d.id, ttft, tpot, now)
+def waiting(state: RoutingState, d: Deployment, token: object, sent_at: float) -> None:
+    """A streamed request was sent to `d` and waits for its first token (evidence while it waits)."""
+    state.stats.begin(d.id, token, sent_at)
+
+
+def waited(state: RoutingState, deployment_id: str, token: object) -> None:
+    """The wait `waiting` began is over (an answer, a failure, or the client left). Idempotent."""
+    state.stats.end(deployment_id, token)
+
+
+def first_token(state: RoutingState, d: Deployment, sent_at: float, headers_at: float) -> None:
+    """Latency is learned from streamed answers: time to the response headers is the time to first
+    token, learned when they arrive. Times on `state.clock`."""
+    stats = state.stats
+    before = stats.regime(d.id)
+    stats.observe_ttft(d.id, headers_at - sent_at, headers_at)
+    after = stats.regime(d.id)
+    log.debug("deployment %s ttft %.1f ms regime %d", d.id, (headers_at - sent_at) * 1000, after)
+    if after != before:
+        log.info("deployment %s time to first token: %s (last %s)", d.id, _REGIMES[after],
+                 ", ".join(f"{x * 1000:.0f} ms" for x in stats.recent(d.id)[-3:]))
+
+
+def observe(state: RoutingState, d: Deployment, headers_at: float | None, completion_tokens: int | None,
+            max_output_tokens: int | None) -> None:
+    """A complete answer: its length teaches `d`'s expected output tokens (`routing.lengths`; the
+    client's max_tokens says whether it was cut); for a streamed one (`headers_at` set) the rest of
+    the stream over its tokens is the time per output token."""
+    if completion_tokens is None:
+        return
+    stats = state.stats
+    stats.observe_output(d.id, completion_tokens, max_output_tokens)
+    if headers_at is not None and completion_tokens > 1:
+        now = state.clock()
+        stats.observe_tpot(d.id, (now - headers_at) / (completion_tokens - 1), now)
 
 
 def from_answer(state: RoutingState, chain: Sequence[Deployment], h: Mapping[str, str], answered_by: str | None,

@@ -49,13 +49,16 @@ def test_slow_ttfts_move_traffic_away_and_decay_brings_it_back() -> None:
     (failure,) = d.explanation.constraint_failures[A.id]
     assert failure.constraint == "ttft_p90" and failure.value > 1.5 and failure.limit == 0.8
 
-    # a few fast samples right away do not outweigh forty slow ones ...
+    # a handful of healthy answers right after forty slow ones bring it back at once (the fast
+    # estimate: the median of the last five sets the level when it is 2x off the histogram's) ...
     fresh = LatencyStats(half_life_s=30.0)
     feed(fresh, B, 0.4, 20, 0.0)
     feed(fresh, A, 2.0, 40, 10.0)
-    feed(fresh, A, 0.3, 5, 10.0)
-    assert decide(req(10.0), [A, B], EXAMPLE, fresh.snapshot(10.0)).primary == B.id
-    # ... but the same samples ten half-lives later do: the slow ones now weigh 40/1024
+    feed(fresh, A, 0.3, 2, 10.0)
+    assert decide(req(10.0), [A, B], EXAMPLE, fresh.snapshot(10.0)).primary == B.id  # two are not enough
+    feed(fresh, A, 0.3, 1, 10.0)
+    assert decide(req(10.0), [A, B], EXAMPLE, fresh.snapshot(10.0)).primary == A.id  # three are
+    # ... and so do the same samples ten half-lives later: the slow ones now weigh 40/1024
     feed(stats, A, 0.3, 5, 310.0)
     d = decide(req(310.0), [A, B], EXAMPLE, stats.snapshot(310.0))
     assert d.primary == A.id and d.explanation.chosen_by == "objective"
@@ -142,19 +145,21 @@ def test_a_never_observed_deployment_is_probed_at_once_then_once_per_stale_after
     assert first.deployments[1] == A.id  # the best follows as the first fallback
     stats.record_probe(C.id, 500.0)
     assert stats.snapshot(500.0).probed == {C.id: 500.0}
-    # while the probe's answer is on the way: the exploration rate only (C counts as stale); each of
-    # those explorations is a probe too
-    assert run(505.0)[C.id] == round(0.02 * 500)
-    # stale_after after the last one, still no observation: probed again by the first draw, then the
-    # rate (draws 1..9 of 500 are below 0.02)
+    # while the probe's answer is on the way: not within PROBE_AFTER_S of it; after that at the
+    # exploration rate, and then again not within PROBE_AFTER_S of that probe (one in flight at a time)
+    assert run(500.5)[C.id] == 0
+    assert run(505.0)[C.id] == 1
+    # stale_after after the last one, still no observation: probed again by the first draw, and the
+    # draws below the rate that follow find it probed
     feed(stats, A, 0.3, 1, 535.0)
     feed(stats, B, 0.3, 1, 535.0)
-    assert run(535.5)[C.id] == 1 + 9
-    # observed: probing ends, and C is fresh (no exploration at all)
+    assert run(535.5)[C.id] == 1
+    # observed: C is fresh (no exploration at all); a later probe is remembered until its answer
     feed(stats, C, 0.3, 1, 536.0)
-    stats.record_probe(C.id, 536.5)  # exploring an observed deployment is no cold-start probe
-    assert stats.snapshot(537.0).probed == {}
+    assert stats.snapshot(536.0).probed == {}
     assert run(537.0) == Counter({A.id: 500})
+    stats.record_probe(C.id, 537.5)
+    assert stats.snapshot(538.0).probed == {C.id: 537.5}
 
     off = ObjectivePolicy(minimize="cost", max_ttft_ms=800, min_quality=0.8, exploration=0.0)
     fresh = Snapshot(500.0, estimates={x.id: LatencyEstimate.of(0.3, 0.01, last_observed=499.0) for x in (A, B)})
@@ -171,7 +176,8 @@ def test_exploration_with_a_seeded_generator() -> None:
 
 def test_no_exploration_without_stale_candidates_or_latency_in_the_policy() -> None:
     now = 500.0
-    fresh = Snapshot(now, estimates={x.id: LatencyEstimate.of(0.3, 0.01, last_observed=now - 1) for x in (A, B, C)})
+    # fresh: younger than PROBE_AFTER_S (a latency policy probes the others' estimates past it)
+    fresh = Snapshot(now, estimates={x.id: LatencyEstimate.of(0.3, 0.01, last_observed=now - 0.5) for x in (A, B, C)})
     policy = ObjectivePolicy(minimize="latency", exploration=1.0, stale_after_s=30.0)
     assert decide(req(now), [A, B, C], policy, fresh, rand=0.0).explanation.chosen_by == "objective"
     cost_only = ObjectivePolicy(minimize="cost", exploration=1.0)

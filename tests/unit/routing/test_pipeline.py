@@ -54,12 +54,12 @@ def est(p50: float, p90: float, tpot: float = 0.01, age: float = 1.0, recent: tu
 SNAP = Snapshot(NOW, estimates={
     FLASH.id: est(0.4, 0.6), MINI.id: est(0.5, 0.7), HAIKU_A.id: est(0.5, 0.7), HAIKU_B.id: est(0.9, 1.4),
     GPT.id: est(0.6, 1.1), SONNET_A.id: est(0.9, 1.3), SONNET_B.id: est(0.6, 0.75),
-})
+}, output_default=200.0)  # answers of 200 tokens learned (or assumed) for every deployment
 
 
 def req(**kw: Any) -> RouteRequest:
     kw.setdefault("est_input_tokens", 2000)
-    kw.setdefault("max_output_tokens", 800)  # 200 expected output tokens
+    kw.setdefault("max_output_tokens", 800)  # 200 expected output tokens (SNAP's learned length)
     kw.setdefault("now", NOW)
     return RouteRequest(**kw)
 

@@ -43,22 +43,40 @@ def test_ratio_scores(values: list[float], scores: list[float]) -> None:
     assert ratio_scores(values) == pytest.approx(scores)
 
 
-@pytest.mark.parametrize(("max_out", "request_max", "expected_out", "tokens"), [
-    (4096, None, None, 1024.0),        # a quarter of the deployment's cap
-    (4096, 100, None, 25.0),           # a quarter of the client's max_tokens
-    (4096, None, 300, 300.0),          # the deployment's own expectation
-    (4096, 200, 300, 200.0),           # ... never above the cap
-    (4096, 1, None, 0.25),
+@pytest.mark.parametrize(("max_out", "request_max", "expected_out", "learned", "tokens"), [
+    (65536, None, None, None, 256.0),  # the default prior, not a fraction of a large cap
+    (4096, 100, None, None, 100.0),    # ... capped by the client's max_tokens
+    (4096, None, 300, None, 300.0),    # the deployment's configured expectation
+    (4096, 200, 300, None, 200.0),     # ... never above the cap
+    (4096, None, 300, 700.0, 700.0),   # what its answers taught wins
+    (4096, 500, None, 700.0, 500.0),   # ... capped by the client's max_tokens
+    (512, None, None, 700.0, 512.0),   # ... and by the deployment's own cap
+    (4096, 1, None, None, 1.0),
 ])
 def test_expected_output_tokens(max_out: int, request_max: int | None, expected_out: int | None,
-                                tokens: float) -> None:
+                                learned: float | None, tokens: float) -> None:
     d = dep("m@p", max_output_tokens=max_out, expected_output_tokens=expected_out)
-    assert expected_output_tokens(d, request_max) == tokens
+    assert expected_output_tokens(d, request_max, learned) == tokens
+
+
+def test_a_request_without_max_tokens_is_priced_by_learned_lengths_not_by_the_cap() -> None:
+    """A model with a large output cap is not the dearest for a request without max_tokens: the cap
+    says nothing about the answer (the demo's `auto` misrouted 49 of 50 such requests)."""
+    big_cap = dep("flash@g", input_per_mtok=0.3, output_per_mtok=2.5, max_output_tokens=65536)
+    small_cap = dep("haiku@a", input_per_mtok=1.0, output_per_mtok=5.0, max_output_tokens=8192)
+    r = RouteRequest(est_input_tokens=500, now=0.0)
+    snap = Snapshot(0.0, output_tokens={"flash@g": 300.0, "haiku@a": 300.0})
+    costs = [s.cost_usd for s in score_all(r, [big_cap, small_cap], snap, CheapestPolicy())]
+    assert costs == pytest.approx([(0.3 * 500 + 2.5 * 300) / 1e6, (1.0 * 500 + 5.0 * 300) / 1e6])
+    assert costs[0] < costs[1]
+    # a model whose answers are three times longer costs three times as much output
+    snap = Snapshot(0.0, output_tokens={"flash@g": 900.0, "haiku@a": 300.0})
+    assert score_all(r, [big_cap], snap, CheapestPolicy())[0].output_tokens == 900.0
 
 
 @pytest.mark.parametrize(("inp", "out", "est_in", "request_max", "usd"), [
     (1.0, 5.0, 1_000_000, 0, 1.0),
-    (1.0, 5.0, 0, 4000, 5.0 * 1000 / 1e6),
+    (1.0, 5.0, 0, 4000, 5.0 * 256 / 1e6),  # the default answer length prior, under the client's cap
     (3.0, 15.0, 2000, 1024, 3.0 * 2000 / 1e6 + 15.0 * 256 / 1e6),
     (0.0, 0.0, 2000, 1024, 0.0),
 ])
@@ -75,8 +93,8 @@ SNAP = Snapshot(0.0, estimates={
     "cheap@a": LatencyEstimate.of({0.5: 2.0, 0.9: 4.0}, 0.01, recent_ttfts_s=(3.0, 1.0)),
     "mid@b": LatencyEstimate.of({0.5: 0.5, 0.9: 0.7}, 0.01, recent_ttfts_s=(0.5,)),
     "dear@c": LatencyEstimate.of({0.5: 1.0, 0.9: 1.5}, 0.02),
-})
-REQ = RouteRequest(est_input_tokens=1000, max_output_tokens=400, now=10.0)  # 100 expected output tokens
+}, output_default=100.0)
+REQ = RouteRequest(est_input_tokens=1000, max_output_tokens=400, now=10.0)  # 100 expected output tokens (learned)
 
 
 def test_score_all_raw_estimates_and_scores() -> None:

@@ -177,7 +177,7 @@ def test_snapshot_estimates() -> None:
         s.observe("a", 0.2 + 0.002 * i, 0.01, 50.0)
     snap = s.snapshot(60.0)
     e = snap.estimate("a")
-    assert set(e.ttft_s) == {0.5, 0.9}
+    assert set(e.ttft_s) == {0.1, 0.5, 0.9}  # p10, p50 and p90 always (regimes read them)
     assert e.ttft_s[0.9] == pytest.approx(0.38, rel=0.05)
     assert e.ttft_p50_s == e.ttft_s[0.5] == pytest.approx(0.3, rel=0.05)
     assert e.tpot_p50_s == pytest.approx(0.01, rel=0.05)
@@ -228,9 +228,27 @@ def test_settings_are_validated() -> None:
         LatencyStats(half_life_s=0)
     with pytest.raises(ValueError):
         LatencyStats(quantiles=(1.0,))
-    assert LatencyStats(quantiles=(0.99,)).quantiles == (0.5, 0.99)
+    assert LatencyStats(quantiles=(0.99,)).quantiles == (0.1, 0.5, 0.9, 0.99)  # p10, p50, p90 always
 
 
 def test_empty_snapshot_reads_priors() -> None:
     snap = Snapshot(0.0)
     assert snap.estimate("x").ttft_p50_s == 1.0 and snap.estimate("x").tpot_p50_s == 0.02
+
+
+def test_a_histogram_takes_back_an_observation_exactly_across_rescaling() -> None:
+    from routing.histogram import DecayedHistogram
+    h = DecayedHistogram(100.0)
+    for k in range(20):
+        h.add(0.1, float(k))
+    h.add(5.0, 20.0)
+    h.add(5.0, 20.5)
+    h.add(0.1, 30_000.0)  # 300 half-lives past the landmark: the buckets were rescaled since
+    h.remove(5.0, 20.0)
+    h.remove(5.0, 20.5)
+    assert h.quantile(0.99) == pytest.approx(0.1, rel=0.1)
+    fresh = DecayedHistogram(100.0)
+    for k in range(20):
+        fresh.add(0.1, float(k))
+    fresh.add(0.1, 30_000.0)
+    assert h.weight(30_000.0) == pytest.approx(fresh.weight(30_000.0), rel=1e-9)

@@ -61,16 +61,19 @@ def test_split_limit_headers(headers: dict[str, str], units: set[str], tenant: l
 @pytest.mark.parametrize(("answered_by", "status", "attempts", "index", "failed"), [
     ("openai", 200, 1, 0, []),
     ("anthropic", 200, 2, 1, ["gpt"]),
-    # Envoy skipped anthropic (its hosts ejected) without an attempt: only the attempt made blames.
+    # Envoy skipped a provider (its hosts ejected) without an attempt: only the attempt made blames.
     ("gemini", 200, 2, 2, ["claude"]),
+    # The first attempt landed past the primary: Envoy skipped it, ejected — unavailable for now.
+    ("anthropic", 200, 1, 1, ["gpt"]),
+    ("gemini", 200, 1, 2, ["gpt", "claude"]),
     ("gemini", 200, 3, 2, ["gpt", "claude"]),
     ("gemini", 200, 9, 2, ["gpt", "claude"]),
     # Retries on the first provider's other hosts blame no other deployment.
     ("openai", 200, 3, 0, []),
     ("openai", 503, 1, 0, ["gpt"]),
     ("anthropic", 429, 2, 1, ["gpt", "claude"]),
-    ("anthropic", 500, 1, 1, ["claude"]),
-    ("anthropic", 529, 1, 1, ["claude"]),
+    ("anthropic", 500, 1, 1, ["gpt", "claude"]),  # the primary skipped (ejected), the answer a failure
+    ("anthropic", 529, 1, 1, ["gpt", "claude"]),
     # The client's mistake is nobody's failure, nor a success.
     ("openai", 400, 1, 0, []),
     ("anthropic", 404, 2, 1, ["gpt"]),
@@ -105,7 +108,7 @@ def _http_date(seconds_after_wall: float) -> str:
 ])
 def test_a_refusal_cools_the_deployment_down_for_its_retry_after(headers: dict[str, str], cooldown_s: float) -> None:
     s = state()
-    feedback.learn(s, CHAIN, "anthropic", 429, 1, headers)
+    feedback.learn(s, CHAIN[1:], "anthropic", 429, 1, headers)
     assert unavailable(s) == {"claude": routing.Unavailable(NOW + cooldown_s, "1 consecutive failure")}
 
 
@@ -176,10 +179,11 @@ def _blended(observed: float, prior: float) -> float:
 ])
 def test_observe_learns_ttft_and_time_per_output_token(completion_tokens: int | None, tpot_s: float | None) -> None:
     s = RoutingState(clock=lambda: 11.3, rand=lambda: 0.5, wall=lambda: WALL)
-    feedback.observe(s, GPT, sent_at=10.0, headers_at=10.3, completion_tokens=completion_tokens)
+    feedback.first_token(s, GPT, sent_at=10.0, headers_at=10.3)  # learned when the first token arrives
+    feedback.observe(s, GPT, headers_at=10.3, completion_tokens=completion_tokens, max_output_tokens=None)
     est = s.stats.snapshot(11.3).estimate(GPT.id)
-    assert est.weight == pytest.approx(1.0)
-    assert est.last_observed == 11.3
+    assert est.weight == pytest.approx(1.0, rel=0.03)
+    assert est.last_observed == 10.3
     assert est.ttft_p50_s == pytest.approx(_blended(0.3, 1.0), rel=0.03)
     if tpot_s is None:
         assert est.tpot_p50_s == 0.02  # the prior
@@ -187,9 +191,35 @@ def test_observe_learns_ttft_and_time_per_output_token(completion_tokens: int | 
         assert est.tpot_p50_s == pytest.approx(_blended(tpot_s, 0.02), rel=0.03)
 
 
+def test_observe_learns_the_answer_length_of_streamed_and_whole_answers() -> None:
+    s = state()
+    for _ in range(30):
+        feedback.observe(s, GPT, None, 900, None)  # a whole (not streamed) answer: length only
+        feedback.observe(s, CLAUDE, NOW - 1, 300, 4096)
+    snap = s.stats.snapshot(NOW)
+    assert snap.expected_output(GPT.id) == pytest.approx(900, rel=0.01)
+    assert snap.expected_output(CLAUDE.id) == pytest.approx(300, rel=0.01)
+    assert GPT.id not in snap.estimates  # no latency from a whole answer
+    feedback.observe(s, GPT, None, None, None)  # no usage: nothing learned
+    assert s.stats.snapshot(NOW).expected_output(GPT.id) == snap.expected_output(GPT.id)
+
+
+def test_a_request_waiting_for_its_first_token_is_evidence_until_its_wait_ends() -> None:
+    s = RoutingState(clock=lambda: NOW, rand=lambda: 0.5, wall=lambda: WALL)
+    for _ in range(20):
+        feedback.first_token(s, GPT, NOW - 10.1, NOW - 10.0)  # 100 ms usually
+    token = object()
+    feedback.waiting(s, GPT, token, NOW - 3.0)
+    assert s.stats.floors([GPT.id], NOW) == {GPT.id: pytest.approx(3.0)}
+    feedback.waited(s, GPT.id, token)
+    feedback.waited(s, GPT.id, token)  # idempotent
+    assert s.stats.floors([GPT.id], NOW) == {}
+
+
 def test_observe_touches_only_the_deployment_observed() -> None:
     s = state()
-    feedback.observe(s, CLAUDE, NOW - 2, NOW - 1.5, 5)
+    feedback.first_token(s, CLAUDE, NOW - 2, NOW - 1.5)
+    feedback.observe(s, CLAUDE, NOW - 1.5, 5, None)
     assert set(s.stats.snapshot(NOW).estimates) == {CLAUDE.id}
 
 
@@ -208,3 +238,31 @@ def test_a_broken_2xx_is_a_failure_after_its_success() -> None:
 def test_round_robin_counters_are_per_route() -> None:
     s = state()
     assert [s.next_rr("a"), s.next_rr("a"), s.next_rr("b"), s.next_rr("a")] == [0, 1, 0, 2]
+
+
+def test_exploration_is_paced_not_drawn() -> None:
+    """At exploration 0.1, one streamed decision in ten probes the demoted deployment — whatever the
+    random draws say — and a run of whole answers (which teach no latency) banks at most two probes."""
+    fast = routing.Deployment(id="fast@a", model="fast", provider="a", input_per_mtok=5.0, output_per_mtok=5.0)
+    slow = routing.Deployment(id="slow@b", model="slow", provider="b", input_per_mtok=1.0, output_per_mtok=1.0)
+    policy = routing.ObjectivePolicy(minimize="cost", max_ttft_ms=1000, exploration=0.1, affinity=False)
+    now = [100.0]
+    s = RoutingState(clock=lambda: now[0], rand=lambda: 0.99, wall=lambda: WALL)
+    for _ in range(10):
+        s.stats.observe_ttft(fast.id, 0.1, 90.0)
+        s.stats.observe_ttft(slow.id, 3.0, 90.0)  # cheaper, but past the TTFT bound: demoted by latency
+    explored = []
+    for _ in range(100):
+        now[0] += 2.0  # every probe's answer is older than PROBE_AFTER_S by the next turn
+        d, _ = s.decide("r", [fast, slow], policy, routing.RouteRequest(est_input_tokens=10, now=now[0]))
+        explored.append(d.explanation.chosen_by == "exploration")
+    assert sum(explored) == 10 and all(explored[k] == (k % 10 == 9) for k in range(100))
+    for _ in range(50):  # whole answers: they cannot probe, and bank at most two probes
+        now[0] += 2.0
+        s.decide("r", [fast, slow], policy, routing.RouteRequest(est_input_tokens=10, now=now[0], observes_latency=False))
+    burst = []
+    for _ in range(3):
+        now[0] += 2.0
+        d, _ = s.decide("r", [fast, slow], policy, routing.RouteRequest(est_input_tokens=10, now=now[0]))
+        burst.append(d.explanation.chosen_by == "exploration")
+    assert burst == [True, True, False]
