@@ -1,20 +1,32 @@
 #!/usr/bin/env python3
 """Trace-driven evaluation of routing policies through the running gateway (`make eval-routing`).
 
-For each policy it starts a fresh provider simulator (`interlock simulate`) and a fresh gateway
-(`interlock run`: real Envoy + ext_proc workers) whose route `eval` lists every model of
-`bench/eval/profiles.yaml` under that policy, sends the profiles' latency behaviour to the simulator,
-and replays `bench/eval/trace.jsonl` against `POST /v1/chat/completions` with `"model": "eval"`:
-arrival times honoured (divided by `--speed`), bounded concurrency, one httpx client. Midway through,
-the outage of `profiles.yaml` is switched on and off through the simulator's control API. Nothing of
-the gateway is modelled: the figures are what a client measured.
+Phases, each on a fresh provider simulator (`interlock simulate`) and a fresh gateway (`interlock
+run`: real Envoy + ext_proc workers) whose route `eval` lists every model of
+`bench/eval/profiles.yaml` under the policy, with the profiles' latency and answer-length behaviour
+sent to the simulator, requests sent to `POST /v1/chat/completions` with `"model": "eval"` (arrival
+times honoured, bounded concurrency, one httpx client):
+
+- `trace`, once per policy: `bench/eval/trace.jsonl` (~75 % of requests without `max_tokens`),
+  with the outage of `profiles.yaml` switched on and off midway through the simulator's control API.
+- `slowdown` (Interlock's policy): steady traffic at the trace's mean rate; at `slowdown.start_s`
+  the model that served most of the route in the seconds before gets a 2.5 s TTFT, healed at
+  `heal_s`; `react_s` and `recover_s` measure how fast its traffic left and came back.
+- `slowdown_quarter`: the same at a quarter of the rate.
+- `ratelimit` (Interlock's policy): steady traffic; the provider serving most of the route gets a
+  request quota (429s with its rate-limit headers) for a stretch; errors and the return measured.
+
+Nothing of the gateway is modelled: the figures are what a client measured.
 
 Per request it records: client-side TTFT (streamed: time to the first SSE `data:` line; not
-streamed: time to the whole answer), the served model (`x-interlock-model`) and attempts
-(`x-interlock-attempts`), the answer's usage, and any error (a non-200, a broken or unfinished
-stream, a transport error). From those:
+streamed: time to the whole answer), when it was sent, the served model (`x-interlock-model`) and
+attempts (`x-interlock-attempts`), the answer's usage, and any error (a non-200, a broken or
+unfinished stream, a transport error). From those (the trace phase):
 
 - cost: usage × the served model's prices (USD; failed attempts are free, as with providers);
+- cost vs oracle: each answered request priced at its model's expected answer length, against the
+  model an oracle knowing every model's true answer lengths and latencies would have chosen under
+  the route's constraints (`bench/eval/phases.py`): whether routing priced the models right;
 - TTFT p50/p99: over interactive (streamed) requests that succeeded, linear-interpolated quantiles;
 - SLO attainment: share of all requests meeting their class's SLO (`SLO`: interactive TTFT ≤ 1.5 s,
   batch whole answer ≤ 30 s); an error misses it;
@@ -22,11 +34,15 @@ stream, a transport error). From those:
   request's hidden requirement (the trace's `quality`, never sent);
 - errors: client-visible failures; fallbacks: answers that took more than one attempt.
 
-Prints a progress line per policy, a table, and last, for Interlock's policy:
-    routing-eval: cost_vs_best=-NN% slo=NN.N% quality_miss=N.N% errors=N
-(cost relative to always-best-quality on the same trace). Exit status 1 when a policy could not be
-run (a process failed to start, or the time bound was hit), 0 otherwise — whether the targets are
-met is for the reader of the line. See bench/eval/README.md for the design and every choice.
+Prints a progress line per policy and phase, a table, and last, for Interlock's policy:
+    routing-eval: cost_vs_best=-NN% slo=NN.N% quality_miss=N.N% errors=N react_s=T recover_s=T
+    react_s_quarter=T recover_s_quarter=T cost_vs_oracle=+NN% rl_return_s=T
+on one line (cost relative to always-best-quality on the same trace; errors over every phase of
+Interlock's policy; T in seconds, `never` when it did not happen within the phase, `n/a` when there
+was nothing to measure, `-` when the phase did not run). Exit status 1 when a policy or phase could
+not be run (a process failed to start, the time bound was hit, no model to slow down), 0 otherwise
+— whether the targets are met is for the reader of the line. See bench/eval/README.md for the
+design and every choice.
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +72,7 @@ import orjson  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.eval import make_trace  # noqa: E402
+from bench.eval import phases as ph  # noqa: E402
 from tests.support.ports import free_port, free_port_run  # noqa: E402
 
 PROFILES = ROOT / "bench" / "eval" / "profiles.yaml"
@@ -110,10 +127,36 @@ class Outage:
 
 
 @dataclass(frozen=True)
+class Slowdown:
+    """The slowdown phases' timeline (seconds from the start of the phase) and the patch."""
+
+    start_s: float
+    heal_s: float
+    end_s: float
+    pre_s: float
+    window: int
+    behaviour: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """The rate-limit phase's timeline (seconds from the start of the phase) and the quota patch."""
+
+    start_s: float
+    end_s: float
+    run_s: float
+    pre_s: float
+    window: int
+    behaviour: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Profiles:
     providers: tuple[dict[str, Any], ...]
     models: dict[str, ModelProfile]
     outage: Outage
+    slowdown: Slowdown
+    ratelimit: RateLimit
 
 
 def load_profiles(path: Path = PROFILES) -> Profiles:
@@ -127,9 +170,13 @@ def load_profiles(path: Path = PROFILES) -> Profiles:
             float(merged["price"]["input_per_mtok"]), float(merged["price"]["output_per_mtok"]),
             float(merged["quality"]), tuple(merged.get("capabilities", ())), int(merged["context_window"]),
             int(merged["max_output_tokens"]), merged["behaviour"])
-    o = doc["outage"]
+    o, sd, rl = doc["outage"], doc["slowdown"], doc["ratelimit"]
     return Profiles(tuple(doc["providers"]), models,
-                    Outage(o["provider"], float(o["start_s"]), float(o["end_s"]), dict(o["behaviour"])))
+                    Outage(o["provider"], float(o["start_s"]), float(o["end_s"]), dict(o["behaviour"])),
+                    Slowdown(float(sd["start_s"]), float(sd["heal_s"]), float(sd["end_s"]), float(sd["pre_s"]),
+                             int(sd["window"]), dict(sd["behaviour"])),
+                    RateLimit(float(rl["start_s"]), float(rl["end_s"]), float(rl["run_s"]), float(rl["pre_s"]),
+                              int(rl["window"]), dict(rl["behaviour"])))
 
 
 def gateway_config(profiles: Profiles, policy: dict[str, Any], sim_url: str, ports: dict[str, int]) -> dict[str, Any]:
@@ -163,6 +210,22 @@ def scaled_outage(outage: Outage, factor: float) -> Outage:
     return Outage(outage.provider, outage.start_s * factor, outage.end_s * factor, outage.behaviour)
 
 
+def scaled_phases(profiles: Profiles, factor: float) -> Profiles:
+    """The profiles with the slowdown and rate-limit timelines scaled (`--quick`)."""
+    sd, rl = profiles.slowdown, profiles.ratelimit
+    return Profiles(profiles.providers, profiles.models, profiles.outage,
+                    Slowdown(sd.start_s * factor, sd.heal_s * factor, sd.end_s * factor, sd.pre_s * factor,
+                             sd.window, sd.behaviour),
+                    RateLimit(rl.start_s * factor, rl.end_s * factor, rl.run_s * factor, rl.pre_s * factor,
+                              rl.window, rl.behaviour))
+
+
+def constraints(policy: dict[str, Any]) -> ph.Constraints:
+    """The route constraints of an objective policy, for the oracle (none for other kinds)."""
+    return ph.Constraints(float(policy.get("min_quality", 0.0)), ph.duration_s(policy.get("max_ttft")),
+                          float(policy.get("ttft_quantile", 0.9)))
+
+
 # -- results and metrics (pure) ---------------------------------------------------------------------
 
 
@@ -175,6 +238,10 @@ class Result:
     required_quality: float
     scheduled_s: float = 0.0
     lag_s: float = 0.0  # how late it was sent (client saturation), seconds
+    sent_s: float = 0.0  # when it was sent, seconds from the start of the replay
+    max_tokens: int | None = None  # the request's, if it had one
+    tools: int = 0  # tool definitions it carried
+    stream: bool = False
     status: int = 0
     error: str | None = None
     ttft_s: float | None = None  # streamed: first data line; else the whole answer
@@ -211,6 +278,29 @@ def request_cost(r: Result, models: dict[str, ModelProfile]) -> float:
     return (r.prompt_tokens * m.input_per_mtok + r.completion_tokens * m.output_per_mtok) / 1e6
 
 
+def priced(r: Result, model: str, models: dict[str, ModelProfile]) -> float:
+    """USD of an answered request on `model` at that model's expected answer (`phases.expected_cost`)."""
+    return ph.expected_cost(models[model], r.prompt_tokens, r.max_tokens, r.completion_tokens if r.tools else None)
+
+
+def oracle_costs(results: Iterable[Result], models: dict[str, ModelProfile],
+                 c: ph.Constraints) -> tuple[float, float, float | None]:
+    """(Σ expected cost on the serving model, Σ expected cost on the oracle's choice, % of them
+    served by the oracle's choice) over answered requests served by a known model (see
+    `bench/eval/phases.py`)."""
+    served = oracle = 0.0
+    matched = n = 0
+    for r in results:
+        if not r.ok or r.model not in models:
+            continue
+        choice = ph.oracle_choice(models, c, r.prompt_tokens, r.max_tokens, r.completion_tokens if r.tools else None)
+        served += priced(r, r.model, models)
+        oracle += priced(r, choice or r.model, models)
+        matched += choice == r.model
+        n += 1
+    return served, oracle, _pct(matched, n) if n else None
+
+
 def meets_slo(r: Result, slo: dict[str, float] = SLO) -> bool:
     if not r.ok:
         return False
@@ -242,6 +332,9 @@ class Summary:
     usage_missing: int = 0
     lag_p99_s: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    expected_usd: float = 0.0  # Σ expected cost on the serving models (see `oracle_costs`)
+    oracle_usd: float = 0.0  # Σ expected cost on the oracle's choices
+    oracle_match_pct: float | None = None  # answered requests served by the oracle's choice
 
 
 def _pct(n: int, d: int) -> float:
@@ -265,13 +358,14 @@ def stickiness(results: Iterable[Result], system_of: dict[int, str | None], shar
 
 def summarize(policy: str, results: Sequence[Result], models: dict[str, ModelProfile],
               outage: Outage | None = None, system_of: dict[int, str | None] | None = None,
-              slo: dict[str, float] = SLO) -> Summary:
+              slo: dict[str, float] = SLO, route: ph.Constraints | None = None) -> Summary:
     answered = [r for r in results if r.ok]
     interactive = [r for r in results if r.cls == "interactive"]
     in_outage = [r for r in results if outage and outage.start_s <= r.scheduled_s < outage.end_s]
     ttfts = [r.ttft_s for r in answered if r.cls == "interactive" and r.ttft_s is not None]
     batch = [r.total_s for r in answered if r.cls == "batch" and r.total_s is not None]
     shared = [k for k in make_trace.SYSTEM_PROMPTS]
+    expected, oracle, matched = oracle_costs(results, models, route or ph.Constraints())
     return Summary(
         policy=policy,
         requests=len(results),
@@ -291,6 +385,9 @@ def summarize(policy: str, results: Sequence[Result], models: dict[str, ModelPro
         usage_missing=sum(not r.usage_reported for r in answered),
         lag_p99_s=percentile([r.lag_s for r in results], 0.99) or 0.0,
         error_kinds=dict(Counter((r.error or "").split(":")[0] for r in results if not r.ok)),
+        expected_usd=expected,
+        oracle_usd=oracle,
+        oracle_match_pct=matched,
     )
 
 
@@ -299,9 +396,23 @@ def cost_vs(s: Summary, base: Summary) -> float:
     return 100.0 * (s.cost_usd / base.cost_usd - 1.0) if base.cost_usd else 0.0
 
 
-def final_line(s: Summary, best: Summary) -> str:
+def cost_vs_oracle(s: Summary) -> float:
+    """Expected cost on the served models relative to the oracle's choices, percent (0 = priced right)."""
+    return 100.0 * (s.expected_usd / s.oracle_usd - 1.0) if s.oracle_usd else 0.0
+
+
+def final_line(s: Summary, best: Summary, errors: int | None = None, slow: ph.Shift | None = None,
+               slow_quarter: ph.Shift | None = None, ratelimit: ph.Shift | None = None) -> str:
+    """The headline: the trace's figures for `s` against `best`, `errors` over every phase of `s`'s
+    policy (default: the trace's), then the phases' times (`-` where a phase did not run)."""
+    def t(x: ph.Shift | None, recover: bool) -> str:
+        return ph.fmt_s(None if x is None else x.recover_s if recover else x.react_s)
+
     return (f"routing-eval: cost_vs_best={cost_vs(s, best):+.0f}% slo={s.slo_pct:.1f}% "
-            f"quality_miss={s.quality_miss_pct:.1f}% errors={s.errors}")
+            f"quality_miss={s.quality_miss_pct:.1f}% errors={s.errors if errors is None else errors} "
+            f"react_s={t(slow, False)} recover_s={t(slow, True)} "
+            f"react_s_quarter={t(slow_quarter, False)} recover_s_quarter={t(slow_quarter, True)} "
+            f"cost_vs_oracle={cost_vs_oracle(s):+.0f}% rl_return_s={t(ratelimit, True)}")
 
 
 def _ms(x: float | None) -> str:
@@ -309,12 +420,13 @@ def _ms(x: float | None) -> str:
 
 
 def table(summaries: Sequence[Summary], best: Summary | None) -> str:
-    head = ("policy", "cost $", "vs best", "TTFT p50 ms", "TTFT p99 ms", "SLO %", "SLO outage %",
+    head = ("policy", "cost $", "vs best", "vs oracle", "oracle's pick %", "TTFT p50 ms", "TTFT p99 ms", "SLO %", "SLO outage %",
             "quality miss %", "errors", "fallbacks", "sticky %", "served mix")
     rows = [head]
     for s in summaries:
         share = ", ".join(f"{m} {_pct(n, s.answered):.0f}%" for m, n in s.mix.items())
         rows.append((s.policy, f"{s.cost_usd:.4f}", f"{cost_vs(s, best):+.0f}%" if best else "-",
+                     f"{cost_vs_oracle(s):+.0f}%", "-" if s.oracle_match_pct is None else f"{s.oracle_match_pct:.0f}",
                      _ms(s.ttft_p50_s), _ms(s.ttft_p99_s), f"{s.slo_pct:.1f}", f"{s.slo_outage_pct:.1f}",
                      f"{s.quality_miss_pct:.1f}", str(s.errors), str(s.fallbacks),
                      "-" if s.sticky_pct is None else f"{s.sticky_pct:.0f}", share))
@@ -383,35 +495,87 @@ async def apply_profiles(http: Any, sim_url: str, profiles: Profiles) -> None:
         await _control(http, sim_url, m.upstream_model, m.behaviour)
 
 
-def restored(m: ModelProfile, outage: Outage) -> dict[str, Any]:
-    """The patch that undoes the outage for `m`: its own value of each field the outage set, else
-    the simulator's default."""
+def restored(m: ModelProfile, patch: dict[str, Any]) -> dict[str, Any]:
+    """The patch that undoes `patch` for `m`: its own value of each field `patch` set, else the
+    simulator's default."""
     from simulator.state import Behaviour
 
     default = Behaviour()
-    return {k: m.behaviour.get(k, getattr(default, k)) for k in outage.behaviour}
+    return {k: m.behaviour.get(k, getattr(default, k)) for k in patch}
 
 
-async def _run_outage(http: Any, sim_url: str, profiles: Profiles, outage: Outage, t0: float, speed: float,
-                      log: list[str]) -> None:
+Control = Callable[[Any, str, float, list[Result], list[str]], Coroutine[Any, Any, None]]
+"""What happens to the providers during a replay: (httpx client, simulator URL, t0 on the monotonic
+clock, the replay's results as they fill in, notes to append to)."""
+
+
+async def _until(t0: float, at_s: float) -> None:
+    await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
+
+
+def outage_control(profiles: Profiles, outage: Outage, speed: float) -> Control:
+    """The trace phase's outage: `outage.behaviour` for every model of its provider, then restored."""
     hit = [m for m in profiles.models.values() if m.provider == outage.provider]
-    await asyncio.sleep(max(0.0, t0 + outage.start_s / speed - time.monotonic()))
-    for m in hit:
-        await _control(http, sim_url, m.upstream_model, outage.behaviour)
-    log.append(f"outage on at {time.monotonic() - t0:.1f} s")
-    await asyncio.sleep(max(0.0, t0 + outage.end_s / speed - time.monotonic()))
-    for m in hit:
-        await _control(http, sim_url, m.upstream_model, restored(m, outage))
-    log.append(f"outage off at {time.monotonic() - t0:.1f} s")
+
+    async def run(http: Any, sim_url: str, t0: float, results: list[Result], notes: list[str]) -> None:
+        await _until(t0, outage.start_s / speed)
+        for m in hit:
+            await _control(http, sim_url, m.upstream_model, outage.behaviour)
+        notes.append(f"outage on at {time.monotonic() - t0:.1f} s")
+        await _until(t0, outage.end_s / speed)
+        for m in hit:
+            await _control(http, sim_url, m.upstream_model, restored(m, outage.behaviour))
+        notes.append(f"outage off at {time.monotonic() - t0:.1f} s")
+
+    return run
 
 
-async def _one(http: Any, url: str, row: dict[str, Any], body: bytes, t0: float, speed: float,
+def top_model(results: Iterable[Result], t_from: float, t_to: float) -> str | None:
+    """The model that served the most requests sent in [t_from, t_to) (None: no answer seen yet)."""
+    seen = Counter(r.model for r in results if r.model is not None and t_from <= r.sent_s < t_to)
+    return seen.most_common(1)[0][0] if seen else None
+
+
+def event_control(profiles: Profiles, start_s: float, end_s: float, pre_s: float, patch: dict[str, Any],
+                  whole_provider: bool, chosen: dict[str, Any]) -> Control:
+    """At `start_s`, `patch` the model that served the largest share in the `pre_s` seconds before
+    (with `whole_provider`: every model of its provider); at `end_s` restore them. The models hit
+    go into `chosen["targets"]` (empty when no request had been answered)."""
+
+    async def run(http: Any, sim_url: str, t0: float, results: list[Result], notes: list[str]) -> None:
+        chosen["targets"] = []
+        await _until(t0, start_s)
+        top = top_model(results, start_s - pre_s, start_s)
+        if top is None or top not in profiles.models:
+            notes.append(f"nothing to act on at {start_s:.0f} s: no answer in the {pre_s:.0f} s before")
+            return
+        provider = profiles.models[top].provider
+        hit = [m for m in profiles.models.values() if m.provider == provider] if whole_provider else \
+            [profiles.models[top]]
+        chosen["targets"] = [m.name for m in hit]
+        for m in hit:
+            await _control(http, sim_url, m.upstream_model, patch)
+        notes.append(f"{', '.join(chosen['targets'])} {patch} at {time.monotonic() - t0:.1f} s")
+        await _until(t0, end_s)
+        for m in hit:
+            await _control(http, sim_url, m.upstream_model, restored(m, patch))
+        notes.append(f"restored at {time.monotonic() - t0:.1f} s")
+
+    return run
+
+
+def _result(row: dict[str, Any]) -> Result:
+    return Result(row["id"], row["class"], row["quality"], scheduled_s=row["t"], max_tokens=row["max_tokens"],
+                  tools=row["tools"], stream=row["stream"])
+
+
+async def _one(http: Any, url: str, r: Result, body: bytes, t0: float, speed: float,
                sem: asyncio.Semaphore) -> Result:
-    r = Result(row["id"], row["class"], row["quality"], scheduled_s=row["t"])
-    await asyncio.sleep(max(0.0, t0 + row["t"] / speed - time.monotonic()))
+    await asyncio.sleep(max(0.0, t0 + r.scheduled_s / speed - time.monotonic()))
     async with sem:
         began = time.monotonic()
-        r.lag_s = max(0.0, began - (t0 + row["t"] / speed))
+        r.lag_s = max(0.0, began - (t0 + r.scheduled_s / speed))
+        r.sent_s = began - t0
         headers = {"authorization": f"Bearer {TENANT_KEY}", "content-type": "application/json"}
         try:
             async with http.stream("POST", url, content=body, headers=headers) as resp:
@@ -424,7 +588,7 @@ async def _one(http: Any, url: str, row: dict[str, Any], body: bytes, t0: float,
                 if resp.status_code != 200:
                     text = (await resp.aread())[:300].decode(errors="replace")
                     r.error = f"http {resp.status_code}: {text}"
-                elif row["stream"]:
+                elif r.stream:
                     await _read_stream(resp, r, began)
                 else:
                     data = orjson.loads(await resp.aread())
@@ -507,13 +671,15 @@ def envoy_notes(samples: Sequence[tuple[float, dict[str, dict[str, int]]]], outa
     return notes
 
 
-async def replay(url: str, sim_url: str, rows: list[dict[str, Any]], profiles: Profiles, outage: Outage,
+async def replay(url: str, sim_url: str, rows: list[dict[str, Any]], profiles: Profiles, control: Control,
                  speed: float, concurrency: int, deadline_s: float,
                  admin: str | None = None) -> tuple[list[Result], list[str], list[Any]]:
-    """Send every row at its time; returns the results (trace order), event notes and Envoy samples."""
+    """Send every row at its time while `control` acts on the simulator; returns the results (trace
+    order), event notes and Envoy samples."""
     import httpx
 
     bodies = [orjson.dumps(make_trace.build_request(row, ROUTE)) for row in rows]
+    results = [_result(row) for row in rows]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     notes: list[str] = []
     lags: list[float] = []
@@ -525,23 +691,20 @@ async def replay(url: str, sim_url: str, rows: list[dict[str, Any]], profiles: P
         lag_task = asyncio.create_task(_loop_lag(stop, lags))
         samples: list[tuple[float, dict[str, dict[str, int]]]] = []
         envoy_task = asyncio.create_task(_sample_envoy(http, admin, t0, stop, samples) if admin else asyncio.sleep(0))
-        outage_task = asyncio.create_task(_run_outage(http, sim_url, profiles, outage, t0, speed, notes))
-        tasks = [asyncio.create_task(_one(http, f"{url}/v1/chat/completions", row, body, t0, speed, sem))
-                 for row, body in zip(rows, bodies, strict=True)]
+        control_task = asyncio.create_task(control(http, sim_url, t0, results, notes))
+        tasks = [asyncio.create_task(_one(http, f"{url}/v1/chat/completions", r, body, t0, speed, sem))
+                 for r, body in zip(results, bodies, strict=True)]
         finished, pending = await asyncio.wait(tasks, timeout=deadline_s)
         for t in pending:
             t.cancel()
         stop.set()
-        outage_task.cancel()
-        await asyncio.gather(lag_task, outage_task, envoy_task, *pending, return_exceptions=True)
-    results = []
-    for row, t in zip(rows, tasks, strict=True):
-        if t in finished and t.exception() is None:
-            results.append(t.result())
-        else:
-            results.append(Result(row["id"], row["class"], row["quality"], scheduled_s=row["t"],
-                                  error="timeout: not finished within the run's time bound"))
-    notes += envoy_notes(samples, outage, speed)
+        if control_task.done() and not control_task.cancelled() and control_task.exception() is not None:
+            notes.append(f"control failed: {control_task.exception()}")
+        control_task.cancel()
+        await asyncio.gather(lag_task, control_task, envoy_task, *pending, return_exceptions=True)
+    for r, t in zip(results, tasks, strict=True):
+        if t not in finished or t.exception() is not None:
+            r.error = "timeout: not finished within the run's time bound"
     if lags:
         notes.append(f"client loop lag p99 {(percentile(lags, 0.99) or 0) * 1000:.0f} ms, "
                      f"max {max(lags) * 1000:.0f} ms")
@@ -549,8 +712,9 @@ async def replay(url: str, sim_url: str, rows: list[dict[str, Any]], profiles: P
 
 
 def run_policy(name: str, policy: dict[str, Any], rows: list[dict[str, Any]], profiles: Profiles,
-               outage: Outage, args: argparse.Namespace, work: Path) -> tuple[list[Result], list[str], list[Any]]:
-    """Fresh simulator + gateway for one policy, the replay, then both stopped."""
+               control: Control, args: argparse.Namespace, work: Path,
+               speed: float = 1.0) -> tuple[list[Result], list[str], list[Any]]:
+    """Fresh simulator + gateway for one policy (or phase: `name` is its folder), the replay, then both stopped."""
     from simulator.aws_auth import DEMO_ACCESS_KEY_ID, DEMO_SECRET_ACCESS_KEY
 
     d = work / name
@@ -569,8 +733,8 @@ def run_policy(name: str, policy: dict[str, Any], rows: list[dict[str, Any]], pr
                                       "--workdir", str(d / "gateway")], d / "gateway.log", env)
         gateway.wait_for("ready:", 60)
         url = f"http://127.0.0.1:{ports['listen']}"
-        duration = max(r["t"] for r in rows) / args.speed
-        return asyncio.run(replay(url, sim_url, rows, profiles, outage, args.speed, args.concurrency,
+        duration = max(r["t"] for r in rows) / speed
+        return asyncio.run(replay(url, sim_url, rows, profiles, control, speed, args.concurrency,
                                   duration + args.drain, f"http://127.0.0.1:{ports['admin']}"))
     finally:
         if gateway is not None:
@@ -578,19 +742,83 @@ def run_policy(name: str, policy: dict[str, Any], rows: list[dict[str, Any]], pr
         sim.stop(signal.SIGTERM)
 
 
+PHASES = ("trace", "slowdown", "slowdown_quarter", "ratelimit")
+
+
+@dataclass
+class PhaseRun:
+    """What one of Interlock's phases measured."""
+
+    phase: str
+    rate: float
+    requests: int
+    answered: int
+    errors: int
+    slo_pct: float
+    targets: list[str]
+    shift: ph.Shift
+    error_kinds: dict[str, int]
+
+
+def phase_rows(phase: str, rate: float, profiles: Profiles) -> list[dict[str, Any]]:
+    """The steady traffic of a phase (seeded per phase) at `rate` requests per second."""
+    seed = make_trace.SEED + 1 + PHASES.index(phase)
+    run_s = profiles.ratelimit.run_s if phase == "ratelimit" else profiles.slowdown.end_s
+    return make_trace.steady(seed, run_s, rate)
+
+
+def run_phase(phase: str, policy: dict[str, Any], rate: float, profiles: Profiles, args: argparse.Namespace,
+              work: Path) -> tuple[PhaseRun, list[Result], list[str]]:
+    """One of Interlock's phases on a fresh simulator and gateway: steady traffic at `rate`, the
+    slowdown or the rate-limit window on the model the policy was using most, the shift measured."""
+    rows = phase_rows(phase, rate, profiles)
+    chosen: dict[str, Any] = {}
+    if phase == "ratelimit":
+        rl = profiles.ratelimit
+        start, heal, end, pre_s, window = rl.start_s, rl.end_s, rl.run_s, rl.pre_s, rl.window
+        control = event_control(profiles, start, heal, pre_s, rl.behaviour, True, chosen)
+    else:
+        sd = profiles.slowdown
+        start, heal, end, pre_s, window = sd.start_s, sd.heal_s, sd.end_s, sd.pre_s, sd.window
+        control = event_control(profiles, start, heal, pre_s, sd.behaviour, False, chosen)
+    results, notes, _ = run_policy(f"{INTERLOCK}-{phase}", policy, rows, profiles, control, args, work)
+    targets = set(chosen.get("targets") or [])
+    shift = ph.shift(results, targets, start, heal, end, pre_s, window) if targets else \
+        ph.Shift(None, None, ph.NOT_MEASURED, ph.NOT_MEASURED)
+    answered = sum(r.ok for r in results)
+    return PhaseRun(phase, rate, len(results), answered, len(results) - answered,
+                    _pct(sum(meets_slo(r) for r in results), len(results)), sorted(targets), shift,
+                    dict(Counter((r.error or "").split(":")[0] for r in results if not r.ok))), results, notes
+
+
+def phase_line(run: PhaseRun, seconds: float, notes: Sequence[str]) -> str:
+    sh = run.shift
+    pre = "-" if sh.pre_share is None else f"{100 * sh.pre_share:.0f}%"
+    low = "-" if sh.low_share is None else f"{100 * sh.low_share:.0f}%"
+    kinds = ", ".join(f"{k} ×{n}" for k, n in run.error_kinds.items())
+    which = "return" if run.phase == "ratelimit" else "recover"
+    return (f"  {INTERLOCK} {run.phase} at {run.rate:.2f} req/s: {run.answered}/{run.requests} answered in "
+            f"{seconds:.0f} s; errors {run.errors}{f' ({kinds})' if kinds else ''}; SLO {run.slo_pct:.1f}%; "
+            f"{'+'.join(run.targets) or 'no target'}: share before {pre}, lowest window {low}, "
+            f"react_s {ph.fmt_s(sh.react_s)}, {which}_s {ph.fmt_s(sh.recover_s)}; {'; '.join(notes)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Design, profiles, trace and figures: bench/eval/README.md.")
+                                epilog="Design, profiles, trace, phases and figures: bench/eval/README.md.")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: a {make_trace.QUICK_DURATION_S:.0f} s trace from the same generator "
-                        "(outage scaled to it) instead of the committed one")
+                        "(outage scaled to it) and the phases' timelines at a quarter, instead of the committed ones")
     p.add_argument("--policies", default=",".join(POLICIES),
-                   help=f"comma-separated subset of: {', '.join(POLICIES)} (default: all; the final line "
-                        f"needs {INTERLOCK} and {BEST})")
+                   help=f"comma-separated subset of: {', '.join(POLICIES)} replayed on the trace (default: "
+                        f"all; the final line needs {INTERLOCK} and {BEST})")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma-separated subset of: {', '.join(PHASES)} (default: all; the phases after "
+                        f"`trace` run {INTERLOCK}'s policy only)")
     p.add_argument("--trace", type=Path, default=make_trace.TRACE, help="trace file (default: the committed one)")
     p.add_argument("--profiles", type=Path, default=PROFILES, help="provider profiles (default: the committed ones)")
-    p.add_argument("--speed", type=float, default=1.0, help="time compression of arrivals (default 1: the "
-                   "trace is already in replay seconds)")
+    p.add_argument("--speed", type=float, default=1.0, help="time compression of the trace's arrivals (default 1: "
+                   "the trace is already in replay seconds; the other phases run in real time)")
     p.add_argument("--concurrency", type=int, default=256, help="most requests in flight (default 256)")
     p.add_argument("--drain", type=float, default=45.0,
                    help="seconds allowed after the last arrival before unfinished requests count as errors")
@@ -605,8 +833,10 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     unknown = [n for n in names if n not in POLICIES]
-    if unknown:
-        p.error(f"unknown policies: {', '.join(unknown)}")
+    wanted = [n.strip() for n in args.phases.split(",") if n.strip()]
+    unknown_phases = [n for n in wanted if n not in PHASES]
+    if unknown or unknown_phases:
+        p.error(f"unknown policies or phases: {', '.join(unknown + unknown_phases)}")
     profiles = load_profiles(args.profiles)
     policies = dict(POLICIES)
     if args.interlock_policy is not None:
@@ -614,13 +844,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         rows = make_trace.generate(make_trace.SEED, make_trace.QUICK_DURATION_S)
         outage = scaled_outage(profiles.outage, make_trace.QUICK_DURATION_S / make_trace.DURATION_S)
+        profiles = scaled_phases(profiles, 0.25)
     else:
         rows = make_trace.load(args.trace)
         outage = profiles.outage
+    rate = len(rows) / max(r["t"] for r in rows)
+    route = constraints(policies[INTERLOCK])
     system_of = {r["id"]: r["system"] for r in rows}
-    print(f"routing-eval: {len(rows)} requests over {max(r['t'] for r in rows) / args.speed:.0f} s, "
-          f"outage of {outage.provider} {outage.start_s / args.speed:.0f}–{outage.end_s / args.speed:.0f} s, "
-          f"policies: {', '.join(names)}", flush=True)
+    if "trace" not in wanted:
+        names = []
+    print(f"routing-eval: trace {len(rows)} requests over {max(r['t'] for r in rows) / args.speed:.0f} s "
+          f"({sum(r['max_tokens'] is None for r in rows) / len(rows):.0%} without max_tokens), outage of "
+          f"{outage.provider} {outage.start_s / args.speed:.0f}–{outage.end_s / args.speed:.0f} s, policies: "
+          f"{', '.join(names) or '-'}; {INTERLOCK}'s phases: {', '.join(w for w in wanted if w != 'trace') or '-'} "
+          f"at {rate:.2f} req/s (quarter {rate / 4:.2f})", flush=True)
 
     tmp = None
     if args.workdir is None:
@@ -630,27 +867,48 @@ def main(argv: list[str] | None = None) -> int:
         work = args.workdir
         work.mkdir(parents=True, exist_ok=True)
     summaries: list[Summary] = []
+    runs: dict[str, PhaseRun] = {}
     raw: dict[str, Any] = {}
     failed = False
     try:
         for name in names:
             began = time.monotonic()
             try:
-                results, notes, samples = run_policy(name, policies[name], rows, profiles, outage, args, work)
+                results, notes, samples = run_policy(name, policies[name], rows, profiles,
+                                                     outage_control(profiles, outage, args.speed), args, work,
+                                                     args.speed)
             except (RuntimeError, OSError) as e:
                 print(f"  {name}: could not run: {e}", flush=True)
                 failed = True
                 continue
-            s = summarize(name, results, profiles.models, outage, system_of)
+            notes += envoy_notes(samples, outage, args.speed)
+            s = summarize(name, results, profiles.models, outage, system_of, route=route)
             summaries.append(s)
             raw[name] = {"policy": policies[name], "summary": asdict(s), "notes": notes,
                          "results": [asdict(r) for r in results], "envoy": samples}
             kinds = ", ".join(f"{k} ×{n}" for k, n in s.error_kinds.items())
             print(f"  {name}: {s.answered}/{s.requests} answered in {time.monotonic() - began:.0f} s; "
-                  f"cost ${s.cost_usd:.4f}; TTFT p50/p99 {_ms(s.ttft_p50_s)}/{_ms(s.ttft_p99_s)} ms; "
-                  f"SLO {s.slo_pct:.1f}%; quality miss {s.quality_miss_pct:.1f}%; errors {s.errors}"
-                  f"{f' ({kinds})' if kinds else ''}; fallbacks {s.fallbacks}; {'; '.join(notes)}", flush=True)
+                  f"cost ${s.cost_usd:.4f} ({cost_vs_oracle(s):+.0f}% vs oracle, "
+                  f"{s.oracle_match_pct or 0:.0f}% on the oracle's pick); TTFT p50/p99 "
+                  f"{_ms(s.ttft_p50_s)}/{_ms(s.ttft_p99_s)} ms; SLO {s.slo_pct:.1f}%; quality miss "
+                  f"{s.quality_miss_pct:.1f}%; errors {s.errors}{f' ({kinds})' if kinds else ''}; fallbacks "
+                  f"{s.fallbacks}; {'; '.join(notes)}", flush=True)
             if any(r.error and r.error.startswith("timeout") for r in results):
+                failed = True
+        for phase in (w for w in PHASES[1:] if w in wanted):
+            began = time.monotonic()
+            at = rate / 4 if phase == "slowdown_quarter" else rate
+            try:
+                run, results, notes = run_phase(phase, policies[INTERLOCK], at, profiles, args, work)
+            except (RuntimeError, OSError) as e:
+                print(f"  {INTERLOCK} {phase}: could not run: {e}", flush=True)
+                failed = True
+                continue
+            runs[phase] = run
+            raw[f"{INTERLOCK}:{phase}"] = {"run": asdict(run), "notes": notes,
+                                           "results": [asdict(r) for r in results]}
+            print(phase_line(run, time.monotonic() - began, notes), flush=True)
+            if not run.targets or any(r.error and r.error.startswith("timeout") for r in results):
                 failed = True
     finally:
         if tmp is not None:
@@ -666,9 +924,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
     if INTERLOCK in by_name and best is not None:
-        print(final_line(by_name[INTERLOCK], best))
+        errors = by_name[INTERLOCK].errors + sum(r.errors for r in runs.values())
+        shifts = {k: v.shift for k, v in runs.items()}
+        print(final_line(by_name[INTERLOCK], best, errors, shifts.get("slowdown"), shifts.get("slowdown_quarter"),
+                         shifts.get("ratelimit")))
     else:
-        print(f"routing-eval: no final line: it needs both {INTERLOCK} and {BEST} to have run")
+        print(f"routing-eval: no final line: it needs both {INTERLOCK} and {BEST} to have run on the trace")
     return 1 if failed else 0
 
 

@@ -11,6 +11,11 @@ every 8th token (index 7, 15, …) is ``,`` and the last token of a reply of 3 o
 Words are joined by single spaces, punctuation is attached to the preceding word, so the reply
 counts exactly `n` tokens by the token rule.
 
+Length: `n` is the behaviour's `output_tokens`, or with `output_tokens_sigma` > 0 that median
+spread log-normally: ``round(n · exp(sigma · z))`` (at least 1), z a standard normal drawn from
+SHA-256 of ``"length\0" + model + "\0" + last user text`` (`reply_length`): the same request to the
+same model is always as long, and models with different medians answer with different lengths.
+
 Limits: the reply is first cut to `max_tokens` tokens (stop ``length``), then at the earliest
 occurrence of any stop sequence (stop ``stop_sequence``; the text before it is kept).
 
@@ -22,9 +27,11 @@ array → ``[]``, object → its own required properties, null → ``null``, unt
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -102,10 +109,20 @@ def reply_pieces(model: str, seed_text: str, n_tokens: int) -> list[str]:
     return pieces
 
 
+def reply_length(model: str, seed_text: str, n_tokens: int, sigma: float = 0.0) -> int:
+    """The reply's length before limits: `n_tokens`, spread by `sigma` (see the module docstring)."""
+    if sigma <= 0 or n_tokens <= 0:
+        return n_tokens
+    digest = hashlib.sha256(f"length\0{model}\0{seed_text}".encode()).digest()
+    z = NormalDist().inv_cdf((int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64)
+    return max(1, round(n_tokens * math.exp(sigma * z)))
+
+
 def generate_text(model: str, seed_text: str, n_tokens: int, max_tokens: int | None,
-                  stop_sequences: list[str]) -> Output:
-    """The reply for a text turn, cut at `max_tokens` and then at the first stop sequence."""
-    pieces = reply_pieces(model, seed_text, n_tokens)
+                  stop_sequences: list[str], sigma: float = 0.0) -> Output:
+    """The reply for a text turn (`n_tokens` spread by `sigma`: `reply_length`), cut at `max_tokens`
+    and then at the first stop sequence."""
+    pieces = reply_pieces(model, seed_text, reply_length(model, seed_text, n_tokens, sigma))
     stop: StopKind = "end"
     if max_tokens is not None and max_tokens < len(pieces):
         pieces = pieces[:max(0, max_tokens)]

@@ -7,15 +7,17 @@
 One JSON object per line, sorted by arrival time `t` (seconds from the start of the replay):
 
     {"id": 17, "t": 3.214, "class": "interactive", "stream": true, "system": "agent-support",
-     "user_tokens": 153, "max_tokens": 180, "tools": 2, "quality": 0.74}
+     "user_tokens": 153, "max_tokens": null, "tools": 2, "quality": 0.74}
 
 - `class`: "interactive" (streamed; SLO on time to first token) or "batch" (not streamed; SLO on the
   time to the whole answer). The SLOs are the runner's (`bench/eval_routing.py`, `SLO`).
 - `system`: the id of a shared system prompt (`SYSTEM_PROMPTS`, long and reused, so prompt-cache
   affinity has something to do), "short" (a one-line system prompt) or null (no system message).
-- `user_tokens`: the length of the user message in the simulator's tokens; `max_tokens`: the answer's length (the simulator
-  is told to write longer answers than any cap, so every text answer is exactly `max_tokens` long;
-  a request with tools gets a tool call instead).
+- `user_tokens`: the length of the user message in the simulator's tokens.
+- `max_tokens`: the request's `max_tokens`, or null (~75 % of rows) for a request sent without one,
+  as SDK calls usually are. The answer's length is the serving model's (its profile's median,
+  spread per request: `profiles.yaml`), cut at `max_tokens` when the request has one; a request
+  with tools gets a tool call instead.
 - `tools`: how many tool definitions the request carries (0 = none).
 - `quality`: the quality level the request needs, hidden from the router (the runner never sends
   it): served by a model of lower quality, the request counts as a quality miss.
@@ -31,7 +33,7 @@ The distributions (all drawn from `random.Random(SEED)`, in a fixed order):
 | arrivals | Poisson, 8/s with a ±35 % wave (period 40 s) | Poisson trickle 1.2/s to t=40 s, plus two bursts of 40 in 3 s (t=8 s, t=27 s) |
 | user tokens | log-normal, median 150, clipped to [8, 4000] | log-normal, median 1800, clipped to [200, 8000] |
 | system prompt | 45 % one of 4 shared agent prompts (700–3600 tokens), 35 % short, 20 % none | 35 % the shared extraction prompt (1200 tokens), 65 % short |
-| answer tokens | log-normal, median 160, clipped to [16, 900] | log-normal, median 450, clipped to [64, 1400] |
+| `max_tokens` | null for 75 %; else log-normal, median 160, clipped to [16, 900] | null for 75 %; else log-normal, median 450, clipped to [64, 1400] |
 | tools | 25 % carry 1–4 tools | none |
 | required quality | 30 % "simple" U[0.30, 0.60]; 66 % "standard" U[0.60, 0.82]; 4 % "hard" U[0.86, 0.95] (both classes) | |
 
@@ -39,6 +41,10 @@ Required quality is drawn independently of everything else: the router cannot in
 visible feature predicts it. With the committed profiles (`profiles.yaml`) only the best-quality
 model meets a "hard" request, the cheapest model meets only "simple" ones, and every mid-priced
 model meets "simple" and "standard" ones.
+
+`steady(seed, duration_s, rate)` draws rows the same way at a constant Poisson rate (78 %
+interactive) without the wave and the bursts: the traffic of the runner's slowdown and rate-limit
+phases, where a share of traffic per time window is measured.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ TRACE = HERE / "trace.jsonl"
 SEED = 20251101
 DURATION_S = 50.0
 QUICK_DURATION_S = 10.0
+NO_MAX_TOKENS = 0.75  # share of rows sent without `max_tokens`
+INTERACTIVE_SHARE = 0.78  # of `steady` rows
 
 SYSTEM_PROMPTS = {  # id → tokens
     "agent-support": 700,
@@ -136,22 +144,34 @@ def generate(seed: int = SEED, duration_s: float = DURATION_S) -> list[dict[str,
     for at in (8.0, 27.0):
         arrivals += [(at * k + rng.uniform(0, 3.0 * k), "batch") for _ in range(max(1, round(40 * k)))]
     arrivals.sort()
-    rows = []
-    for i, (t, cls) in enumerate(arrivals):
-        if cls == "interactive":
-            u = rng.random()
-            system = rng.choice(AGENTS) if u < 0.45 else "short" if u < 0.80 else None
-            user = _lognormal(rng, 150, 1.0, 8, 4000)
-            max_tokens = _lognormal(rng, 160, 0.7, 16, 900)
-            tools = rng.randint(1, 4) if rng.random() < 0.25 else 0
-        else:
-            system = "batch-extract" if rng.random() < 0.35 else "short"
-            user = _lognormal(rng, 1800, 0.6, 200, 8000)
-            max_tokens = _lognormal(rng, 450, 0.5, 64, 1400)
-            tools = 0
-        rows.append({"id": i, "t": round(t, 3), "class": cls, "stream": cls == "interactive", "system": system,
-                     "user_tokens": user, "max_tokens": max_tokens, "tools": tools, "quality": _quality(rng)})
-    return rows
+    return [_row(rng, i, t, cls) for i, (t, cls) in enumerate(arrivals)]
+
+
+def steady(seed: int, duration_s: float, rate: float) -> list[dict[str, Any]]:
+    """Rows at a constant Poisson `rate` (per second) over [0, `duration_s`), drawn as `generate`'s."""
+    rng = random.Random(seed)
+    arrivals = [(t, "interactive") for t in _poisson_times(rng, lambda t: rate * INTERACTIVE_SHARE, duration_s)]
+    arrivals += [(t, "batch") for t in _poisson_times(rng, lambda t: rate * (1 - INTERACTIVE_SHARE), duration_s)]
+    arrivals.sort()
+    return [_row(rng, i, t, cls) for i, (t, cls) in enumerate(arrivals)]
+
+
+def _row(rng: random.Random, i: int, t: float, cls: str) -> dict[str, Any]:
+    if cls == "interactive":
+        u = rng.random()
+        system = rng.choice(AGENTS) if u < 0.45 else "short" if u < 0.80 else None
+        user = _lognormal(rng, 150, 1.0, 8, 4000)
+        max_tokens: int | None = _lognormal(rng, 160, 0.7, 16, 900)
+        tools = rng.randint(1, 4) if rng.random() < 0.25 else 0
+    else:
+        system = "batch-extract" if rng.random() < 0.35 else "short"
+        user = _lognormal(rng, 1800, 0.6, 200, 8000)
+        max_tokens = _lognormal(rng, 450, 0.5, 64, 1400)
+        tools = 0
+    if rng.random() < NO_MAX_TOKENS:
+        max_tokens = None
+    return {"id": i, "t": round(t, 3), "class": cls, "stream": cls == "interactive", "system": system,
+            "user_tokens": user, "max_tokens": max_tokens, "tools": tools, "quality": _quality(rng)}
 
 
 def dumps(rows: list[dict[str, Any]]) -> bytes:
@@ -189,7 +209,9 @@ def build_request(row: dict[str, Any], model: str = "eval") -> dict[str, Any]:
     elif row["system"] is not None:
         messages.append({"role": "system", "content": system_text(row["system"])})
     messages.append({"role": "user", "content": f"Request {row['id']}: " + _words(rng, max(1, row["user_tokens"] - 3))})
-    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": row["max_tokens"]}
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if row["max_tokens"] is not None:
+        body["max_tokens"] = row["max_tokens"]
     if row["tools"]:
         body["tools"] = [{"type": "function", "function": {
             "name": name, "description": f"Call {name.replace('_', ' ')}.",

@@ -391,3 +391,46 @@ def test_run_serves_until_sigterm(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_answer_length_spread_per_model() -> None:
+    """`output_tokens_sigma` spreads each model's answer length log-normally around its
+    `output_tokens`, per (model, request): repeatable, capped by `max_tokens`, through every API."""
+
+    def ask(i: int) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": f"question {i} about the gateway"}]}
+
+    async def body(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        async with http.put("/_sim/models/long", json={"output_tokens": 300, "output_tokens_sigma": 0.4}) as r:
+            assert r.status == 200 and (await r.json())["output_tokens_sigma"] == 0.4
+        sim.set_behaviour("short", output_tokens=100, output_tokens_sigma=0.4)
+        sim.set_behaviour("exact", output_tokens=100)
+        oa = openai.AsyncOpenAI(base_url=sim.url + "/v1", api_key="k", max_retries=0)
+
+        async def lengths(model: str, **extra: Any) -> list[int]:
+            out = []
+            for i in range(30):
+                answer = await oa.chat.completions.create(model=model, **ask(i), **extra)  # type: ignore[call-overload]
+                assert answer.usage is not None
+                out.append(answer.usage.completion_tokens)
+            return out
+
+        long, short = await lengths("long"), await lengths("short")
+        assert await lengths("long") == long  # the same request to the same model: the same length
+        assert len(set(long)) > 20 and sorted(long)[15] in range(200, 450) and sorted(short)[15] in range(66, 150)
+        assert 2 < sum(long) / sum(short) < 4.5
+        assert await lengths("exact") == [100] * 30
+        capped = await lengths("long", max_tokens=250)
+        assert capped == [min(250, n) for n in long] and max(long) > 250
+        an = anthropic.AsyncAnthropic(base_url=sim.url, api_key="k", max_retries=0)
+        message = await an.messages.create(model="long", max_tokens=4000, **ask(3))  # type: ignore[call-overload]
+        assert message.usage.output_tokens == long[3]  # the length depends on the request, not the API
+        gemini = {"contents": [{"role": "user", "parts": [{"text": "question 4 about the gateway"}]}]}
+        async with http.post("/v1beta/models/long:generateContent", json=gemini, headers={"x-goog-api-key": "k"}) as r:
+            assert (await r.json())["usageMetadata"]["candidatesTokenCount"] == long[4]
+        async with http.put("/_sim/models/long", json={"output_tokens_sigma": -0.1}) as r:
+            assert r.status == 400 and (await r.json())["problems"] == ["output_tokens_sigma: must not be negative"]
+        await oa.close()
+        await an.close()
+
+    with_simulator(body)

@@ -11,6 +11,7 @@ import yaml
 
 from bench import eval_routing as ev
 from bench.eval import make_trace
+from bench.eval import phases as ph
 from simulator.textgen import count_tokens
 
 
@@ -35,6 +36,20 @@ def test_trace_shape_matches_its_documentation() -> None:
     assert 0.02 < hard < 0.06 and above_small > 0.5
     assert {r["system"] for r in rows} == {None, "short", *make_trace.SYSTEM_PROMPTS}
     assert max(r["user_tokens"] for r in rows) > 4000 and min(r["user_tokens"] for r in rows) < 50
+    without = [r for r in rows if r["max_tokens"] is None]
+    assert len(without) >= 0.7 * len(rows)  # as SDK traffic: most requests carry no max_tokens
+    assert all(r["max_tokens"] >= 16 for r in rows if r["max_tokens"] is not None)
+    assert {r["class"] for r in without} == {"interactive", "batch"}
+
+
+def test_steady_traffic_for_the_phases() -> None:
+    rows = make_trace.steady(5, 100.0, 4.0)
+    assert rows == make_trace.steady(5, 100.0, 4.0) and [r["id"] for r in rows] == list(range(len(rows)))
+    assert 300 < len(rows) < 500 and all(0 <= r["t"] < 100 for r in rows)
+    assert 0.7 < sum(r["class"] == "interactive" for r in rows) / len(rows) < 0.86
+    halves = [sum(lo <= r["t"] < lo + 50 for r in rows) for lo in (0, 50)]
+    assert abs(halves[0] - halves[1]) < 0.25 * len(rows)  # no wave, no bursts
+    assert sum(r["max_tokens"] is None for r in rows) >= 0.7 * len(rows)
 
 
 def test_generator_is_seeded_and_scales() -> None:
@@ -50,7 +65,11 @@ def test_build_request_is_deterministic_and_hides_the_quality() -> None:
     body = make_trace.build_request(row)
     assert body == make_trace.build_request(row)
     assert body["model"] == "eval" and body["stream"] is True and body["stream_options"] == {"include_usage": True}
-    assert len(body["tools"]) == row["tools"] and body["max_tokens"] == row["max_tokens"]
+    assert len(body["tools"]) == row["tools"] and body.get("max_tokens") == row["max_tokens"]
+    capped = next(r for r in rows if r["max_tokens"] is not None)
+    uncapped = next(r for r in rows if r["max_tokens"] is None)
+    assert make_trace.build_request(capped)["max_tokens"] == capped["max_tokens"]
+    assert "max_tokens" not in make_trace.build_request(uncapped)  # absent, not null
     assert body["messages"][0]["content"] == make_trace.system_text(row["system"])
     assert count_tokens(body["messages"][0]["content"]) == make_trace.SYSTEM_PROMPTS[row["system"]]
     assert count_tokens(body["messages"][1]["content"]) == row["user_tokens"]
@@ -75,7 +94,30 @@ def test_profiles_make_the_trade_off_real() -> None:
     rows = make_trace.load()
     assert sum(r["quality"] > cheapest.quality for r in rows) > len(rows) / 2
     assert p.outage.provider in types and 0 < p.outage.start_s < p.outage.end_s < make_trace.DURATION_S
-    assert all(m.behaviour["output_tokens"] > max(r["max_tokens"] for r in rows) for m in models.values())
+    sd, rl = p.slowdown, p.ratelimit
+    assert sd.pre_s <= sd.start_s < sd.heal_s < sd.end_s and sd.heal_s - sd.start_s >= 45
+    assert sd.end_s - sd.heal_s > 30 and sd.behaviour["ttft_ms"] >= 2000  # far above max_ttft, longer than the target
+    assert rl.pre_s <= rl.start_s < rl.end_s < rl.run_s and rl.behaviour["request_limit"] >= 1
+
+
+def test_answer_lengths_differ_so_no_single_prior_prices_them_right() -> None:
+    """Among the models meeting Interlock's floor and latency limit, the cheapest per token is not
+    the cheapest per answer for a typical request without max_tokens, nor the other way round for
+    every request; and the models' output caps say nothing of their answers' lengths."""
+    p = _profiles()
+    route = ev.constraints(ev.POLICIES[ev.INTERLOCK])
+    fit = {n: m for n, m in p.models.items() if m.quality >= route.min_quality
+           and ph.ttft_quantile_s(m, 1000, route.quantile) <= (route.max_ttft_s or 0)}
+    assert len(fit) >= 3
+    per_token = min(fit, key=lambda n: fit[n].output_per_mtok)
+    lengths = {n: m.behaviour["output_tokens"] for n, m in fit.items()}
+    assert max(lengths.values()) >= 2.5 * min(lengths.values())
+    choice = {prompt: ph.oracle_choice(p.models, route, prompt, None, None) for prompt in (150, 1000, 6000)}
+    assert per_token not in choice.values()  # a text answer without max_tokens: the terse model
+    assert ph.oracle_choice(p.models, route, 1000, 64, None) == per_token  # the request's shape matters:
+    assert ph.oracle_choice(p.models, route, 1000, None, 20) == per_token  # a small cap, a tool call
+    by_cap = min(fit, key=lambda n: fit[n].max_output_tokens / 4 * fit[n].output_per_mtok)
+    assert by_cap != choice[1000]  # pricing answers at a quarter of the cap misprices the common case
 
 
 def test_gateway_config_per_policy() -> None:
@@ -94,7 +136,7 @@ def test_gateway_config_per_policy() -> None:
 def test_outage_restore_patch() -> None:
     p = _profiles()
     m = next(m for m in p.models.values() if m.provider == p.outage.provider)
-    patch = ev.restored(m, p.outage)
+    patch = ev.restored(m, p.outage.behaviour)
     assert set(patch) == set(p.outage.behaviour)
     assert patch.get("status", None) is None and patch.get("retry_after_s", 1) == 1
     quick = ev.scaled_outage(p.outage, 0.2)
@@ -153,7 +195,12 @@ def test_summary_metrics_on_a_synthetic_result_set() -> None:
     expected = 100 * ((2 * cost_big + 3 * cost_small) / (6 * cost_big) - 1)
     assert ev.cost_vs(s, best) == pytest.approx(expected)
     line = ev.final_line(s, best)
-    assert line == f"routing-eval: cost_vs_best={expected:+.0f}% slo=50.0% quality_miss=40.0% errors=1"
+    # Oracle (no constraints, no answer-length profile: answers priced at 0 tokens): `small` for all five.
+    assert (s.expected_usd, s.oracle_usd) == (pytest.approx(2 * 0.01 + 3 * 0.001), pytest.approx(5 * 0.001))
+    assert s.oracle_match_pct == pytest.approx(100 * 3 / 5)
+    assert line == (f"routing-eval: cost_vs_best={expected:+.0f}% slo=50.0% quality_miss=40.0% errors=1 "
+                    f"react_s=- recover_s=- react_s_quarter=- recover_s_quarter=- cost_vs_oracle=+360% "
+                    f"rl_return_s=-")
     assert line.startswith("routing-eval: cost_vs_best=-")
     text = ev.table([s, best], best)
     assert text.splitlines()[0].startswith("| policy") and "| best " in text and "+0%" in text
@@ -171,3 +218,15 @@ def test_request_cost_and_miss_rules() -> None:
     assert math.isclose(ev.request_cost(_r(3, "batch", 0.9, "big", 1.0, tokens=(10**6, 0)), MODELS), 10.0)
     assert ev.quality_miss(_r(4, "batch", 0.91, "big", 1.0, tokens=(1, 1)), MODELS)
     assert not ev.quality_miss(_r(5, "batch", 0.9, "big", 1.0), MODELS)
+
+
+def test_the_phase_acts_on_the_model_the_route_used_most_just_before() -> None:
+    rs = [ev.Result(i, "interactive", 0.5, sent_s=t, model=m)
+          for i, (t, m) in enumerate([(1, "a"), (2, "a"), (11, "b"), (12, "b"), (13, "a"), (14, None), (25, "a")])]
+    assert ev.top_model(rs, 10, 20) == "b" and ev.top_model(rs, 0, 30) == "a" and ev.top_model(rs, 30, 40) is None
+    p = _profiles()
+    quick = ev.scaled_phases(p, 0.25)
+    assert quick.slowdown.heal_s == p.slowdown.heal_s / 4 and quick.slowdown.window == p.slowdown.window
+    assert quick.ratelimit.run_s == p.ratelimit.run_s / 4 and quick.outage == p.outage
+    assert ev.constraints(ev.POLICIES[ev.INTERLOCK]) == ph.Constraints(0.8, 1.0, 0.9)
+    assert ev.constraints(ev.POLICIES["round_robin"]) == ph.Constraints()
