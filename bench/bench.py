@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """Loopback load test: plain Envoy vs Interlock (OpenAI → OpenAI, OpenAI → Anthropic).
 
-Prints a table and, last, one line:
+Prints a table, one line per comparison and, last, one line:
+    bench: telemetry on/off: rps_ratio=R.RR p50_added_ms=X.XX (on: N req/s p50 X.XX ms; off: ...)
     bench: envoy_rps=N openai_rps=N anthropic_rps=N anthropic_p50_added_ms=X.X
+The telemetry comparison runs two more Interlock instances in the same run (OpenAI → OpenAI):
+"on" with metrics, tracing (every request sampled, OTLP/HTTP to the mock upstream, which answers
+200) and the access log; "off" with OTEL_SDK_DISABLED=true and INTERLOCK_ACCESS_LOG=off. Runs
+alternate on, off, on, off, ... so drift on a shared machine hits both; medians are compared, and
+`p50_added_ms` is the 1-connection p50 difference. `--no-telemetry` skips it.
 `*_rps` at --connections (default 32), median of --runs (default 3) runs of --duration seconds
 after a warm-up; `anthropic_p50_added_ms` = Interlock (OpenAI → Anthropic) minus plain Envoy
 p50 at one connection. CPU per request is the CPU time Envoy and the ext_proc workers used
@@ -73,6 +79,9 @@ def mock_upstream_config(port: int, admin: int) -> dict:
             "key": "content-type", "value": "application/json"}}]}
         for path, name in (("/v1/chat/completions", "openai_chat_completion.json"),
                            ("/v1/messages", "anthropic_message.json"))]
+    # The OTLP/HTTP sink of the telemetry comparison: spans and metrics are accepted and dropped.
+    routes += [{"match": {"prefix": "/v1/traces"}, "direct_response": {"status": 200}},
+               {"match": {"prefix": "/v1/metrics"}, "direct_response": {"status": 200}}]
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
             "static_resources": {"listeners": [_listener(port, [buffer], routes)], "clusters": []}}
 
@@ -99,7 +108,7 @@ def interlock_config(port: int, admin: int, extproc: int, upstream: int, workers
         "models": [{"name": "gpt-4o-mini", "provider": "openai", "upstream_model": "gpt-4o-mini-2024-07-18"},
                    {"name": "claude-haiku-4-5", "provider": "anthropic",
                     "upstream_model": "claude-haiku-4-5-20251001", "max_output_tokens": 8192}],
-        "rate_limit": {"port": free_port()},
+        "rate_limit": {"port": free_port()}, "metrics": {"port": free_port()},
         # Rate limiting on (descriptors present on every request), with limits the run never
         # reaches: the cost of admission and true-up is in the figures.
         "tenants": [{"name": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
@@ -194,6 +203,67 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
             proc.wait()
 
 
+TELEMETRY_ON = {"OTEL_TRACES_SAMPLER_ARG": "1"}  # + OTEL_EXPORTER_OTLP_ENDPOINT: the mock upstream
+TELEMETRY_OFF = {"OTEL_SDK_DISABLED": "true", "INTERLOCK_ACCESS_LOG": "off"}
+
+
+def start_gateway(work: Path, name: str, upstream: int, workers: int, env: dict[str, str]
+                  ) -> tuple[subprocess.Popen[bytes], int]:
+    """One more Interlock instance (its own ports and work directory); waits until it is ready."""
+    port, admin, extproc = free_port(), free_port(), free_port_run(workers)
+    (work / f"{name}.yaml").write_text(yaml.safe_dump(interlock_config(port, admin, extproc, upstream, workers)))
+    log = work / f"{name}.log"
+    proc = start([sys.executable, "-m", "extproc.cmd.cli", "--log-level", "warning", "run", "-c",
+                  str(work / f"{name}.yaml"), "--workdir", str(work / f"rendered-{name}")], log,
+                 env={**os.environ, "BENCH_KEY": "sk-upstream-bench", "PYTHONPATH": str(ROOT), **env})
+    if not wait_until(lambda: "ready:" in log.read_text() or proc.poll() is not None, 60, 0.2) or proc.poll():
+        print(log.read_text()[-3000:], file=sys.stderr)
+        raise SystemExit(f"bench: {name} did not become ready within 60 s")
+    return proc, port
+
+
+def telemetry_comparison(args: argparse.Namespace, work: Path, mock_port: int, workers: int,
+                         procs: list[subprocess.Popen[bytes]]) -> str:
+    """Interlock with metrics + tracing + access log on vs all off, alternating runs; one line."""
+    on_env = {**TELEMETRY_ON, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mock_port}",
+              "OTEL_TRACES_SAMPLER_ARG": f"{args.trace_ratio:g}"}
+    urls, pids = {}, {}
+    for name, env in (("telemetry-on", on_env), ("telemetry-off", TELEMETRY_OFF)):
+        proc, port = start_gateway(work, name, mock_port, workers, env)
+        procs.insert(0, proc)
+        urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        pids[name] = descendants(proc.pid)
+    body = work / "telemetry.json"
+    body.write_bytes(request_body("gpt-4o-mini"))
+    runs: dict[str, list[WrkResult]] = {name: [] for name in urls}
+    cpu = {name: 0.0 for name in urls}
+    for url in urls.values():
+        check_reply(url, body.read_bytes(), "gpt-4o-mini")
+        wrk(url, body, args.connections, args.warmup)
+    for i in range(args.runs):
+        for name, url in urls.items():
+            cpu0 = cpu_seconds(pids[name])
+            r = wrk(url, body, args.connections, args.duration)
+            cpu[name] += cpu_seconds(pids[name]) - cpu0
+            runs[name].append(r)
+            print(f"bench: {name} run {i + 1}/{args.runs}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
+                  f"errors {r.errors}", flush=True)
+    med = {name: sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for name, rs in runs.items()}
+    unloaded = {name: wrk(url, body, 1, args.unloaded, threads=1) for name, url in urls.items()}
+    on, off = med["telemetry-on"], med["telemetry-off"]
+    errors = sum(r.errors for rs in runs.values() for r in rs)
+    added = unloaded["telemetry-on"].p50_ms - unloaded["telemetry-off"].p50_ms
+    # CPU per request of the gateway's processes (Envoy, workers, rate limit): on a shared machine
+    # the steadier figure; its inverse ratio is the throughput ratio on a machine of its own.
+    us = {name: cpu[name] / max(1, sum(r.requests for r in runs[name])) * 1e6 for name in urls}
+    return (f"bench: telemetry on/off (traced {args.trace_ratio:.0%}): rps_ratio={on.rps / off.rps:.2f} "
+            f"p50_added_ms={added:.2f} cpu_ratio={us['telemetry-off'] / us['telemetry-on']:.2f} "
+            f"cpu_us_per_req={us['telemetry-on']:.0f}/{us['telemetry-off']:.0f} "
+            f"(on: {on.rps:.0f} req/s, 1-conn p50 {unloaded['telemetry-on'].p50_ms:.2f} ms; "
+            f"off: {off.rps:.0f} req/s, 1-conn p50 {unloaded['telemetry-off'].p50_ms:.2f} ms"
+            f"{f'; {errors} errors' if errors else ''})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=20, help="seconds per timed run (default 20)")
@@ -202,6 +272,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     ap.add_argument("--unloaded", type=float, default=5, help="seconds of the 1-connection run (default 5)")
     ap.add_argument("--workers", type=int, default=0, help="ext_proc workers (default: one per core)")
+    ap.add_argument("--no-telemetry", action="store_true", help="skip the telemetry on/off comparison")
+    ap.add_argument("--trace-ratio", type=float, default=1.0,
+                    help="share of requests traced in the telemetry 'on' instance (default 1: every request)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (make bench installs it with apt-get)", file=sys.stderr)
@@ -275,12 +348,15 @@ def main() -> int:
         for name, r in results.items():
             print(f"{labels[name]:<28}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['cpu_us']:>12.0f}"
                   f"{r['unloaded_p50']:>12.2f}{r['errors']:>8.0f}")
+        telemetry = "" if args.no_telemetry else telemetry_comparison(args, work, mock_port, workers, procs)
         added = results["anthropic"]["unloaded_p50"] - results["envoy"]["unloaded_p50"]
         print(f"\n{args.connections} connections, median of {args.runs} x {args.duration:.0f} s; "
               f"1-conn p50 over {args.unloaded:.0f} s; {workers} ext_proc workers; {os.cpu_count()} cores")
+        if telemetry:
+            print(telemetry)
         print(f"bench: envoy_rps={results['envoy']['rps']:.0f} openai_rps={results['openai']['rps']:.0f} "
               f"anthropic_rps={results['anthropic']['rps']:.0f} anthropic_p50_added_ms={added:.1f}")
-        return 1 if any(r["errors"] for r in results.values()) else 0
+        return 1 if any(r["errors"] for r in results.values()) or "errors" in telemetry else 0
     finally:
         for p in reversed(procs):
             stop(p, signal.SIGINT if p is procs[-1] else signal.SIGTERM)

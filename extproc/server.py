@@ -81,7 +81,9 @@ class ExternalProcessor:
     def call(self, headers: dict[str, str]) -> _Call:
         if headers.get(metadata.STAGE_METADATA) == "upstream":
             return _Call(UpstreamStream(self._runtime()))
-        return _Call(RouterStream(self._runtime(), self._routing, gate=self.gate))
+        stream = RouterStream(self._runtime(), self._routing, gate=self.gate)
+        stream.trace_parent = headers.get("traceparent")  # Envoy's span of this ext_proc call
+        return _Call(stream)
 
 
 async def serve(address: str, port: int, runtime: Callable[[], Runtime],

@@ -42,6 +42,7 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -54,6 +55,7 @@ from extproc.limits.limiter import Limiter
 from extproc.limits.model import LimitTable
 from extproc.limits.service import RateLimitService
 from extproc.limits.store import FailureMode, MemoryStore, RedisStore, Store
+from extproc.telemetry import exposition
 
 log = logging.getLogger("interlock.limits")
 
@@ -166,6 +168,8 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
              len(table[0]), cfg.rate_limit.store, cfg.rate_limit.failure_mode, where)
     if ready:
         ready(bound)
+    text = await exposition.serve_or_log(exposition.socket_name(Path(config_path).parent, "ratelimit"), lambda: metrics_text(
+        service, store, store_kind=cfg.rate_limit.store, limits=len(table[0]), reloads=reloads))
 
     def reload() -> None:
         try:
@@ -185,6 +189,7 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await server.stop(grace=2)
+    await exposition.close(text)
     await service.drain()
     if metrics is not None:
         await metrics.cleanup()

@@ -43,6 +43,7 @@ from extproc.cmd.reload import Reloader, metrics_text
 from extproc.cmd.supervisor import Child, Supervisor, http_ok, port_owned_by, port_problem
 from extproc.config import ConfigError, GatewayConfig, load_file
 from extproc.envoyconf.render import render_files, worker_count, write_files
+from extproc.telemetry import exposition
 
 log = logging.getLogger("interlock.run")
 DEMO_CONFIG = Path(__file__).parent / "demo" / "demo.yaml"
@@ -306,7 +307,8 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
                         admin_url=admin)
     metrics = None
     try:
-        metrics = serve_metrics(cfg, lambda: metrics_text(reloader.stats, sup.restarts))
+        metrics = serve_metrics(cfg, lambda: exposition.pod_text(metrics_text(reloader.stats, sup.restarts),
+                                                                 exposition.scrape_sources(out, worker_count(cfg)), admin))
         if simulated:
             sim = [sup.add(Child("simulator", _py("--log-level", log_level, "simulate", "--address", SIM_ADDRESS,
                                                   "--port", str(SIM_PORT), *sim_args)))]
@@ -395,7 +397,9 @@ def run_extproc(config_path: str, *, workers: int | None, log_level: str) -> int
     reloader = Reloader(Path(config_path), active, file_cfg, hup(children))
     metrics = None
     try:
-        metrics = serve_metrics(cfg, lambda: metrics_text(reloader.stats, sup.restarts))
+        metrics = serve_metrics(cfg, lambda: exposition.pod_text(
+            metrics_text(reloader.stats, sup.restarts), exposition.scrape_sources(active.parent, worker_count(cfg)),
+            f"http://{cfg.admin.address}:{cfg.admin.port}" if cfg.admin.port else None))
         children += start_workers(sup, cfg, str(active), log_level, stop)
         say(f"extproc: {worker_count(cfg)} workers on {cfg.extproc.address}:{cfg.extproc.port}"
             f"-{cfg.extproc.port + worker_count(cfg) - 1}; rate limit service on "

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from extproc.admission import Board
 from extproc.cmd.reload import read_generation
 from extproc.config import ConfigError, load_file
 from extproc.runtime import Runtime, compile_runtime
 from extproc.server import serve
+from extproc.telemetry import exposition
+from extproc.telemetry.install import install_worker, settings_or_default
 from extproc.translate.base import Registry
 from extproc.translate.registry import default_registry
 
@@ -47,7 +51,20 @@ def run_worker(config_path: str, address: str, port: int, *, board: str | None =
     slot = RuntimeSlot(compile_runtime(load_file(config_path), registry, generation=read_generation(config_path)))
     uvloop.install()
     shared = Board(board, worker_index, workers) if board else Board()
-    asyncio.run(serve(address, port, slot, on_reload=reloader(slot, config_path, registry), board=shared))
+    installed = install_worker(settings_or_default(os.environ), {"interlock.process": f"worker-{worker_index}"})
+
+    async def main() -> None:
+        text = await exposition.serve_or_log(exposition.socket_name(Path(config_path).parent, f"worker-{worker_index}"),
+                                             installed.text)
+        try:
+            await serve(address, port, slot, on_reload=reloader(slot, config_path, registry), board=shared)
+        finally:
+            await exposition.close(text)
+
+    try:
+        asyncio.run(main())
+    finally:
+        installed.shutdown()
 
 
 def reloader(slot: RuntimeSlot, config_path: str, registry: Registry) -> Callable[[], None]:
