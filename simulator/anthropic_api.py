@@ -327,7 +327,7 @@ def plan(body: dict[str, Any], behaviour: Behaviour) -> Output:
     last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     seed_text = "\n".join(t for b in _blocks(last_user.get("content")) for t in _block_texts(b))
     return textgen.generate_text(body["model"], seed_text, behaviour.output_tokens, body.get("max_tokens"),
-                                 list(body.get("stop_sequences") or []))
+                                 list(body.get("stop_sequences") or []), behaviour.output_tokens_sigma)
 
 
 async def messages(state: SimState, request: web.Request) -> web.StreamResponse:

@@ -137,7 +137,7 @@ def plan(body: dict[str, Any], model: str, behaviour: Behaviour) -> Output:
     seed = "\n".join(b["text"] for b in last_user.get("content", []) if isinstance(b.get("text"), str))
     config = body.get("inferenceConfig") or {}
     return textgen.generate_text(model, seed, behaviour.output_tokens, config.get("maxTokens"),
-                                 list(config.get("stopSequences") or []))
+                                 list(config.get("stopSequences") or []), behaviour.output_tokens_sigma)
 
 
 class ConverseExchange:
@@ -276,6 +276,10 @@ async def bedrock_route(state: SimState, request: web.Request) -> web.StreamResp
     raw = request.raw_path.split("?", 1)[0]
     encoded, _, action = raw[len("/model/"):].rpartition("/")
     model = unquote(encoded)
+    if action == "count-tokens" and model:
+        from simulator.count_tokens_api import bedrock_count
+
+        return await bedrock_count(state, request)
     exchange = ConverseExchange(state, request, model, action == "converse-stream")
     if action not in ("converse", "converse-stream") or not model:
         return error(404, "UnknownOperationException", "UnknownOperationException", exchange.request_id)

@@ -142,7 +142,7 @@ def plan(body: dict[str, Any], model: str, behaviour: Behaviour) -> Output:
     config = _get(body, "generation_config") or {}
     limit = _get(config, "max_output_tokens")
     return textgen.generate_text(model, seed_text, behaviour.output_tokens, None if limit is None else int(limit),
-                                 list(_get(config, "stop_sequences") or []))
+                                 list(_get(config, "stop_sequences") or []), behaviour.output_tokens_sigma)
 
 
 class GeminiExchange:
@@ -359,5 +359,9 @@ async def gemini_route(state: SimState, request: web.Request) -> web.StreamRespo
         return rejected
     if version not in ("v1", "v1beta", "v1alpha") or not model or not method:
         return google_error(404, f"Method not found: {request.path}")
+    if method == "countTokens":
+        from simulator.count_tokens_api import gemini_count
+
+        return await gemini_count(state, request, model, vertex=False)
     return await GeminiExchange(state, request, Target(model, method, version)).answer()
 

@@ -109,7 +109,8 @@ def plan(body: dict[str, Any], behaviour: Behaviour) -> Output:
         limit = body.get("max_tokens")
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
-    return textgen.generate_text(body["model"], seed_text, behaviour.output_tokens, limit, stops)
+    return textgen.generate_text(body["model"], seed_text, behaviour.output_tokens, limit, stops,
+                                 behaviour.output_tokens_sigma)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:

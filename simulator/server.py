@@ -5,7 +5,8 @@ Provider routes: OpenAI (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`)
 (`/v1/projects/…/publishers/{google|anthropic}/models/{model}:{method}`, `vertex_api`) with its
 OAuth token endpoint (`POST /token`, `gcp`), Bedrock runtime (`/model/{modelId}/converse[-stream]`,
 `bedrock_api`), Azure OpenAI (`/openai/deployments/{deployment}/{chat/completions|embeddings}`,
-`azure_api`).
+`azure_api`); OpenAI Responses (`/v1/responses`, Azure `/openai/v1/responses`, and `GET`/`DELETE`
+`…/responses/{id}`, `…/{id}/input_items`, `POST …/{id}/cancel`, `responses_api`).
 
 Control API (JSON; credentials and counters in `control`):
     PUT    /_sim/models/{model}   merge a behaviour patch (fields of `state.Behaviour`); `*` = all models
@@ -33,7 +34,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from simulator import anthropic_api, control, gcp, openai_api
+from simulator import (
+    anthropic_api,
+    completions_api,
+    control,
+    count_tokens_api,
+    gcp,
+    openai_api,
+    responses_api,
+)
 from simulator.azure_api import azure_route
 from simulator.bedrock_api import bedrock_route
 from simulator.common import json_response
@@ -131,6 +140,34 @@ async def _bedrock(request: web.Request) -> web.StreamResponse:
     return await bedrock_route(_state(request), request)
 
 
+async def _responses(request: web.Request) -> web.StreamResponse:
+    return await responses_api.responses(_state(request), request)
+
+
+async def _stored_response(request: web.Request) -> web.StreamResponse:
+    return await responses_api.stored_response(_state(request), request)
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await completions_api.openai_completions(_state(request), request)
+
+
+async def _azure_completions(request: web.Request) -> web.StreamResponse:
+    return await completions_api.azure_completions(_state(request), request)
+
+
+async def _fim(request: web.Request) -> web.StreamResponse:
+    return await completions_api.mistral_fim(_state(request), request)
+
+
+async def _count_tokens(request: web.Request) -> web.StreamResponse:
+    return await count_tokens_api.anthropic_count(_state(request), request)
+
+
+async def _input_tokens(request: web.Request) -> web.StreamResponse:
+    return await count_tokens_api.openai_count(_state(request), request)
+
+
 async def _azure(request: web.Request) -> web.StreamResponse:
     return await azure_route(_state(request), request)
 
@@ -202,6 +239,19 @@ def make_app(state: SimState) -> web.Application:
     app.router.add_post("/v1/messages", _messages)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_post("/v1/completions", _completions)
+    app.router.add_post("/beta/completions", _completions)  # DeepSeek's FIM prefix (an OpenAI-compatible host)
+    app.router.add_post("/v1/fim/completions", _fim)
+    app.router.add_post("/openai/deployments/{deployment}/completions", _azure_completions)
+    app.router.add_post("/v1/messages/count_tokens", _count_tokens)
+    app.router.add_post("/v1/responses/input_tokens", _input_tokens)
+    app.router.add_post("/v1/responses", _responses)
+    app.router.add_post("/openai/v1/responses", _responses)
+    for path in ("/v1/responses/{id}", "/openai/v1/responses/{id}"):
+        app.router.add_get(path, _stored_response)
+        app.router.add_delete(path, _stored_response)
+        app.router.add_get(path + "/input_items", _stored_response)
+        app.router.add_post(path + "/cancel", _stored_response)
     app.router.add_post("/{version:v1|v1beta1}/projects/{project}/locations/{location}/publishers/{publisher}/"
                         "models/{rest}", _vertex)
     app.router.add_post("/{version}/models/{rest}", _gemini)

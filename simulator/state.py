@@ -46,7 +46,10 @@ class Behaviour:
         request to the same model waits the same in every run: runs compared on one trace share their
         luck), so `ttft_ms` stays the median; 0 = every request waits exactly (default).
     tokens_per_s: pacing between streamed tokens; 0 = no pacing.
-    output_tokens: length of a text reply before limits and stop sequences.
+    output_tokens: length of a text reply before limits and stop sequences (its median when spread).
+    output_tokens_sigma: per-request log-normal spread of that length: `output_tokens` × exp(sigma ·
+        z), z a standard normal keyed by the model and the last user text (`textgen.reply_length`),
+        so models can answer the same requests at different lengths; 0 = exactly `output_tokens`.
     status: fixed HTTP status to answer every request with (None = normal answers).
     error_rate / error_status: fraction of requests answered with `error_status` (seeded RNG).
     retry_after_s: `retry-after` (and rate-limit reset) on 429 and 503 answers.
@@ -76,6 +79,7 @@ class Behaviour:
     ttft_sigma: float = 0
     tokens_per_s: float = 0
     output_tokens: int = 12
+    output_tokens_sigma: float = 0
     status: int | None = None
     error_rate: float = 0.0
     error_status: int = 500
@@ -103,6 +107,7 @@ class Concurrency:
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "ttft_ms": (int, float), "ttft_ms_per_ktok": (int, float), "ttft_sigma": (int, float), "tokens_per_s": (int, float), "output_tokens": (int,),
+    "output_tokens_sigma": (int, float),
     "status": (int, type(None)), "error_rate": (int, float), "error_status": (int,),
     "retry_after_s": (int, float), "hang": (bool,), "stream_error_after": (int, type(None)),
     "fault": (str, type(None)), "fault_after": (int,),
@@ -110,7 +115,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "capabilities": (list, type(None)),
 }
 # What `Behaviour.capabilities` may name: the gateway config's capabilities.
-CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings")
+CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings", "fim")
 
 
 def validate_patch(patch: Any) -> list[str]:
@@ -134,7 +139,8 @@ def validate_patch(patch: Any) -> list[str]:
             problems.append(f"{key}: must be an HTTP status")
         elif key == "fault" and number is not None and number not in FAULTS:
             problems.append(f"fault: must be one of {', '.join(FAULTS)} or null")
-        elif key in ("ttft_ms", "ttft_ms_per_ktok", "ttft_sigma", "tokens_per_s", "output_tokens", "retry_after_s",
+        elif key in ("ttft_ms", "ttft_ms_per_ktok", "ttft_sigma", "tokens_per_s", "output_tokens", "output_tokens_sigma",
+                     "retry_after_s",
                      "stream_error_after", "fault_after") and (
                 number is not None and number < 0):
             problems.append(f"{key}: must not be negative")

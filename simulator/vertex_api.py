@@ -102,6 +102,14 @@ async def vertex_route(state: SimState, request: web.Request) -> web.StreamRespo
     rejected = auth_error(state, request, info["project"], resource)
     if rejected is not None:
         return rejected
+    if info["publisher"] == "anthropic" and model == "count-tokens" and method == "rawPredict":
+        from simulator.count_tokens_api import anthropic_count
+
+        return await anthropic_count(state, request, vertex_model=model)
+    if info["publisher"] == "google" and method == "countTokens":
+        from simulator.count_tokens_api import gemini_count
+
+        return await gemini_count(state, request, model, vertex=True)
     if info["publisher"] == "anthropic" and method in ("rawPredict", "streamRawPredict"):
         exchange = VertexMessagesExchange(state, request, model)
         return await exchange.answer()

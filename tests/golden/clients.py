@@ -243,4 +243,126 @@ class OpenAIEmbeddingsClient:
         raise AssertionError("embeddings do not stream")
 
 
-Client = OpenAIChatClient | AnthropicClient | OpenAIEmbeddingsClient
+
+
+# --- OpenAI Responses --------------------------------------------------------------------------
+
+_RESPONSE_FINAL = ("response.completed", "response.incomplete")
+
+
+def responses_problems(body: dict[str, Any]) -> list[str]:
+    from simulator.responses_api import responses_request_problems
+
+    return responses_request_problems(body)
+
+
+def responses_stream_complete(raw: bytes) -> bool:
+    """A Responses stream ended as it must: its last event is `response.completed` or `.incomplete`."""
+    events = openai_sse(raw)
+    return bool(events) and events[-1].event in _RESPONSE_FINAL
+
+
+def _response_items(response: Any) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for item in response.output:
+        if item.type == "message":
+            out.append(("message", item.id, [(p.type, getattr(p, "text", None) or getattr(p, "refusal", None))
+                                             for p in item.content]))
+        elif item.type == "function_call":
+            out.append(("function_call", item.id, item.call_id, item.name, json.loads(item.arguments)))
+        else:
+            out.append((item.type, item.id))
+    return out
+
+
+class ResponsesClient:
+    """An openai SDK client of Responses: every event valid for `ResponseStreamEvent`, sequence
+    numbers counting from 0, the SDK's stream helper accumulates it, and the deltas add up to the
+    final response's output."""
+
+    api = "openai-responses"
+    complete = staticmethod(responses_stream_complete)
+
+    def read(self, case: Path, ctx: ResponseContext) -> None:
+        from openai.types.responses import Response
+
+        if (case / "client_response.json").exists():
+            response = Response.model_validate(load(case / "client_response.json"))
+            for item in response.output:
+                if item.type == "function_call":
+                    assert isinstance(json.loads(item.arguments), dict)
+        if (case / "client_response.sse").exists():
+            raw = (case / "client_response.sse").read_bytes()
+            final, _ = self.accumulate(raw)
+            sdk = self._sdk_read(raw)
+            assert (sdk is None) == (final is None)
+            if final is not None and sdk is not None:
+                assert _response_items(sdk) == _response_items(final)
+        if (case / "client_error.json").exists():
+            _openai_error(load(case / "client_error.json"))
+
+    @staticmethod
+    def accumulate(raw: bytes) -> tuple[Any, dict[str, str]]:
+        """(the final event's response or None when the stream ends in an error, text and
+        arguments per item id accumulated from the deltas)."""
+        from openai.types.responses import ResponseStreamEvent
+
+        adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+        events = openai_sse(raw)
+        assert events, "empty stream"
+        acc: dict[str, str] = {}
+        final = None
+        for n, event in enumerate(events):
+            data = json.loads(event.data)
+            if "error" in data and "type" not in data:
+                assert n == len(events) - 1, "events after an error"
+                assert set(data["error"]) == {"message", "type", "param", "code"}
+                return None, acc
+            assert event.event == data["type"] and data["sequence_number"] == n
+            parsed = adapter.validate_python(data)
+            if parsed.type == "error":  # the provider's own error event (passed through)
+                assert n == len(events) - 1, "events after an error"
+                return None, acc
+            if parsed.type in ("response.output_text.delta", "response.function_call_arguments.delta",
+                               "response.refusal.delta"):
+                acc[parsed.item_id] = acc.get(parsed.item_id, "") + parsed.delta
+            if parsed.type in _RESPONSE_FINAL:
+                assert n == len(events) - 1, "events after the final one"
+                final = parsed.response
+        assert final is not None, "stream neither finished nor failed"
+        for item in final.output:
+            if item.type == "message":
+                assert acc.get(item.id, "") == "".join(getattr(p, "text", None) or getattr(p, "refusal", "")
+                                                       for p in item.content)
+            elif item.type == "function_call":
+                assert acc.get(item.id or "", "") == item.arguments
+        return final, acc
+
+    @staticmethod
+    def _sdk_read(raw: bytes) -> Any:
+        """What `client.responses.stream()` of the openai SDK makes of a client stream."""
+        client = openai.OpenAI(api_key="k", base_url="http://gateway/v1", http_client=_transport(raw))
+        last = None
+        try:
+            with client.responses.stream(model="m", input="x") as stream:
+                for event in stream:
+                    last = event
+                if last is not None and last.type in ("response.incomplete", "error"):
+                    return last.response if last.type == "response.incomplete" else None  # no final to ask for
+                return stream.get_final_response()
+        except openai.APIError:
+            return None
+
+    def agree(self, client_stream: bytes, whole_body: bytes, ctx: ResponseContext) -> None:
+        from openai.types.responses import Response
+
+        whole = Response.model_validate_json(whole_body)
+        streamed, _ = self.accumulate(client_stream)
+        assert streamed is not None
+        assert (streamed.id, streamed.model, streamed.created_at) == (whole.id, whole.model, whole.created_at)
+        assert _response_items(streamed) == _response_items(whole)
+        assert (streamed.status, streamed.incomplete_details) == (whole.status, whole.incomplete_details)
+        assert streamed.usage == whole.usage
+
+
+Client = OpenAIChatClient | AnthropicClient | OpenAIEmbeddingsClient | ResponsesClient

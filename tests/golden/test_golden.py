@@ -57,11 +57,22 @@ from tests.golden.clients import (
     Client,
     OpenAIChatClient,
     OpenAIEmbeddingsClient,
+    ResponsesClient,
     anthropic_problems_but_legacy,
     embeddings_problems,
     openai_chat_problems,
     openai_chat_problems_but_cache_control,
+    responses_problems,
     tool_calls,
+)
+from tests.golden.completions_oracles import (
+    CompletionsClient,
+    CountTokensClient,
+    CountUpstream,
+    MistralFIMUpstream,
+    OpenAICompletionsUpstream,
+    completions_problems,
+    count_problems,
 )
 from tests.golden.support import (
     GOLDEN,
@@ -86,6 +97,7 @@ from tests.golden.upstreams import (
     GeminiUpstream,
     OpenAIChatUpstream,
     OpenAIEmbeddingsUpstream,
+    OpenAIResponsesUpstream,
     Upstream,
 )
 
@@ -107,6 +119,8 @@ class Pair:
 
 OPENAI = OpenAIChatClient()
 ANTHROPIC, EMBEDDINGS = AnthropicClient(), OpenAIEmbeddingsClient()
+RESPONSES = ResponsesClient()
+COMPLETIONS, COUNT_TOKENS = CompletionsClient(), CountTokensClient()
 _registry = default_registry()
 PAIRS: dict[str, Pair] = {
     "openai-openai": Pair(_registry.get("openai", "openai"), openai_chat_problems_but_cache_control,
@@ -132,17 +146,48 @@ PAIRS: dict[str, Pair] = {
                                     AnthropicUpstream()),
     "anthropic-via-azure-openai": Pair(AnthropicVia(OpenAIToAzure()), anthropic_problems_but_legacy, ANTHROPIC,
                                        OpenAIChatUpstream()),
+    "openai-responses-openai": Pair(_registry.get("openai-responses", "openai"), responses_problems, RESPONSES,
+                                    OpenAIResponsesUpstream()),
+    "openai-responses-azure-openai": Pair(_registry.get("openai-responses", "azure-openai"), responses_problems,
+                                          RESPONSES, OpenAIResponsesUpstream()),
+    "openai-responses-anthropic": Pair(_registry.get("openai-responses", "anthropic"), responses_problems, RESPONSES,
+                                       AnthropicUpstream()),
+    "openai-responses-vertex-anthropic": Pair(_registry.get("openai-responses", "vertex-anthropic"),
+                                              responses_problems, RESPONSES, AnthropicUpstream(vertex=True)),
+    "openai-responses-gemini": Pair(_registry.get("openai-responses", "gemini"), responses_problems, RESPONSES,
+                                    GeminiUpstream()),
+    "openai-responses-vertex-gemini": Pair(_registry.get("openai-responses", "vertex-gemini"), responses_problems,
+                                           RESPONSES, GeminiUpstream(vertex=True)),
+    "openai-responses-bedrock": Pair(_registry.get("openai-responses", "bedrock"), responses_problems, RESPONSES,
+                                     BedrockUpstream(), feed=EVENTSTREAM),
     "openai_embeddings-openai": Pair(OpenAIEmbeddingsToOpenAI(), embeddings_problems, EMBEDDINGS,
                                      OpenAIEmbeddingsUpstream()),
     "openai_embeddings-gemini": Pair(OpenAIEmbeddingsToGemini(), embeddings_problems, EMBEDDINGS,
                                      GeminiEmbeddingsUpstream()),
 }
+def _completes(raw: bytes, complete: bytes | Callable[[bytes], bool]) -> bool:
+    """A client stream ended as complete: its final bytes, or a client's own judgement (Responses)."""
+    return raw.endswith(complete) if isinstance(complete, bytes) else complete(raw)
+
+
+# Completions (fill-in-the-middle) and token counting (`completions_oracles`).
+PAIRS.update({
+    "openai-completions-openai": Pair(_registry.get("openai-completions", "openai"), completions_problems,
+                                      COMPLETIONS, OpenAICompletionsUpstream()),
+    "openai-completions-azure-openai": Pair(_registry.get("openai-completions", "azure-openai"),
+                                            completions_problems, COMPLETIONS, OpenAICompletionsUpstream()),
+    "openai-completions-mistral": Pair(_registry.get("openai-completions", "mistral"), completions_problems,
+                                       COMPLETIONS, MistralFIMUpstream(), refused_requests_are_valid=True),
+    **{f"count-tokens-{kind}": Pair(_registry.get("anthropic-count-tokens", kind), count_problems, COUNT_TOKENS,
+                                    CountUpstream(kind))
+       for kind in ("anthropic", "vertex-anthropic", "gemini", "vertex-gemini", "bedrock", "openai")},
+})
 CASES = sorted(p for name in PAIRS for p in (GOLDEN / name).glob("*") if (p / "client_request.json").exists())
 STREAMS = [c for c in CASES if PAIRS[c.parent.name].feed.source(c).exists()]
 GENERATED_STREAMS = [c for c in STREAMS if PAIRS[c.parent.name].feed.spec]
 COMPLETE_STREAMS = [c for c in STREAMS if (complete := PAIRS[c.parent.name].client.complete)
                     and (c / "client_response.sse").exists()
-                    and (c / "client_response.sse").read_bytes().endswith(complete)]
+                    and _completes((c / "client_response.sse").read_bytes(), complete)]
 
 
 def _id(case: Path) -> str:

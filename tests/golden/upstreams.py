@@ -334,3 +334,30 @@ class GeminiEmbeddingsUpstream:
 
 Upstream = (OpenAIChatUpstream | OpenAIEmbeddingsUpstream | AnthropicUpstream | BedrockUpstream | GeminiUpstream
             | GeminiEmbeddingsUpstream)
+
+
+class OpenAIResponsesUpstream:
+    """Responses upstream (OpenAI, Azure OpenAI): the openai SDK's request params, `Response` and
+    stream event types; a stream adds up to the response of its final event."""
+
+    def check_request(self, case: Path, body: dict[str, Any], meta: dict[str, Any], target: Target) -> None:
+        from simulator.responses_api import responses_request_problems
+
+        assert responses_request_problems(body) == []
+        assert meta["stream"] == (body.get("stream") is True)
+
+    def check_fixture(self, case: Path) -> None:
+        from openai.types.responses import Response, ResponseStreamEvent
+
+        if (case / "upstream_response.json").exists():
+            Response.model_validate(load(case / "upstream_response.json"))
+        if (case / "upstream_response.sse").exists():
+            adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+            for event in openai_sse((case / "upstream_response.sse").read_bytes()):
+                data = json.loads(event.data)
+                if "error" not in data or "type" in data:
+                    adapter.validate_python(data)
+
+    def whole(self, case: Path, raw: bytes) -> bytes:
+        final = [json.loads(e.data) for e in openai_sse(raw) if e.event in ("response.completed", "response.incomplete")]
+        return orjson.dumps(final[-1]["response"])

@@ -18,7 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.translate.schema import rules, sdk_anthropic_messages, sdk_openai_chat, sdk_openai_embeddings
+from extproc.translate.schema import (
+    rules,
+    sdk_anthropic_count_tokens,
+    sdk_anthropic_messages,
+    sdk_openai_chat,
+    sdk_openai_completions,
+    sdk_openai_embeddings,
+    sdk_openai_responses,
+)
 from extproc.translate.schema.engine import MAX_DEPTH, Invalid
 from extproc.translate.schema.grammar import Checker, Rules, compile_table
 from extproc.translate.schema.rules import MAX_MODEL_CHARS
@@ -28,10 +36,18 @@ __all__ = ["CHECKERS", "MAX_DEPTH", "MAX_MODEL_CHARS", "check_request"]
 ANTHROPIC = "anthropic"
 
 CHECKERS: dict[str, Checker] = {
+    "openai-completions": compile_table(
+        sdk_openai_completions.TYPES, sdk_openai_completions.ROOT,
+        Rules(rules.COMPLETIONS_BOUNDS, checks=(rules.completions_prompt,))),
+    "anthropic-count-tokens": compile_table(
+        sdk_anthropic_count_tokens.TYPES, sdk_anthropic_count_tokens.ROOT, Rules(rules.COUNT_TOKENS_BOUNDS)),
     "openai": compile_table(sdk_openai_chat.TYPES, sdk_openai_chat.ROOT, Rules(rules.OPENAI_CHAT_BOUNDS)),
     "openai-embeddings": compile_table(
         sdk_openai_embeddings.TYPES, sdk_openai_embeddings.ROOT,
         Rules(rules.EMBEDDINGS_BOUNDS, rules.EMBEDDINGS_CLOSED, checks=(rules.embedding_input,))),
+    "openai-responses": compile_table(
+        sdk_openai_responses.TYPES, sdk_openai_responses.ROOT,
+        Rules(rules.RESPONSES_BOUNDS, extra=rules.RESPONSES_OPTIONAL, checks=(rules.responses_model,))),
     ANTHROPIC: compile_table(
         sdk_anthropic_messages.TYPES, sdk_anthropic_messages.ROOT,
         Rules(rules.ANTHROPIC_BOUNDS, extra=rules.ANTHROPIC_LEGACY, checks=(rules.thinking_budget,))),
@@ -44,4 +60,4 @@ def check_request(api: str, body: dict[str, Any]) -> None:
     try:
         CHECKERS[api].check(body)
     except Invalid as e:
-        raise rules.bad_request(e, api == ANTHROPIC) from None
+        raise rules.bad_request(e, api.startswith(ANTHROPIC)) from None

@@ -49,6 +49,23 @@ OPENAI_CHAT_BOUNDS = {
     "CompletionCreateParams.max_tokens": Bound(0, None),
 }
 
+RESPONSES_BOUNDS = {
+    "ResponseCreateParams.model": _MODEL,
+    # temperature "between 0 and 2", top_p a probability, top_logprobs "between 0 and 20"
+    # (https://platform.openai.com/docs/api-reference/responses/create, the SDK's docstrings).
+    "ResponseCreateParams.temperature": Bound(0, 2),
+    "ResponseCreateParams.top_p": Bound(0, 1),
+    "ResponseCreateParams.top_logprobs": Bound(0, 20),
+    # max_output_tokens: a count; 0 means "no limit of the client's" to the gateway.
+    "ResponseCreateParams.max_output_tokens": Bound(0, None),
+}
+
+# `input_image.detail`: required in the SDK's `ResponseInputImageParam`, but its own docstring (and
+# the API reference, https://platform.openai.com/docs/api-reference/responses/create) says "Defaults
+# to `auto`", and the SDK's image type for tool outputs (`ResponseInputImageContentParam`) leaves it
+# optional: the API takes an image part without it, so the gateway does too.
+RESPONSES_OPTIONAL = {"ResponseInputImageParam": {"detail": "=low|=high|=auto|=original"}}
+
 EMBEDDINGS_BOUNDS = {
     "EmbeddingCreateParams.model": _MODEL,
     # dimensions: "The number of dimensions the resulting output embeddings should have" — the
@@ -76,6 +93,39 @@ ANTHROPIC_BOUNDS = {
     # budget_tokens: "Must be ≥1024 and less than `max_tokens`" (the second half: `thinking_budget`).
     "ThinkingConfigEnabledParam.budget_tokens": Bound(1024, None),
 }
+# OpenAI legacy Completions (https://platform.openai.com/docs/api-reference/completions/create and
+# the SDK's `CompletionCreateParams` docstrings).
+COMPLETIONS_BOUNDS = {
+    "CompletionCreateParams.model": _MODEL,
+    "CompletionCreateParams.temperature": Bound(0, 2),  # "between 0 and 2"
+    "CompletionCreateParams.top_p": Bound(0, 1),
+    "CompletionCreateParams.frequency_penalty": Bound(-2, 2),  # "Number between -2.0 and 2.0."
+    "CompletionCreateParams.presence_penalty": Bound(-2, 2),
+    "CompletionCreateParams.logit_bias.*": Bound(-100, 100),  # "a bias value from -100 to 100"
+    "CompletionCreateParams.logprobs": Bound(0, 5),  # "The maximum value for `logprobs` is 5."
+    "CompletionCreateParams.n": Bound(1, 128),
+    "CompletionCreateParams.best_of": Bound(0, 20),  # the API reference's schema: 0 to 20
+    "CompletionCreateParams.max_tokens": Bound(0, None),
+}
+
+COUNT_TOKENS_BOUNDS = {
+    "MessageCountTokensParams.model": _MODEL,
+    "MessageCountTokensParams.messages": Bound(1, None),
+}
+
+
+def completions_prompt(body: dict[str, Any]) -> None:
+    """prompt: present and not empty (the SDK's type allows null, an empty document; the gateway
+    needs a prompt to route, template and count)."""
+    prompt = body["prompt"]
+    if prompt is None or prompt == []:
+        raise Invalid("prompt", "must not be empty")
+    stop = body.get("stop")
+    # stop: "Up to 4 sequences where the API will stop generating further tokens."
+    if isinstance(stop, list) and len(stop) > 4:
+        raise Invalid("stop", "must have at most 4 items")
+
+
 # Older SDKs send these, and the Messages API still takes them; the newest types no longer define them.
 ANTHROPIC_LEGACY = {"MessageCreateParams": {"temperature": "num", "top_p": "num", "top_k": "int"}}
 
@@ -90,6 +140,13 @@ def embedding_input(body: dict[str, Any]) -> None:
     for i, item in enumerate(value):
         if item == "" or item == []:
             raise Invalid(f"input[{i}]", "must not be empty")
+
+
+def responses_model(body: dict[str, Any]) -> None:
+    """`model`: optional in the SDK (a stored prompt may name it), required by the gateway, which
+    routes by it."""
+    if "model" not in body:
+        raise Invalid("model", "", missing=True)
 
 
 def thinking_budget(body: dict[str, Any]) -> None:

@@ -10,31 +10,31 @@ ROOT = "MessageCreateParams"
 TYPES: dict[str, dict[str, str]] = {
     "MessageCreateParams": {
         "max_tokens": "!int",
-        "messages": "![UserMessageParam|AssistantMessageParam|SystemMessageParam]",
+        "messages": "![AssistantMessageParam|SystemMessageParam|UserMessageParam]",
         "model": "!str",
         "cache_control": "CacheControlEphemeralParam|null",
-        "container": "ContainerParams|str|null",
+        "container": "ContainerParams|null|str",
         "diagnostics": "DiagnosticsParam|null",
-        "inference_geo": "str|null",
+        "inference_geo": "null|str",
         "metadata": "MetadataParam",
         "output_config": "OutputConfigParam",
         "service_tier": "=auto|=standard_only",
-        "speed": "=standard|=fast|null",
+        "speed": "=fast|=standard|null",
         "stop_sequences": "[str]",
-        "system": "str|[TextBlockParam]",
+        "system": "[TextBlockParam]|str",
         "thinking": (
-            "ThinkingConfigEnabledParam|ThinkingConfigDisabledParam|ThinkingConfigBetweenToolsParam|"
-            "ThinkingConfigAdaptiveParam"
+            "ThinkingConfigAdaptiveParam|ThinkingConfigBetweenToolsParam|ThinkingConfigDisabledParam|"
+            "ThinkingConfigEnabledParam"
         ),
-        "tool_choice": "ToolChoiceAutoParam|ToolChoiceAnyParam|ToolChoiceToolParam|ToolChoiceNoneParam",
+        "tool_choice": "ToolChoiceAnyParam|ToolChoiceAutoParam|ToolChoiceNoneParam|ToolChoiceToolParam",
         "tools": (
-            "[ToolParam|ToolBash20250124Param|CodeExecutionTool20250522Param|CodeExecutionTool20250825Param|"
-            "CodeExecutionTool20260120Param|CodeExecutionTool20260521Param|BrowserToolset20260801Param|"
-            "MemoryTool20250818Param|ComputerToolset20260801Param|ToolTextEditor20250124Param|"
-            "ToolTextEditor20250429Param|ToolTextEditor20250728Param|WebSearchTool20250305Param|"
-            "WebFetchTool20250910Param|WebSearchTool20260209Param|WebFetchTool20260209Param|"
-            "WebFetchTool20260309Param|WebSearchTool20260318Param|WebFetchTool20260318Param|"
-            "ToolSearchToolBm25_20251119Param|ToolSearchToolRegex20251119Param]"
+            "[BrowserToolset20260801Param|CodeExecutionTool20250522Param|CodeExecutionTool20250825Param|"
+            "CodeExecutionTool20260120Param|CodeExecutionTool20260521Param|ComputerToolset20260801Param|"
+            "MemoryTool20250818Param|ToolBash20250124Param|ToolParam|ToolSearchToolBm25_20251119Param|"
+            "ToolSearchToolRegex20251119Param|ToolTextEditor20250124Param|ToolTextEditor20250429Param|"
+            "ToolTextEditor20250728Param|WebFetchTool20250910Param|WebFetchTool20260209Param|"
+            "WebFetchTool20260309Param|WebFetchTool20260318Param|WebSearchTool20250305Param|"
+            "WebSearchTool20260209Param|WebSearchTool20260318Param]"
         ),
         "user_profile_id": "str",
         "workspace_id": "str",
@@ -42,15 +42,15 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "UserMessageParam": {
         "content": (
-            "!str|[TextBlockParam|ImageBlockParam|DocumentBlockParam|SearchResultBlockParam|"
-            "ThinkingBlockParam|RedactedThinkingBlockParam|ToolUseBlockParam|ToolResultBlockParam|"
-            "ServerToolUseBlockParam|WebSearchToolResultBlockParam|WebFetchToolResultBlockParam|"
-            "CodeExecutionToolResultBlockParam|BashCodeExecutionToolResultBlockParam|"
-            "TextEditorCodeExecutionToolResultBlockParam|ToolSearchToolResultBlockParam|"
-            "ContainerUploadBlockParam|TextBlock|ThinkingBlock|RedactedThinkingBlock|ToolUseBlock|"
-            "ServerToolUseBlock|WebSearchToolResultBlock|WebFetchToolResultBlock|"
-            "CodeExecutionToolResultBlock|BashCodeExecutionToolResultBlock|"
-            "TextEditorCodeExecutionToolResultBlock|ToolSearchToolResultBlock|ContainerUploadBlock]"
+            "![BashCodeExecutionToolResultBlock|BashCodeExecutionToolResultBlockParam|"
+            "CodeExecutionToolResultBlock|CodeExecutionToolResultBlockParam|ContainerUploadBlock|"
+            "ContainerUploadBlockParam|DocumentBlockParam|ImageBlockParam|RedactedThinkingBlock|"
+            "RedactedThinkingBlockParam|SearchResultBlockParam|ServerToolUseBlock|ServerToolUseBlockParam|"
+            "TextBlock|TextBlockParam|TextEditorCodeExecutionToolResultBlock|"
+            "TextEditorCodeExecutionToolResultBlockParam|ThinkingBlock|ThinkingBlockParam|"
+            "ToolResultBlockParam|ToolSearchToolResultBlock|ToolSearchToolResultBlockParam|ToolUseBlock|"
+            "ToolUseBlockParam|WebFetchToolResultBlock|WebFetchToolResultBlockParam|WebSearchToolResultBlock|"
+            "WebSearchToolResultBlockParam]|str"
         ),
         "role": "!=user",
     },
@@ -59,8 +59,8 @@ TYPES: dict[str, dict[str, str]] = {
         "type": "!=text",
         "cache_control": "CacheControlEphemeralParam|null",
         "citations": (
-            "[CitationCharLocationParam|CitationPageLocationParam|CitationContentBlockLocationParam|"
-            "CitationWebSearchResultLocationParam|CitationSearchResultLocationParam]|null"
+            "[CitationCharLocationParam|CitationContentBlockLocationParam|CitationPageLocationParam|"
+            "CitationSearchResultLocationParam|CitationWebSearchResultLocationParam]|null"
         ),
     },
     "CacheControlEphemeralParam": {
@@ -70,7 +70,7 @@ TYPES: dict[str, dict[str, str]] = {
     "CitationCharLocationParam": {
         "cited_text": "!str",
         "document_index": "!int",
-        "document_title": "!str|null",
+        "document_title": "!null|str",
         "end_char_index": "!int",
         "start_char_index": "!int",
         "type": "!=char_location",
@@ -78,7 +78,7 @@ TYPES: dict[str, dict[str, str]] = {
     "CitationPageLocationParam": {
         "cited_text": "!str",
         "document_index": "!int",
-        "document_title": "!str|null",
+        "document_title": "!null|str",
         "end_page_number": "!int",
         "start_page_number": "!int",
         "type": "!=page_location",
@@ -86,7 +86,7 @@ TYPES: dict[str, dict[str, str]] = {
     "CitationContentBlockLocationParam": {
         "cited_text": "!str",
         "document_index": "!int",
-        "document_title": "!str|null",
+        "document_title": "!null|str",
         "end_block_index": "!int",
         "start_block_index": "!int",
         "type": "!=content_block_location",
@@ -94,7 +94,7 @@ TYPES: dict[str, dict[str, str]] = {
     "CitationWebSearchResultLocationParam": {
         "cited_text": "!str",
         "encrypted_index": "!str",
-        "title": "!str|null",
+        "title": "!null|str",
         "type": "!=web_search_result_location",
         "url": "!str",
     },
@@ -104,11 +104,11 @@ TYPES: dict[str, dict[str, str]] = {
         "search_result_index": "!int",
         "source": "!str",
         "start_block_index": "!int",
-        "title": "!str|null",
+        "title": "!null|str",
         "type": "!=search_result_location",
     },
     "ImageBlockParam": {
-        "source": "!Base64ImageSourceParam|URLImageSourceParam|FileImageSourceParam",
+        "source": "!Base64ImageSourceParam|FileImageSourceParam|URLImageSourceParam",
         "type": "!=image",
         "cache_control": "CacheControlEphemeralParam|null",
         "transformations": "ImageTransformationsParam|null",
@@ -131,14 +131,14 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "DocumentBlockParam": {
         "source": (
-            "!Base64PDFSourceParam|PlainTextSourceParam|ContentBlockSourceParam|URLPDFSourceParam|"
-            "FileDocumentSourceParam"
+            "!Base64PDFSourceParam|ContentBlockSourceParam|FileDocumentSourceParam|PlainTextSourceParam|"
+            "URLPDFSourceParam"
         ),
         "type": "!=document",
         "cache_control": "CacheControlEphemeralParam|null",
         "citations": "CitationsConfigParam|null",
-        "context": "str|null",
-        "title": "str|null",
+        "context": "null|str",
+        "title": "null|str",
     },
     "Base64PDFSourceParam": {
         "data": "!str",
@@ -151,7 +151,7 @@ TYPES: dict[str, dict[str, str]] = {
         "type": "!=text",
     },
     "ContentBlockSourceParam": {
-        "content": "!str|[TextBlockParam|ImageBlockParam]",
+        "content": "![ImageBlockParam|TextBlockParam]|str",
         "type": "!=content",
     },
     "URLPDFSourceParam": {
@@ -188,8 +188,8 @@ TYPES: dict[str, dict[str, str]] = {
         "name": "!str",
         "type": "!=tool_use",
         "cache_control": "CacheControlEphemeralParam|null",
-        "caller": "DirectCallerParam|ServerToolCallerParam|ServerToolCaller20260120Param",
-        "toolset_name": "str|null",
+        "caller": "DirectCallerParam|ServerToolCaller20260120Param|ServerToolCallerParam",
+        "toolset_name": "null|str",
     },
     "DirectCallerParam": {
         "type": "!=direct",
@@ -207,11 +207,11 @@ TYPES: dict[str, dict[str, str]] = {
         "type": "!=tool_result",
         "cache_control": "CacheControlEphemeralParam|null",
         "content": (
-            "str|[TextBlockParam|ImageBlockParam|SearchResultBlockParam|DocumentBlockParam|"
-            "ToolReferenceBlockParam|BrowserStateBlockParam]"
+            "[BrowserStateBlockParam|DocumentBlockParam|ImageBlockParam|SearchResultBlockParam|"
+            "TextBlockParam|ToolReferenceBlockParam]|str"
         ),
         "is_error": "bool",
-        "toolset_name": "str|null",
+        "toolset_name": "null|str",
     },
     "ToolReferenceBlockParam": {
         "tool_name": "!str",
@@ -223,8 +223,8 @@ TYPES: dict[str, dict[str, str]] = {
         "type": "!=browser_state",
         "cache_control": "CacheControlEphemeralParam|null",
         "state_changes": (
-            "[BrowserStateChangeTabOpenedParam|BrowserStateChangeDownloadStartedParam|"
-            "BrowserStateChangeDownloadCompletedParam|BrowserStateChangeDownloadFailedParam]|null"
+            "[BrowserStateChangeDownloadCompletedParam|BrowserStateChangeDownloadFailedParam|"
+            "BrowserStateChangeDownloadStartedParam|BrowserStateChangeTabOpenedParam]|null"
         ),
     },
     "BrowserStateTabEntryParam": {
@@ -246,14 +246,14 @@ TYPES: dict[str, dict[str, str]] = {
         "download_id": "!str",
         "type": "!=download_completed",
         "url": "!str",
-        "path": "str|null",
+        "path": "null|str",
         "size_bytes": "int|null",
     },
     "BrowserStateChangeDownloadFailedParam": {
         "download_id": "!str",
         "type": "!=download_failed",
         "url": "!str",
-        "error": "str|null",
+        "error": "null|str",
     },
     "ServerToolUseBlockParam": {
         "id": "!str",
@@ -264,21 +264,21 @@ TYPES: dict[str, dict[str, str]] = {
         ),
         "type": "!=server_tool_use",
         "cache_control": "CacheControlEphemeralParam|null",
-        "caller": "DirectCallerParam|ServerToolCallerParam|ServerToolCaller20260120Param",
+        "caller": "DirectCallerParam|ServerToolCaller20260120Param|ServerToolCallerParam",
     },
     "WebSearchToolResultBlockParam": {
-        "content": "![WebSearchResultBlockParam]|WebSearchToolRequestErrorObjectParam",
+        "content": "!WebSearchToolRequestErrorObjectParam|[WebSearchResultBlockParam]",
         "tool_use_id": "!str",
         "type": "!=web_search_tool_result",
         "cache_control": "CacheControlEphemeralParam|null",
-        "caller": "DirectCallerParam|ServerToolCallerParam|ServerToolCaller20260120Param",
+        "caller": "DirectCallerParam|ServerToolCaller20260120Param|ServerToolCallerParam",
     },
     "WebSearchResultBlockParam": {
         "encrypted_content": "!str",
         "title": "!str",
         "type": "!=web_search_result",
         "url": "!str",
-        "page_age": "str|null",
+        "page_age": "null|str",
     },
     "WebSearchToolRequestErrorObjectParam": {
         "error_code": (
@@ -288,11 +288,11 @@ TYPES: dict[str, dict[str, str]] = {
         "type": "!=web_search_tool_result_error",
     },
     "WebFetchToolResultBlockParam": {
-        "content": "!WebFetchToolResultErrorBlockParam|WebFetchBlockParam",
+        "content": "!WebFetchBlockParam|WebFetchToolResultErrorBlockParam",
         "tool_use_id": "!str",
         "type": "!=web_fetch_tool_result",
         "cache_control": "CacheControlEphemeralParam|null",
-        "caller": "DirectCallerParam|ServerToolCallerParam|ServerToolCaller20260120Param",
+        "caller": "DirectCallerParam|ServerToolCaller20260120Param|ServerToolCallerParam",
     },
     "WebFetchToolResultErrorBlockParam": {
         "error_code": (
@@ -306,11 +306,11 @@ TYPES: dict[str, dict[str, str]] = {
         "content": "!DocumentBlockParam",
         "type": "!=web_fetch_result",
         "url": "!str",
-        "retrieved_at": "str|null",
+        "retrieved_at": "null|str",
     },
     "CodeExecutionToolResultBlockParam": {
         "content": (
-            "!CodeExecutionToolResultErrorParam|CodeExecutionResultBlockParam|"
+            "!CodeExecutionResultBlockParam|CodeExecutionToolResultErrorParam|"
             "EncryptedCodeExecutionResultBlockParam"
         ),
         "tool_use_id": "!str",
@@ -340,7 +340,7 @@ TYPES: dict[str, dict[str, str]] = {
         "type": "!=encrypted_code_execution_result",
     },
     "BashCodeExecutionToolResultBlockParam": {
-        "content": "!BashCodeExecutionToolResultErrorParam|BashCodeExecutionResultBlockParam",
+        "content": "!BashCodeExecutionResultBlockParam|BashCodeExecutionToolResultErrorParam",
         "tool_use_id": "!str",
         "type": "!=bash_code_execution_tool_result",
         "cache_control": "CacheControlEphemeralParam|null",
@@ -365,8 +365,9 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "TextEditorCodeExecutionToolResultBlockParam": {
         "content": (
-            "!TextEditorCodeExecutionToolResultErrorParam|TextEditorCodeExecutionViewResultBlockParam|"
-            "TextEditorCodeExecutionCreateResultBlockParam|TextEditorCodeExecutionStrReplaceResultBlockParam"
+            "!TextEditorCodeExecutionCreateResultBlockParam|"
+            "TextEditorCodeExecutionStrReplaceResultBlockParam|TextEditorCodeExecutionToolResultErrorParam|"
+            "TextEditorCodeExecutionViewResultBlockParam"
         ),
         "tool_use_id": "!str",
         "type": "!=text_editor_code_execution_tool_result",
@@ -377,7 +378,7 @@ TYPES: dict[str, dict[str, str]] = {
             "!=invalid_tool_input|=unavailable|=too_many_requests|=execution_time_exceeded|=file_not_found"
         ),
         "type": "!=text_editor_code_execution_tool_result_error",
-        "error_message": "str|null",
+        "error_message": "null|str",
     },
     "TextEditorCodeExecutionViewResultBlockParam": {
         "content": "!str",
@@ -408,7 +409,7 @@ TYPES: dict[str, dict[str, str]] = {
     "ToolSearchToolResultErrorParam": {
         "error_code": "!=invalid_tool_input|=unavailable|=too_many_requests|=execution_time_exceeded",
         "type": "!=tool_search_tool_result_error",
-        "error_message": "str|null",
+        "error_message": "null|str",
     },
     "ToolSearchToolSearchResultBlockParam": {
         "tool_references": "![ToolReferenceBlockParam]",
@@ -421,8 +422,8 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "TextBlock": {
         "citations": (
-            "[CitationCharLocation|CitationPageLocation|CitationContentBlockLocation|"
-            "CitationsWebSearchResultLocation|CitationsSearchResultLocation]|null"
+            "[CitationCharLocation|CitationContentBlockLocation|CitationPageLocation|"
+            "CitationsSearchResultLocation|CitationsWebSearchResultLocation]|null"
         ),
         "text": "!str",
         "type": "!=text",
@@ -430,34 +431,34 @@ TYPES: dict[str, dict[str, str]] = {
     "CitationCharLocation": {
         "cited_text": "!str",
         "document_index": "!int",
-        "document_title": "str|null",
+        "document_title": "null|str",
         "end_char_index": "!int",
-        "file_id": "str|null",
+        "file_id": "null|str",
         "start_char_index": "!int",
         "type": "!=char_location",
     },
     "CitationPageLocation": {
         "cited_text": "!str",
         "document_index": "!int",
-        "document_title": "str|null",
+        "document_title": "null|str",
         "end_page_number": "!int",
-        "file_id": "str|null",
+        "file_id": "null|str",
         "start_page_number": "!int",
         "type": "!=page_location",
     },
     "CitationContentBlockLocation": {
         "cited_text": "!str",
         "document_index": "!int",
-        "document_title": "str|null",
+        "document_title": "null|str",
         "end_block_index": "!int",
-        "file_id": "str|null",
+        "file_id": "null|str",
         "start_block_index": "!int",
         "type": "!=content_block_location",
     },
     "CitationsWebSearchResultLocation": {
         "cited_text": "!str",
         "encrypted_index": "!str",
-        "title": "str|null",
+        "title": "null|str",
         "type": "!=web_search_result_location",
         "url": "!str",
     },
@@ -467,7 +468,7 @@ TYPES: dict[str, dict[str, str]] = {
         "search_result_index": "!int",
         "source": "!str",
         "start_block_index": "!int",
-        "title": "str|null",
+        "title": "null|str",
         "type": "!=search_result_location",
     },
     "ThinkingBlock": {
@@ -485,7 +486,7 @@ TYPES: dict[str, dict[str, str]] = {
         "input": "!{any}",
         "name": "!str",
         "type": "!=tool_use",
-        "toolset_name": "str|null",
+        "toolset_name": "null|str",
     },
     "DirectCaller": {
         "type": "!=direct",
@@ -523,14 +524,14 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "WebSearchResultBlock": {
         "encrypted_content": "!str",
-        "page_age": "str|null",
+        "page_age": "null|str",
         "title": "!str",
         "type": "!=web_search_result",
         "url": "!str",
     },
     "WebFetchToolResultBlock": {
         "caller": "DirectCaller|ServerToolCaller|ServerToolCaller20260120|null",
-        "content": "!WebFetchToolResultErrorBlock|WebFetchBlock",
+        "content": "!WebFetchBlock|WebFetchToolResultErrorBlock",
         "tool_use_id": "!str",
         "type": "!=web_fetch_tool_result",
     },
@@ -544,14 +545,14 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "WebFetchBlock": {
         "content": "!DocumentBlock",
-        "retrieved_at": "str|null",
+        "retrieved_at": "null|str",
         "type": "!=web_fetch_result",
         "url": "!str",
     },
     "DocumentBlock": {
         "citations": "CitationsConfig|null",
         "source": "!Base64PDFSource|PlainTextSource",
-        "title": "str|null",
+        "title": "null|str",
         "type": "!=document",
     },
     "CitationsConfig": {
@@ -569,7 +570,7 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "CodeExecutionToolResultBlock": {
         "content": (
-            "!CodeExecutionToolResultErrorObject|CodeExecutionResultBlock|EncryptedCodeExecutionResultBlock"
+            "!CodeExecutionResultBlock|CodeExecutionToolResultErrorObject|EncryptedCodeExecutionResultBlock"
         ),
         "tool_use_id": "!str",
         "type": "!=code_execution_tool_result",
@@ -597,7 +598,7 @@ TYPES: dict[str, dict[str, str]] = {
         "type": "!=encrypted_code_execution_result",
     },
     "BashCodeExecutionToolResultBlock": {
-        "content": "!BashCodeExecutionToolResultErrorObject|BashCodeExecutionResultBlock",
+        "content": "!BashCodeExecutionResultBlock|BashCodeExecutionToolResultErrorObject",
         "tool_use_id": "!str",
         "type": "!=bash_code_execution_tool_result",
     },
@@ -621,8 +622,8 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "TextEditorCodeExecutionToolResultBlock": {
         "content": (
-            "!TextEditorCodeExecutionToolResultErrorObject|TextEditorCodeExecutionViewResultBlock|"
-            "TextEditorCodeExecutionCreateResultBlock|TextEditorCodeExecutionStrReplaceResultBlock"
+            "!TextEditorCodeExecutionCreateResultBlock|TextEditorCodeExecutionStrReplaceResultBlock|"
+            "TextEditorCodeExecutionToolResultErrorObject|TextEditorCodeExecutionViewResultBlock"
         ),
         "tool_use_id": "!str",
         "type": "!=text_editor_code_execution_tool_result",
@@ -631,7 +632,7 @@ TYPES: dict[str, dict[str, str]] = {
         "error_code": (
             "!=invalid_tool_input|=unavailable|=too_many_requests|=execution_time_exceeded|=file_not_found"
         ),
-        "error_message": "str|null",
+        "error_message": "null|str",
         "type": "!=text_editor_code_execution_tool_result_error",
     },
     "TextEditorCodeExecutionViewResultBlock": {
@@ -661,7 +662,7 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "ToolSearchToolResultErrorObject": {
         "error_code": "!=invalid_tool_input|=unavailable|=too_many_requests|=execution_time_exceeded",
-        "error_message": "str|null",
+        "error_message": "null|str",
         "type": "!=tool_search_tool_result_error",
     },
     "ToolSearchToolSearchResultBlock": {
@@ -678,24 +679,24 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "AssistantMessageParam": {
         "content": (
-            "!str|[TextBlockParam|ImageBlockParam|DocumentBlockParam|SearchResultBlockParam|"
-            "ThinkingBlockParam|RedactedThinkingBlockParam|ToolUseBlockParam|ToolResultBlockParam|"
-            "ServerToolUseBlockParam|WebSearchToolResultBlockParam|WebFetchToolResultBlockParam|"
-            "CodeExecutionToolResultBlockParam|BashCodeExecutionToolResultBlockParam|"
-            "TextEditorCodeExecutionToolResultBlockParam|ToolSearchToolResultBlockParam|"
-            "ContainerUploadBlockParam|TextBlock|ThinkingBlock|RedactedThinkingBlock|ToolUseBlock|"
-            "ServerToolUseBlock|WebSearchToolResultBlock|WebFetchToolResultBlock|"
-            "CodeExecutionToolResultBlock|BashCodeExecutionToolResultBlock|"
-            "TextEditorCodeExecutionToolResultBlock|ToolSearchToolResultBlock|ContainerUploadBlock]"
+            "![BashCodeExecutionToolResultBlock|BashCodeExecutionToolResultBlockParam|"
+            "CodeExecutionToolResultBlock|CodeExecutionToolResultBlockParam|ContainerUploadBlock|"
+            "ContainerUploadBlockParam|DocumentBlockParam|ImageBlockParam|RedactedThinkingBlock|"
+            "RedactedThinkingBlockParam|SearchResultBlockParam|ServerToolUseBlock|ServerToolUseBlockParam|"
+            "TextBlock|TextBlockParam|TextEditorCodeExecutionToolResultBlock|"
+            "TextEditorCodeExecutionToolResultBlockParam|ThinkingBlock|ThinkingBlockParam|"
+            "ToolResultBlockParam|ToolSearchToolResultBlock|ToolSearchToolResultBlockParam|ToolUseBlock|"
+            "ToolUseBlockParam|WebFetchToolResultBlock|WebFetchToolResultBlockParam|WebSearchToolResultBlock|"
+            "WebSearchToolResultBlockParam]|str"
         ),
         "role": "!=assistant",
     },
     "SystemMessageParam": {
-        "content": "!str|[TextBlockParam]",
+        "content": "![TextBlockParam]|str",
         "role": "!=system",
     },
     "ContainerParams": {
-        "id": "str|null",
+        "id": "null|str",
         "skills": "[SkillParams]|null",
     },
     "SkillParams": {
@@ -704,13 +705,13 @@ TYPES: dict[str, dict[str, str]] = {
         "version": "str",
     },
     "DiagnosticsParam": {
-        "previous_message_id": "str|null",
+        "previous_message_id": "null|str",
     },
     "MetadataParam": {
-        "user_id": "str|null",
+        "user_id": "null|str",
     },
     "OutputConfigParam": {
-        "effort": "=low|=medium|=high|=xhigh|=max|null",
+        "effort": "=high|=low|=max|=medium|=xhigh|null",
         "format": "JSONOutputFormatParam|null",
     },
     "JSONOutputFormatParam": {
@@ -720,7 +721,7 @@ TYPES: dict[str, dict[str, str]] = {
     "ThinkingConfigEnabledParam": {
         "budget_tokens": "!int",
         "type": "!=enabled",
-        "display": "=summarized|=omitted|null",
+        "display": "=omitted|=summarized|null",
     },
     "ThinkingConfigDisabledParam": {
         "type": "!=disabled",
@@ -730,7 +731,7 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "ThinkingConfigAdaptiveParam": {
         "type": "!=adaptive",
-        "display": "=summarized|=omitted|null",
+        "display": "=omitted|=summarized|null",
     },
     "ToolChoiceAutoParam": {
         "type": "!=auto",
@@ -764,7 +765,7 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "InputSchemaTyped": {
         "type": "!=object",
-        "properties": "{any}|null",
+        "properties": "null|{any}",
         "required": "[str]|null",
     },
     "ToolBash20250124Param": {
@@ -1133,10 +1134,10 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "UserLocationParam": {
         "type": "!=approximate",
-        "city": "str|null",
-        "country": "str|null",
-        "region": "str|null",
-        "timezone": "str|null",
+        "city": "null|str",
+        "country": "null|str",
+        "region": "null|str",
+        "timezone": "null|str",
     },
     "WebFetchTool20250910Param": {
         "name": "!=web_fetch",
@@ -1156,12 +1157,12 @@ TYPES: dict[str, dict[str, str]] = {
     },
     "WebFetchURLSourcesParam": {
         "client_tool_results": (
-            "WebFetchURLSourceAllParam|WebFetchURLSourceNoneParam|WebFetchURLSourceOnlyParam|"
-            "WebFetchURLSourceExceptParam"
+            "WebFetchURLSourceAllParam|WebFetchURLSourceExceptParam|WebFetchURLSourceNoneParam|"
+            "WebFetchURLSourceOnlyParam"
         ),
         "server_tool_results": (
-            "WebFetchURLSourceAllParam|WebFetchURLSourceNoneParam|WebFetchURLSourceOnlyParam|"
-            "WebFetchURLSourceExceptParam"
+            "WebFetchURLSourceAllParam|WebFetchURLSourceExceptParam|WebFetchURLSourceNoneParam|"
+            "WebFetchURLSourceOnlyParam"
         ),
         "user_input": "WebFetchURLSourceAllParam|WebFetchURLSourceNoneParam",
     },

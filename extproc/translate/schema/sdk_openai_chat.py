@@ -10,52 +10,52 @@ ROOT = "CompletionCreateParams"
 TYPES: dict[str, dict[str, str]] = {
     "CompletionCreateParams": {
         "messages": (
-            "![ChatCompletionDeveloperMessageParam|ChatCompletionSystemMessageParam|"
-            "ChatCompletionUserMessageParam|ChatCompletionAssistantMessageParam|"
-            "ChatCompletionToolMessageParam|ChatCompletionFunctionMessageParam]"
+            "![ChatCompletionAssistantMessageParam|ChatCompletionDeveloperMessageParam|"
+            "ChatCompletionFunctionMessageParam|ChatCompletionSystemMessageParam|"
+            "ChatCompletionToolMessageParam|ChatCompletionUserMessageParam]"
         ),
         "model": "!str",
         "audio": "ChatCompletionAudioParam|null",
-        "frequency_penalty": "num|null",
-        "function_call": "=none|=auto|ChatCompletionFunctionCallOptionParam",
+        "frequency_penalty": "null|num",
+        "function_call": "=auto|=none|ChatCompletionFunctionCallOptionParam",
         "functions": "[Function_completion_create_params]",
-        "logit_bias": "{int}|null",
+        "logit_bias": "null|{int}",
         "logprobs": "bool|null",
         "max_completion_tokens": "int|null",
         "max_tokens": "int|null",
-        "metadata": "{str}|null",
+        "metadata": "null|{str}",
         "modalities": "[=text|=audio]|null",
         "moderation": "Moderation|null",
         "n": "int|null",
         "parallel_tool_calls": "bool",
         "prediction": "ChatCompletionPredictionContentParam|null",
-        "presence_penalty": "num|null",
-        "prompt_cache_key": "str|null",
+        "presence_penalty": "null|num",
+        "prompt_cache_key": "null|str",
         "prompt_cache_options": "PromptCacheOptions",
-        "prompt_cache_retention": "=in_memory|=24h|null",
-        "reasoning_effort": "=none|=minimal|=low|=medium|=high|=xhigh|=max|null",
-        "response_format": "ResponseFormatText|ResponseFormatJSONSchema|ResponseFormatJSONObject",
-        "safety_identifier": "str|null",
+        "prompt_cache_retention": "=24h|=in_memory|null",
+        "reasoning_effort": "=high|=low|=max|=medium|=minimal|=none|=xhigh|null",
+        "response_format": "ResponseFormatJSONObject|ResponseFormatJSONSchema|ResponseFormatText",
+        "safety_identifier": "null|str",
         "seed": "int|null",
-        "service_tier": "=auto|=default|=flex|=scale|=priority|=fast|null",
-        "stop": "str|[str]|null",
+        "service_tier": "=auto|=default|=fast|=flex|=priority|=scale|null",
+        "stop": "[str]|null|str",
         "store": "bool|null",
         "stream_options": "ChatCompletionStreamOptionsParam|null",
-        "temperature": "num|null",
+        "temperature": "null|num",
         "tool_choice": (
-            "=none|=auto|=required|ChatCompletionAllowedToolChoiceParam|ChatCompletionNamedToolChoiceParam|"
-            "ChatCompletionNamedToolChoiceCustomParam"
+            "=auto|=none|=required|ChatCompletionAllowedToolChoiceParam|"
+            "ChatCompletionNamedToolChoiceCustomParam|ChatCompletionNamedToolChoiceParam"
         ),
-        "tools": "[ChatCompletionFunctionToolParam|ChatCompletionCustomToolParam]",
+        "tools": "[ChatCompletionCustomToolParam|ChatCompletionFunctionToolParam]",
         "top_logprobs": "int|null",
-        "top_p": "num|null",
+        "top_p": "null|num",
         "user": "str",
-        "verbosity": "=low|=medium|=high|null",
+        "verbosity": "=high|=low|=medium|null",
         "web_search_options": "WebSearchOptions",
         "stream": "bool|null",
     },
     "ChatCompletionDeveloperMessageParam": {
-        "content": "!str|[ChatCompletionContentPartTextParam]",
+        "content": "![ChatCompletionContentPartTextParam]|str",
         "role": "!=developer",
         "name": "str",
     },
@@ -69,14 +69,14 @@ TYPES: dict[str, dict[str, str]] = {
         "ttl": "=30m|=12h",
     },
     "ChatCompletionSystemMessageParam": {
-        "content": "!str|[ChatCompletionContentPartTextParam]",
+        "content": "![ChatCompletionContentPartTextParam]|str",
         "role": "!=system",
         "name": "str",
     },
     "ChatCompletionUserMessageParam": {
         "content": (
-            "!str|[ChatCompletionContentPartTextParam|ChatCompletionContentPartImageParam|"
-            "ChatCompletionContentPartInputAudioParam|File]"
+            "![ChatCompletionContentPartImageParam|ChatCompletionContentPartInputAudioParam|"
+            "ChatCompletionContentPartTextParam|File]|str"
         ),
         "role": "!=user",
         "name": "str",
@@ -124,11 +124,11 @@ TYPES: dict[str, dict[str, str]] = {
     "ChatCompletionAssistantMessageParam": {
         "role": "!=assistant",
         "audio": "Audio|null",
-        "content": "str|[ChatCompletionContentPartTextParam|ChatCompletionContentPartRefusalParam]|null",
+        "content": "[ChatCompletionContentPartRefusalParam|ChatCompletionContentPartTextParam]|null|str",
         "function_call": "FunctionCall|null",
         "name": "str",
-        "refusal": "str|null",
-        "tool_calls": "[ChatCompletionMessageFunctionToolCallParam|ChatCompletionMessageCustomToolCallParam]",
+        "refusal": "null|str",
+        "tool_calls": "[ChatCompletionMessageCustomToolCallParam|ChatCompletionMessageFunctionToolCallParam]",
     },
     "Audio": {
         "id": "!str",
@@ -160,18 +160,18 @@ TYPES: dict[str, dict[str, str]] = {
         "name": "!str",
     },
     "ChatCompletionToolMessageParam": {
-        "content": "!str|[ChatCompletionContentPartTextParam]",
+        "content": "![ChatCompletionContentPartTextParam]|str",
         "role": "!=tool",
         "tool_call_id": "!str",
     },
     "ChatCompletionFunctionMessageParam": {
-        "content": "!str|null",
+        "content": "!null|str",
         "name": "!str",
         "role": "!=function",
     },
     "ChatCompletionAudioParam": {
         "format": "!=wav|=aac|=mp3|=flac|=opus|=pcm16",
-        "voice": "!str|VoiceID",
+        "voice": "!VoiceID|str",
     },
     "VoiceID": {
         "id": "!str",
@@ -199,7 +199,7 @@ TYPES: dict[str, dict[str, str]] = {
         "mode": "!=score|=block",
     },
     "ChatCompletionPredictionContentParam": {
-        "content": "!str|[ChatCompletionContentPartTextParam]",
+        "content": "![ChatCompletionContentPartTextParam]|str",
         "type": "!=content",
     },
     "PromptCacheOptions": {
@@ -265,7 +265,7 @@ TYPES: dict[str, dict[str, str]] = {
     "Custom_chat_completion_custom_tool_param": {
         "name": "!str",
         "description": "str",
-        "format": "CustomFormatText|CustomFormatGrammar",
+        "format": "CustomFormatGrammar|CustomFormatText",
     },
     "CustomFormatText": {
         "type": "!=text",

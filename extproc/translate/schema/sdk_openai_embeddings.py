@@ -9,7 +9,7 @@ SDK = "openai 3.63.0"
 ROOT = "EmbeddingCreateParams"
 TYPES: dict[str, dict[str, str]] = {
     "EmbeddingCreateParams": {
-        "input": "!str|[str]|[int]|[[int]]",
+        "input": "![[int]]|[int]|[str]|str",
         "model": "!str",
         "dimensions": "int",
         "encoding_format": "=float|=base64",

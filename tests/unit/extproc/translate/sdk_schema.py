@@ -127,7 +127,9 @@ class Generator:
                         members.append(part)
             if "str" in members:  # a model name: str or known literals
                 members = [m for m in members if not m.startswith("=")]
-            return "|".join(members)
+            # Sorted: Python caches typing unions by their members as a set, so the order a union
+            # comes back in depends on which equal union some module built first.
+            return "|".join(sorted(members))
         if origin in _ARRAYS or getattr(origin, "__name__", "") == "SequenceNotStr" or typ in (list, tuple):
             args = typing.get_args(typ)
             return f"[{self.expr(args[0]) if args else 'any'}]"
@@ -153,9 +155,12 @@ def generate(root: Any, root_name: str, stream: str | None) -> tuple[dict[str, d
 
 def _sources() -> dict[str, tuple[str, str, dict[str, dict[str, str]], str]]:
     """file stem → (package, root type text, table, root name)."""
+    from anthropic.types import message_count_tokens_params as count_params
     from anthropic.types import message_create_params as anthropic_params
+    from openai.types import completion_create_params as completions_params
     from openai.types import embedding_create_params
     from openai.types.chat import completion_create_params as chat_params
+    from openai.types.responses import response_create_params as responses_params
 
     return {
         "sdk_openai_chat": ("openai", "openai.types.chat.CompletionCreateParams",
@@ -163,8 +168,17 @@ def _sources() -> dict[str, tuple[str, str, dict[str, dict[str, str]], str]]:
         "sdk_openai_embeddings": ("openai", "openai.types.EmbeddingCreateParams",
                                   *generate(embedding_create_params.EmbeddingCreateParams, "EmbeddingCreateParams",
                                             None)),
+        "sdk_openai_responses": ("openai", "openai.types.responses.ResponseCreateParams",
+                                 *generate(responses_params.ResponseCreateParamsBase, "ResponseCreateParams",
+                                           "bool|null")),
         "sdk_anthropic_messages": ("anthropic", "anthropic.types.MessageCreateParams",
                                    *generate(anthropic_params.MessageCreateParamsBase, "MessageCreateParams", "bool")),
+        "sdk_openai_completions": ("openai", "openai.types.CompletionCreateParams",
+                                   *generate(completions_params.CompletionCreateParamsBase, "CompletionCreateParams",
+                                             "bool|null")),
+        "sdk_anthropic_count_tokens": ("anthropic", "anthropic.types.MessageCountTokensParams",
+                                       *generate(count_params.MessageCountTokensParams, "MessageCountTokensParams",
+                                                 None)),
     }
 
 

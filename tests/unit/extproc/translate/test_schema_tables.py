@@ -26,7 +26,8 @@ def test_every_rule_names_a_field_of_its_table() -> None:
         compile_table({"Root": {"a": "int"}}, "Root", Rules({"Root.b": Bound(0, 1)}))
     with pytest.raises(KeyError, match="unknown type"):
         compile_table({"Root": {"a": "Missing"}}, "Root", Rules({}))
-    assert set(CHECKERS) == {"openai", "openai-embeddings", "anthropic"}
+    assert set(CHECKERS) == {"openai", "openai-embeddings", "anthropic", "openai-completions", "anthropic-count-tokens",
+                            "openai-responses"}
 
 
 TABLE = {
