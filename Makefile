@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint system-deps unit integration fuzz bench bench-spike eval-routing protos clean
+.PHONY: run test lint system-deps k8s-schemas unit integration fuzz bench bench-spike eval-routing protos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,22 @@ run: $(STAMP)
 	$(VENV)/bin/interlock run
 
 ## test: lint, types and every test (unit, golden, component, integration through the real Envoy)
-test: lint system-deps
+test: lint system-deps k8s-schemas
 	$(PY) -m pytest -q -p no:cacheprovider
 
-## system-deps: Debian packages the tests start as real components (redis-server)
+## system-deps: Debian packages the tests start as real components (redis-server, prometheus)
 system-deps:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+	@command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null)
+
+## k8s-schemas: the custom resources' published schemas (npm @kubernetes-models/*) for tests/k8s
+K8S_SCHEMAS := $(VENV)/k8s-schemas/.installed-stamp
+k8s-schemas: $(K8S_SCHEMAS)
+$(K8S_SCHEMAS):
+	@mkdir -p $(VENV)/k8s-schemas
+	npm install --no-audit --no-fund --silent --prefix $(VENV)/k8s-schemas @kubernetes-models/prometheus-operator@6.0.0 \
+		@kubernetes-models/istio@3.0.1 @kubernetes-models/envoy-gateway@2.0.0
+	@touch $@
 
 ## lint: ruff, mypy and the architecture rules (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
@@ -46,11 +56,12 @@ fuzz: $(STAMP)
 	echo "fuzz campaign: seed $$seed (replay: make fuzz SEED=$$seed)"; exit $$rc
 
 ## bench: routing decision micro-benchmark, then the loopback load test (wrk from Debian),
-## plain Envoy vs Interlock in the same run
+## plain Envoy vs Interlock in the same run, and Interlock with metrics and tracing on vs off
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) bench/bench_routing.py
 	$(PY) bench/bench.py
+	$(PY) bench/bench_fim.py
 
 ## bench-spike: a burst of 10x the provider's sustainable rate through the gateway (~40 s); prints
 ## provider peak vs limit, interactive p99 TTFT ratio, batch 429s, hung requests, recovery time

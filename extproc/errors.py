@@ -166,8 +166,9 @@ def anthropic_error_type(status: int) -> str:
 
 
 def render(err: GatewayError, api: str) -> tuple[int, bytes, dict[str, str]]:
-    """Return (status, body, headers) for `err` in the client API `api`."""
-    if api == ANTHROPIC:
+    """Return (status, body, headers) for `err` in the client API `api` (Anthropic's format for
+    `anthropic` and its sub-APIs such as `anthropic-count-tokens`, OpenAI's otherwise)."""
+    if api.startswith(ANTHROPIC):
         body = {"type": "error", "error": {"type": anthropic_error_type(err.status), "message": err.message}}
     else:
         body = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}

@@ -49,6 +49,9 @@ class RouteRuntime:
     deployments: tuple[Deployment, ...]
     policy: routing.Policy
     by_id: dict[str, Deployment]
+    # Its providers in the order fallbacks follow (`routing.fallback_providers`; the renderer's
+    # `extproc.envoyconf.orders` derives the same from the config).
+    fallback_providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,14 @@ def compile_runtime(cfg: GatewayConfig, registry: Registry, environ: Mapping[str
     deployments: dict[str, list[Deployment]] = {}
     for m in cfg.models:
         p = cfg.provider(m.provider)
+        fim = (("fim_template", m.fim_template),) if m.fim_template else ()
         target = Target(m.name, m.upstream_model, upstream_api(p, m), m.max_output_tokens, m.capabilities,
-                        provider_options(p))
+                        provider_options(p) + fim)
         deployments.setdefault(m.name, []).append(Deployment(
             id=deployment_id(m, p), model=m.name, provider=p.name, input_per_mtok=m.price.input_per_mtok,
             output_per_mtok=m.price.output_per_mtok, quality=m.quality, context_window=m.context_window,
-            max_output_tokens=m.max_output_tokens, capabilities=m.capabilities, spec=m, account=providers[p.name],
+            max_output_tokens=m.max_output_tokens, capabilities=m.capabilities, spec=m,
+            account=providers[p.name],
             target=target))
     tenants = {h: t for t in cfg.tenants for h in t.api_key_sha256}
     routes: dict[str, RouteRuntime] = {}
@@ -116,4 +121,6 @@ def deployment_id(m: Model, p: Provider) -> str:
 
 
 def _route(name: str, deps: list[Deployment], policy: routing.Policy) -> RouteRuntime:
-    return RouteRuntime(name, tuple(deps), policy, {d.id: d for d in deps})
+    order = routing.fallback_providers(
+        [(d.provider, d.input_per_mtok, d.output_per_mtok, d.quality) for d in deps], policy)
+    return RouteRuntime(name, tuple(deps), policy, {d.id: d for d in deps}, order)

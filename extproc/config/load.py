@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from extproc.config.listener_tls import parse_listen
 from extproc.config.model import (
     DEFAULT_POLICY,
     PRIORITIES,
@@ -22,7 +23,6 @@ from extproc.config.model import (
     ExtProcSettings,
     GatewayConfig,
     Limits,
-    Listen,
     Metrics,
     Model,
     Price,
@@ -34,8 +34,9 @@ from extproc.config.providers import _provider
 from extproc.config.reader import _join, _Reader
 from extproc.config.routes import _policy, _route
 from extproc.limits.model import ANY, Limit, Per, Unit
+from extproc.translate.completions_fim import resolve_template
 
-CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings")
+CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings", "fim")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -60,7 +61,7 @@ def _listen(r: _Reader, raw: Any, path: str, default_port: int) -> tuple[str, in
 
 def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> Model | None:
     d = r.mapping(raw, path, ("name", "provider", "upstream_model", "price", "context_window",
-                              "max_output_tokens", "capabilities", "quality", "max_concurrency"))
+                              "max_output_tokens", "capabilities", "quality", "max_concurrency", "fim_template"))
     if d is None:
         return None
     name = r.string(d, "name", path, required=True)
@@ -84,14 +85,33 @@ def _model(r: _Reader, raw: Any, path: str, providers: dict[str, Provider]) -> M
             caps.append(cap)
     quality = r.number(d, "quality", path, 0.5, minimum=0, maximum=1)
     max_concurrency = r.number(d, "max_concurrency", path, 0, integer=True, minimum=0)
+    fim_template = _fim_template(r, d, path, caps, providers.get(provider or ""))
     if not (name and provider and upstream) or provider not in providers:
         return None
     return Model(name, provider, upstream, price, context_window, max_output, frozenset(caps), float(quality),
-                 max_concurrency)
+                 max_concurrency, fim_template)
+
+
+def _fim_template(r: _Reader, d: dict[str, Any], path: str, caps: list[str], provider: Provider | None) -> str | None:
+    """The literal FIM template of a model (`extproc.translate.completions_fim`), or None."""
+    raw = r.string(d, "fim_template", path)
+    if raw is None:
+        return None
+    where = _join(path, "fim_template")
+    if "fim" not in caps:
+        r.fail(where, "needs the capability fim")
+    if provider is not None and provider.type not in ("openai", "azure-openai"):
+        r.fail(where, f"applies to openai and azure-openai providers (prompt-only completions), not {provider.type}")
+    try:
+        return resolve_template(raw)
+    except ValueError as e:
+        r.fail(where, str(e))
+        return None
 
 
 def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | None:
-    d = r.mapping(raw, path, ("name", "api_key_sha256", "models", "priority", "deadline", "limits"))
+    d = r.mapping(raw, path, ("name", "api_key_sha256", "models", "priority", "priorities", "deadline", "limits",
+                              "explain"))
     if d is None:
         return None
     name = r.string(d, "name", path, required=True)
@@ -111,13 +131,37 @@ def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | 
         else:
             patterns.append(m)
     priority = r.string(d, "priority", path, default="default", choices=PRIORITIES) or "default"
+    priorities = _priorities(r, d, path, priority)
     deadline = r.duration(d, "deadline", path, 0.0)
     limits = [_limit(r, x, f"{path}.limits[{i}]", name or "", model_names)
               for i, x in enumerate(r.seq(d, "limits", path))]
     _unique(r, limits, lambda x: x.id, f"{path}.limits", "limit (same unit, per, model and priority)")
     if not name:
         return None
-    return Tenant(name, tuple(hashes), tuple(patterns), priority, deadline, tuple(x for x in limits if x))
+    return Tenant(name, tuple(hashes), tuple(patterns), priority, deadline, tuple(x for x in limits if x), priorities,
+                  r.flag(d, "explain", path))
+
+
+def _priorities(r: _Reader, d: dict[str, Any], path: str, priority: str) -> tuple[str, ...]:
+    """A tenant's `priorities`: known class names, its own `priority` among them; () when absent."""
+    if "priorities" not in d:
+        return ()
+    where = _join(path, "priorities")
+    raw = d["priorities"]
+    if not isinstance(raw, list) or not raw:
+        r.fail(where, f"must be a non-empty list of priority classes ({', '.join(PRIORITIES)})")
+        return ()
+    out: list[str] = []
+    for i, c in enumerate(raw):
+        if c not in PRIORITIES:
+            r.fail(f"{where}[{i}]", f"unknown priority class {str(c)[:40]!r} (expected one of {', '.join(PRIORITIES)})")
+        elif c in out:
+            r.fail(f"{where}[{i}]", f"duplicate priority class {c!r}")
+        else:
+            out.append(c)
+    if len(out) == len(raw) and priority not in out:
+        r.fail(where, f"must include the tenant's own priority {priority!r}")
+    return tuple(out)
 
 
 def _limit(r: _Reader, raw: Any, path: str, tenant: str, model_names: set[str]) -> Limit | None:
@@ -164,7 +208,7 @@ def validate(doc: Any) -> GatewayConfig:
                               "metrics", "routes", "default_policy", "rate_limit", "admission"))
     if top is None:
         raise ConfigError(r.problems or [": the config must be a mapping"])
-    address, port = _listen(r, top.get("listen"), "listen", 10000)
+    listen = parse_listen(r, top.get("listen"))
 
     providers = [_provider(r, p, f"providers[{i}]") for i, p in enumerate(r.seq(top, "providers", "", required=True))]
     _unique(r, providers, lambda p: p.name, "providers", "provider name")
@@ -207,7 +251,7 @@ def validate(doc: Any) -> GatewayConfig:
     rate_limit = _rate_limit(r, top.get("rate_limit"))
     admission = _admission(r, top.get("admission"))
     cfg = GatewayConfig(
-        listen=Listen(address, port),
+        listen=listen,
         providers=tuple(p for p in providers if p),
         models=tuple(m for m in models if m),
         tenants=tuple(t for t in tenants if t),

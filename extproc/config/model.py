@@ -17,9 +17,18 @@ DEFAULT_POLICY: Policy = WeightedPolicy(cost=1.0, latency=1.0, quality=0.0)
 
 
 @dataclass(frozen=True)
+class ListenerTls:
+    """HTTPS on the listener: PEM files Envoy reads (and reloads when they change)."""
+
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True)
 class Listen:
     address: str = "127.0.0.1"
     port: int = 10000
+    tls: ListenerTls | None = None  # None: plain HTTP (extproc.config.listener_tls)
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class ClusterSettings:
     per_try_timeout: float = 0.0  # 0 = none: an attempt may take as long as a generation does
     idle_timeout: float = 300.0  # no bytes in either direction for this long ends the stream
     outlier_detection: OutlierDetection = field(default_factory=OutlierDetection)
+    envoy: str = ""  # other Envoy Cluster fields, canonical JSON (extproc.config.cluster_override)
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Provider:
     aws_access_key_id_env: str | None = None  # bedrock
     aws_secret_access_key_env: str | None = None  # bedrock
     aws_session_token_env: str | None = None  # bedrock (optional)
+    credentials: str | None = None  # vertex: application-default; azure-openai: workload-identity
 
     @property
     def cluster_name(self) -> str:
@@ -107,6 +118,7 @@ class Model:
     capabilities: frozenset[str] = frozenset()
     quality: float = 0.5  # 0..1, the operator's judgement; read by routing policies
     max_concurrency: int = 0  # requests in flight at once the provider account allows (0 = no budget)
+    fim_template: str | None = None  # capability fim, prompt-only server: the literal FIM template
 
 
 @dataclass(frozen=True)
@@ -126,9 +138,27 @@ class Tenant:
     priority: str = "default"  # the class of a request without `x-interlock-priority`
     deadline: float = 0.0  # seconds; a request without `x-interlock-deadline-ms` gets this (0 = none)
     limits: tuple[Limit, ...] = ()  # rate limits, each keyed on this tenant
+    # Classes `x-interlock-priority` may claim; () = up to and including `priority`. Only the
+    # highest matters: lower classes are always allowed (giving up share needs no entitlement).
+    priorities: tuple[str, ...] = ()
+    # May ask for each routing decision's explanation (`x-interlock-debug: explain` → the
+    # `x-interlock-explain` response header): candidates, scores and estimates, which name the
+    # gateway's deployments and prices — for the operators' own tenants, not for customers.
+    explain: bool = False
 
     def allows(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+
+    @property
+    def top_priority(self) -> str:
+        """The highest class this tenant may use (`priorities`, else its own `priority`)."""
+        return min(self.priorities or (self.priority,), key=PRIORITIES.index)
+
+    def entitled_priority(self, claimed: str) -> str:
+        """The class a request claiming `claimed` gets: `claimed` itself, or the tenant's
+        `top_priority` when `claimed` is above it (lowered, never refused)."""
+        top = self.top_priority
+        return claimed if PRIORITIES.index(claimed) >= PRIORITIES.index(top) else top
 
 
 @dataclass(frozen=True)

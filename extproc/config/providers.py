@@ -7,21 +7,26 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from extproc.config.cluster_override import parse_override
 from extproc.config.model import ClusterSettings, Endpoint, OutlierDetection, Provider
 from extproc.config.reader import _join, _Reader
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # provider names (they name Envoy clusters)
-PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock")
+PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock", "mistral")
 _KEYED = ("api_key_env", "api_key_file")
 # Settings each provider type takes besides name, type, endpoint and cluster.
 TYPE_SETTINGS: dict[str, tuple[str, ...]] = {
     "openai": (*_KEYED, "path_prefix", "headers"),
-    "azure-openai": (*_KEYED, "api_version", "headers"),
+    "azure-openai": (*_KEYED, "api_version", "headers", "credentials"),
     "anthropic": _KEYED,
     "gemini": (*_KEYED, "api_version"),
-    "vertex": ("project", "location", "credentials_file", "token_uri"),
+    "vertex": ("project", "location", "credentials_file", "token_uri", "credentials"),
     "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"),
+    "mistral": _KEYED,  # the native fill-in-the-middle type: Codestral's POST /v1/fim/completions
 }
+# `credentials:` a type may take instead of its key settings: the cluster's workload identity
+# through the cloud's library (extproc.auth.cloud).
+CLOUD_IDENTITY = {"vertex": "application-default", "azure-openai": "workload-identity"}
 _ALL_SETTINGS = tuple(dict.fromkeys(k for keys in TYPE_SETTINGS.values() for k in keys))
 # Gemini: v1beta, not the SDK's v1 default: v1 has no systemInstruction, tools, toolConfig,
 # response schemas or function-call parts, which translation needs.
@@ -30,7 +35,8 @@ DEFAULT_API_VERSIONS = {"azure-openai": "2024-10-21", "gemini": "v1beta"}
 def _cluster(r: _Reader, raw: Any, path: str) -> ClusterSettings:
     base = ClusterSettings()
     d = r.mapping(raw, path, ("connect_timeout", "max_requests", "max_pending_requests", "max_connections",
-                              "max_retries", "per_try_timeout", "idle_timeout", "outlier_detection")) or {}
+                              "max_retries", "per_try_timeout", "idle_timeout", "outlier_detection",
+                              "envoy")) or {}
     od_path = _join(path, "outlier_detection")
     od = r.mapping(d.get("outlier_detection"), od_path, ("consecutive_5xx", "consecutive_gateway_failure",
                                                          "interval", "base_ejection_time",
@@ -55,6 +61,7 @@ def _cluster(r: _Reader, raw: Any, path: str) -> ClusterSettings:
             max_ejection_percent=r.number(od, "max_ejection_percent", od_path, odd.max_ejection_percent,
                                           integer=True, minimum=0, maximum=100),
         ),
+        envoy=parse_override(r, d.get("envoy"), _join(path, "envoy")),
     )
 
 
@@ -81,6 +88,8 @@ def _default_endpoint(ptype: str, d: dict[str, Any]) -> str | None:
         return "https://api.anthropic.com"
     if ptype == "gemini":
         return "https://generativelanguage.googleapis.com"
+    if ptype == "mistral":
+        return "https://api.mistral.ai"
     if ptype == "vertex" and isinstance(d.get("location"), str):
         loc = d["location"]
         return "https://aiplatform.googleapis.com" if loc == "global" else f"https://{loc}-aiplatform.googleapis.com"
@@ -123,7 +132,11 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
         if key in _ALL_SETTINGS and key not in allowed:
             r.fail(_join(path, key), f"not a setting of type {ptype} (its settings: {', '.join(allowed)})")
     s = {k: r.string(d, k, path) for k in _ALL_SETTINGS if k not in ("headers",) and k in allowed}
-    if ptype in ("openai", "azure-openai", "anthropic", "gemini"):
+    identity = CLOUD_IDENTITY.get(ptype or "")
+    if identity and s.get("credentials") not in (None, identity):
+        r.fail(_join(path, "credentials"), f"must be {identity} (or absent: the type's key settings)")
+    identity = identity if s.get("credentials") == identity else None
+    if ptype in ("openai", "azure-openai", "anthropic", "gemini", "mistral") and not identity:
         if s.get("api_key_env") and s.get("api_key_file"):
             r.fail(path, "api_key_env and api_key_file are exclusive: give one")
         if not s.get("api_key_env") and not s.get("api_key_file"):
@@ -131,7 +144,7 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
     required = {"vertex": ("project", "location", "credentials_file"),
                 "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env")}.get(ptype or "", ())
     for key in required:
-        if not s.get(key):
+        if not s.get(key) and not (key == "credentials_file" and identity):
             r.fail(_join(path, key), f"required for type {ptype}")
     if ptype == "azure-openai" and d.get("endpoint") is None:
         r.fail(_join(path, "endpoint"), "required for type azure-openai (https://<resource>.openai.azure.com)")
@@ -152,5 +165,5 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
         token_uri=s.get("token_uri"), region=s.get("region"),
         aws_access_key_id_env=s.get("aws_access_key_id_env"),
         aws_secret_access_key_env=s.get("aws_secret_access_key_env"),
-        aws_session_token_env=s.get("aws_session_token_env"),
+        aws_session_token_env=s.get("aws_session_token_env"), credentials=identity,
     )

@@ -62,6 +62,13 @@ class _Reader:
             return default
         return value
 
+    def flag(self, d: dict[str, Any], key: str, path: str, default: bool = False) -> bool:
+        value = d.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(_join(path, key), "must be true or false")
+            return default
+        return value
+
     def number(self, d: dict[str, Any], key: str, path: str, default: float, *, integer: bool = False,
                minimum: float | None = None, maximum: float | None = None) -> Any:
         value = d.get(key)

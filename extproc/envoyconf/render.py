@@ -41,6 +41,7 @@ import yaml
 
 from extproc import metadata
 from extproc.config.model import GatewayConfig, Limits, Provider
+from extproc.envoyconf import listener_tls, observability, overrides
 from extproc.envoyconf.fallback import aggregate_cluster, aggregate_route, upstream_filters
 from extproc.envoyconf.health import (  # noqa: F401 (LIVE_PATH, READY_PATHS: read here by the tests)
     LIVE_PATH,
@@ -66,6 +67,7 @@ from extproc.envoyconf.providers import (
 from extproc.envoyconf.providers import duration as _duration
 from extproc.envoyconf.providers import socket_address as _socket
 from extproc.limits.scheme import envoy_rate_limits
+from extproc.telemetry.settings import settings_or_default
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -356,16 +358,19 @@ def render(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, 
         "layered_runtime": {"layers": [{"name": "interlock", "static_layer": admission_runtime(cfg)},
                                        {"name": "admin", "admin_layer": {}}]},
     }
+    observability.apply(bootstrap, settings_or_default(os.environ))
+    tls_files = listener_tls.apply(bootstrap, cfg.listen.tls, out_dir, static)
     if static:
         return {"envoy.yaml": bootstrap}
     bootstrap["dynamic_resources"] = {"cds_config": _file_source(out_dir, "cds.yaml")}
-    return {"envoy.yaml": bootstrap, **dynamic_resources(cfg.providers, orders, cfg.limits, "1")}
+    return {"envoy.yaml": bootstrap, **dynamic_resources(cfg.providers, orders, cfg.limits, "1"), **tls_files}
 
 
 def _clusters(providers: Iterable[Provider], orders: list[tuple[str, ...]], limits: Limits) -> list[dict[str, Any]]:
     providers = list(providers)
     by_name = {p.name: p for p in providers}
-    return [provider_cluster(p, limits) for p in providers] + [aggregate_cluster(o, by_name) for o in orders]
+    return ([overrides.apply(provider_cluster(p, limits), p.cluster.envoy) for p in providers]
+            + [aggregate_cluster(o, by_name) for o in orders])
 
 
 def dynamic_resources(providers: Iterable[Provider], orders: list[tuple[str, ...]], limits: Limits,

@@ -37,6 +37,8 @@ class Flow:
     limited: bool = False
     sent_at: float = 0.0
     headers_at: float = 0.0
+    waiting_on: str | None = None  # the deployment a streamed request waits on for its first token
+    why: str = ""  # the decision's explanation, for a tenant that asked (`explain`)
     upstream_status: int = 0
     status: int = 0
     reply: Reply = Reply.NONE

@@ -10,6 +10,8 @@ lists say what to set and what to remove; nothing else about the Envoy messages 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 from extproc import errors, metadata
 from extproc.pb import decision as decision_record
 from extproc.runtime import Deployment
-from extproc.translate.base import Translator
+from extproc.translate.base import Target, Translator
 
 # What of the client's headers reaches a provider is an allow-list; every other client header is
 # removed, whatever its name (credentials, proxy-authorization, cookies, user-agent, forwarding and
@@ -86,15 +88,27 @@ async def prepare(translator: Translator, body: dict[str, Any], d: Deployment) -
     return Outbound(up.body, headers, up.stream, up.dropped_params)
 
 
+def account_target(d: Deployment) -> Target:
+    """`d`'s translation target with its provider account's name as the `account` option: what a
+    response translation that names the account needs (Responses ids, `responses_openai`)."""
+    return _with_account(d.target, d.provider)
+
+
+@functools.lru_cache(maxsize=4096)
+def _with_account(target: Target, account: str) -> Target:
+    return dataclasses.replace(target, options=(*target.options, ("account", account)))
+
+
 def routing_headers(chain: Sequence[Deployment], client_api: str, deadline_left_s: float | None
                     ) -> list[tuple[str, str]]:
     """What Envoy routes the first attempt by: the provider's cluster, or for several providers the
-    aggregate cluster that tries them in `chain` order; the client's error format for Envoy's own
-    replies; the route timeout left by the client's deadline."""
+    aggregate cluster that tries them in `chain` order (`selection.choose` builds only orders the
+    renderer wrote one for: `metadata.fallback_order` and its prefixes); the client's error format
+    for Envoy's own replies; the route timeout left by the client's deadline."""
     cluster = (metadata.aggregate_name(tuple(d.provider for d in chain)) if len(chain) > 1
                else chain[0].account.config.cluster_name)
     out = [(metadata.CLUSTER_HEADER, cluster),
-           (metadata.CLIENT_API_HEADER, errors.ANTHROPIC if client_api == errors.ANTHROPIC else errors.OPENAI)]
+           (metadata.CLIENT_API_HEADER, errors.ANTHROPIC if client_api.startswith(errors.ANTHROPIC) else errors.OPENAI)]
     if deadline_left_s is not None:
         out.append((metadata.ENVOY_TIMEOUT_HEADER, str(max(1, math.ceil(deadline_left_s * 1000)))))
     return out

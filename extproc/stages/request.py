@@ -27,21 +27,29 @@ from extproc.translate.schema import MAX_MODEL_CHARS, check_request
 
 OPENAI_CHAT = "openai"
 OPENAI_EMBEDDINGS = "openai-embeddings"
+OPENAI_RESPONSES = "openai-responses"
 ANTHROPIC_MESSAGES = errors.ANTHROPIC
+OPENAI_COMPLETIONS = "openai-completions"  # legacy Completions, with fill-in-the-middle (`suffix`)
+ANTHROPIC_COUNT_TOKENS = "anthropic-count-tokens"  # POST /v1/messages/count_tokens
 # Path → client API (the translator registry's first key).
 CLIENT_APIS = {"/v1/chat/completions": OPENAI_CHAT, "/v1/embeddings": OPENAI_EMBEDDINGS,
-               "/v1/messages": ANTHROPIC_MESSAGES}
+               "/v1/messages": ANTHROPIC_MESSAGES, "/v1/completions": OPENAI_COMPLETIONS,
+               "/v1/messages/count_tokens": ANTHROPIC_COUNT_TOKENS, "/v1/responses": OPENAI_RESPONSES}
 
 # A prompt head at least this long (bytes of JSON) earns an affinity key: shorter prompts gain
 # little from a provider's prompt cache.
 AFFINITY_MIN_BYTES = 1024
 AFFINITY_PREFIX_BYTES = 8192
 BYTES_PER_TOKEN = 4  # the prompt estimate before a provider counts: a quarter of the body's bytes
+# On an answer whose x-interlock-priority claim was above the tenant's entitlement: the claimed class.
+PRIORITY_LOWERED_HEADER = "x-interlock-priority-lowered-from"
 
 
 @dataclass(frozen=True, slots=True)
 class RequestHead:
-    """What the request headers say. `deadline_ms` 0 means none."""
+    """What the request headers say. `deadline_ms` 0 means none. `priority` is the class the
+    request gets (the tenant's entitlement applied); `lowered_from` the class `x-interlock-priority`
+    claimed when it was above the entitlement, else ""."""
 
     request_id: str
     path: str  # without the query, trailing slash removed
@@ -50,6 +58,7 @@ class RequestHead:
     priority: str
     deadline_ms: int
     headers: Mapping[str, str]  # lowercase names, as Envoy sent them
+    lowered_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +68,7 @@ class ClientRequest:
     - `api`: the client API (`openai`, `openai-embeddings`, `anthropic`).
     - `max_output_tokens`: the client's limit on the answer (OpenAI `max_completion_tokens`, else
       `max_tokens`; Anthropic `max_tokens`), None when absent or 0.
-    - `needs`: the capabilities the request uses (`tools`, `images`, `json`).
+    - `needs`: the capabilities the request uses (`tools`, `images`, `json`; `fim`: a completions `suffix`).
     - `affinity_key`: a digest of the stable prompt head (system prompt and first turn) when it is
       long enough to be worth a provider's prompt cache, else None.
     - `est_input_tokens`: the prompt estimate, a quarter of the body's bytes (at least 1).
@@ -111,11 +120,23 @@ def authenticate(headers: Mapping[str, str], tenants_by_key_hash: Mapping[str, T
 
 def read_head(headers: Mapping[str, str], tenants_by_key_hash: Mapping[str, Tenant]) -> RequestHead:
     """Authenticate and read the admission headers (`x-interlock-priority`,
-    `x-interlock-deadline-ms`; the tenant's defaults without them). 401 / 400."""
+    `x-interlock-deadline-ms`; the tenant's defaults without them). 401 / 400. A class above the
+    tenant's entitlement (`Tenant.entitled_priority`) is lowered to it, not refused."""
     tenant = authenticate(headers, tenants_by_key_hash)
-    priority, deadline_ms = _admission_class(headers, tenant)
+    claimed, deadline_ms = _admission_class(headers, tenant)
+    priority = tenant.entitled_priority(claimed)
     return RequestHead(headers.get(metadata.REQUEST_ID_HEADER, ""), normalized_path(headers),
-                       headers.get(":method", "GET"), tenant, priority, deadline_ms, headers)
+                       headers.get(":method", "GET"), tenant, priority, deadline_ms, headers,
+                       claimed if priority != claimed else "")
+
+
+def priority_headers(head: RequestHead | None) -> list[tuple[str, str]]:
+    """The response headers naming the class a request got (`x-interlock-priority`) and, when its
+    claim was lowered, the class it claimed (`x-interlock-priority-lowered-from`)."""
+    if head is None:
+        return []
+    out = [(metadata.PRIORITY_HEADER, head.priority)]
+    return [*out, (PRIORITY_LOWERED_HEADER, head.lowered_from)] if head.lowered_from else out
 
 
 def _admission_class(h: Mapping[str, str], tenant: Tenant) -> tuple[str, int]:
@@ -196,9 +217,16 @@ def client_request(api: str, body: dict[str, Any], raw: bytes) -> ClientRequest:
     field) and read the fields decisions need."""
     check_request(api, body)
     model = body["model"]
+    if api in (OPENAI_COMPLETIONS, ANTHROPIC_COUNT_TOKENS):
+        return _short_request(api, body, raw)
     embeddings = api == OPENAI_EMBEDDINGS
     stream = not embeddings and body.get("stream") is True
     opts = body.get("stream_options")
+    if api == OPENAI_RESPONSES:  # a Responses stream always ends with its usage (`response.completed`)
+        return ClientRequest(
+            api=api, body=body, raw=raw, model=model, stream=stream, include_usage=stream, encoding_format="float",
+            max_output_tokens=max_output_tokens(api, body), needs=responses_needs(body),
+            affinity_key=affinity_key(body), est_input_tokens=max(1, len(raw) // BYTES_PER_TOKEN))
     return ClientRequest(
         api=api, body=body, raw=raw, model=model, stream=stream,
         include_usage=bool(stream and isinstance(opts, dict) and opts.get("include_usage")),
@@ -209,10 +237,34 @@ def client_request(api: str, body: dict[str, Any], raw: bytes) -> ClientRequest:
         est_input_tokens=max(1, len(raw) // BYTES_PER_TOKEN))
 
 
+_FIM = frozenset({"fim"})
+
+
+def _short_request(api: str, body: dict[str, Any], raw: bytes) -> ClientRequest:
+    """Completions (the code-completion path: only what routing and metering read, no prompt
+    walk; `needs` is `fim` with a `suffix`, so routing keeps to models that fill in the middle) and token counting (spends no tokens: no output, a prompt estimate of 0, so the rate
+    limit charges the request and no tokens; never streamed)."""
+    if api == ANTHROPIC_COUNT_TOKENS:
+        return ClientRequest(api=api, body=body, raw=raw, model=body["model"], stream=False, include_usage=False,
+                             encoding_format="float", max_output_tokens=None, needs=needs(body), affinity_key=None,
+                             est_input_tokens=0)
+    stream = body.get("stream") is True
+    opts = body.get("stream_options")
+    return ClientRequest(
+        api=api, body=body, raw=raw, model=body["model"], stream=stream,
+        include_usage=bool(stream and isinstance(opts, dict) and opts.get("include_usage")),
+        encoding_format="float", max_output_tokens=max_output_tokens(api, body),
+        needs=_FIM if body.get("suffix") is not None else frozenset(), affinity_key=None,
+        est_input_tokens=max(1, len(raw) // BYTES_PER_TOKEN))
+
+
 def max_output_tokens(api: str, body: Mapping[str, Any]) -> int | None:
     """The one rule for the client's output limit: a non-negative integer (never a boolean),
     else 400 naming the field (the request check already ensures it); absent or 0 → None."""
-    names = ("max_tokens",) if api == ANTHROPIC_MESSAGES else ("max_completion_tokens", "max_tokens")
+    names = ("max_tokens",) if api in (ANTHROPIC_MESSAGES, OPENAI_COMPLETIONS) else ("max_completion_tokens",
+                                                                                      "max_tokens")
+    if api == OPENAI_RESPONSES:
+        names = ("max_output_tokens",)
     for name in names:
         value = body.get(name)
         if value is None:
@@ -244,11 +296,34 @@ def needs(body: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(found)
 
 
+def responses_needs(body: Mapping[str, Any]) -> frozenset[str]:
+    """`needs` of a Responses body: `tools`, `json` (`text.format` a JSON schema or object),
+    `images` (an `input_image` part in any input message)."""
+    found = set()
+    if body.get("tools"):
+        found.add("tools")
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        found.add("json")
+    items = body.get("input")
+    for item in items if isinstance(items, list) else ():
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "input_image" for p in content):
+            found.add("images")
+            break
+    return frozenset(found)
+
+
 def affinity_key(body: Mapping[str, Any]) -> bytes | None:
-    """A hash of the stable head of the prompt (system prompt and first turn): requests sharing
-    it share the provider's prompt cache, so they should land on the same deployment."""
+    """A hash of the stable head of the prompt (system prompt and first turn; Responses:
+    `instructions` and the first input items): requests sharing it share the provider's prompt
+    cache, so they should land on the same deployment."""
     messages = body.get("messages")
-    head: list[Any] = [body.get("system")] if body.get("system") else []
+    if messages is None and "input" in body:
+        messages = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    system = body.get("system") or body.get("instructions")
+    head: list[Any] = [system] if system else []
     if isinstance(messages, list):
         head += messages[:2]
     prefix = orjson.dumps(head)

@@ -8,7 +8,8 @@ was; `stream_cut`: a passthrough stream that ended without its final event). `fa
 gateway-side reasons a non-2xx answer is not the provider's own error (the client's deadline
 passed; the provider was never reached); the provider's own error body is translated when it
 arrives. `refused_by_gateway` / `limiter_down` recognise the refusals of Envoy's rate-limit filter,
-which are the gateway's, not a provider's. Pure functions.
+which are the gateway's, not a provider's; `over_limit` words a refusal by one of the tenant's
+limits, naming the limit the rate-limit service says was hit. Pure functions.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Iterable, Mapping
 
 from extproc import envoy_msgs as msgs
 from extproc import errors, metadata
+from extproc.limits.model import ANY, Per, Unit, amount_text, describe
+from extproc.limits.scheme import EXCEEDED_HEADER
 from extproc.runtime import Deployment
 from extproc.stages import metering
 from extproc.stages.feedback import RATELIMIT_PREFIX
@@ -109,6 +112,41 @@ def limiter_down(headers: Mapping[str, str]) -> errors.RateLimited | None:
                               "count (rate_limit.failure_mode: closed); retry shortly.", 1)
 
 
+# Envoy's mark on its rate-limit filter's refusals, and the rate-limit service's word on which limit
+# refused (`extproc.limits.scheme`): read here, never shown to the client.
+REFUSAL_HEADERS = ["x-envoy-ratelimited", EXCEEDED_HEADER]
+
+
+def over_limit(headers: Mapping[str, str], model: str | None, priority: str | None) -> errors.RateLimited:
+    """The 429 for a request over one of its tenant's limits, naming the limit (unit, window, the
+    tenant's amount, what is left and what the request needed), with the service's `retry-after`."""
+    raw = headers.get("retry-after", "")
+    retry = int(raw) if raw.isascii() and raw.isdigit() else 1
+    words = _exceeded_words(headers.get(EXCEEDED_HEADER, ""), model, priority)
+    if words is None:
+        return errors.RateLimited(f"Rate limit exceeded for this API key; retry after {retry} s (Retry-After).", retry)
+    return errors.RateLimited(f"Rate limit exceeded: {words}. Retry after {retry} s (Retry-After), when the "
+                              "window resets.", retry)
+
+
+def _exceeded_words(value: str, model: str | None, priority: str | None) -> str | None:
+    fields = dict(part.partition("=")[::2] for part in value.split(";") if part)
+    try:
+        unit, per = Unit(fields["unit"]), Per(fields["per"])
+        amount, left, needed = int(fields["amount"]), int(fields["remaining"]), int(fields["needed"])
+    except (KeyError, ValueError):
+        return None
+    text = describe(unit, amount, per, header_value(model) if model and fields.get("model") == "1" else ANY,
+                    priority if priority and fields.get("priority") == "1" else ANY)
+    if unit is Unit.REQUESTS:
+        return f"this API key may make {text}, and none are left in this window"
+    what = f"${amount_text(needed, unit)}" if unit is Unit.USD else f"{needed} token{'' if needed == 1 else 's'}"
+    rest = f"${amount_text(left, unit)}" if unit is Unit.USD else f"{left}"
+    why = "its prompt at the model's input price" if unit is Unit.USD else "its prompt, estimated"
+    return (f"this API key may use {text}; {rest} {'is' if unit is Unit.USD else 'are'} left in this window "
+            f"and this request needs at least {what} ({why})")
+
+
 def deadline_passed(status: int, headers: Mapping[str, str], deadline_at: float | None, now: float) -> bool:
     """Envoy's route timeout, set from the client's deadline, ran out: the client's choice, not the
     provider's failure (nothing is learned from it)."""
@@ -178,7 +216,7 @@ def error_headers(err: errors.GatewayError, api: str, headers: list[tuple[str, s
 
 def error_event(api: str, body: bytes) -> bytes:
     """An error rendered as the last event of a stream whose first bytes reached the client."""
-    return (b"event: error\n" if api == errors.ANTHROPIC else b"") + b"data: " + body + b"\n\n"
+    return (b"event: error\n" if api.startswith(errors.ANTHROPIC) else b"") + b"data: " + body + b"\n\n"
 
 
 def access_log(request_id: str, tenant: str, d: Deployment | None, status: int, upstream_status: int | None,

@@ -215,7 +215,7 @@ def test_both_key_headers_authenticate(gw: ServicerHarness) -> None:
 
 
 def test_unknown_path_is_404(gw: ServicerHarness) -> None:
-    [resp] = gw.process([headers_msg(client_headers("/v1/completions", body=b"{}"))])
+    [resp] = gw.process([headers_msg(client_headers("/v1/images/generations", body=b"{}"))])
     status, body, _ = immediate(resp)
     assert status == 404
     assert_openai_error(body, "not_found_error", "unknown_url")
@@ -285,6 +285,8 @@ def test_models_list_in_anthropic_format(gw: ServicerHarness) -> None:
     assert status == 200
     # The narrow tenant sees only what it may use; created_at is when the worker started serving.
     created = body["data"][0].pop("created_at")
+    # Which request paths serve the model (a chat model: chat, messages, responses, ...).
+    assert {"/v1/chat/completions", "/v1/messages", "/v1/responses"} <= set(body["data"][0].pop("apis"))
     assert body == {"data": [{"type": "model", "id": "gpt-4o-mini", "display_name": "gpt-4o-mini"}],
                     "has_more": False, "first_id": "gpt-4o-mini", "last_id": "gpt-4o-mini"}
     started = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
@@ -532,17 +534,30 @@ def test_every_passthrough_stream_is_read_and_never_changed(gw: ServicerHarness)
         s.close()
 
 
-def test_gateway_rate_limit_reply_passes_through(gw: ServicerHarness) -> None:
+EXCEEDED = {"x-interlock-ratelimit-exceeded": "unit=tokens;per=minute;amount=40000;remaining=12;needed=90;model=0;"
+                                               "priority=0"}
+
+
+def test_gateway_rate_limit_reply_is_worded_naming_the_limit(gw: ServicerHarness) -> None:
+    """Envoy's rate-limit filter refused: the answer names the limit the rate-limit service says
+    was hit, in the client's format; the service's word and Envoy's mark are removed."""
     body = chat_body()
     r = gw.process([headers_msg(client_headers(body=body)), body_msg(body),
                     response_headers_msg(429, {"content-type": "application/json", "x-envoy-ratelimited": "true",
-                                               "retry-after": "3"})])
+                                               "retry-after": "3", **EXCEEDED}),
+                    response_body_msg(b'{"error":{"message":"Rate limit exceeded"}}', end_of_stream=True)])
     rh = r[2]
-    assert rh.mode_override.response_body_mode == NONE
+    assert rh.mode_override.response_body_mode == BUFFERED
     set_headers, removed = header_mutation(rh.response_headers.response)
     assert set_headers[metadata.PROVIDER_HEADER] == metadata.GATEWAY_PROVIDER
     assert set_headers[metadata.MODEL_HEADER] == "claude-haiku"
-    assert removed == ["x-envoy-ratelimited"]
+    assert set_headers[metadata.PRIORITY_HEADER] == "default"
+    assert sorted(removed) == ["x-envoy-ratelimited", "x-interlock-ratelimit-exceeded"]
+    status, out_headers, err = rendered_error(r[3])
+    assert status == 429 and out_headers["retry-after"] == "3"
+    assert err["error"]["code"] == "rate_limit_exceeded"
+    assert err["error"]["message"].startswith("Rate limit exceeded: this API key may use 40000 tokens per minute; "
+                                              "12 are left in this window"), err
 
 
 # -- response body: a streamed Anthropic answer to an OpenAI client -------------------------------
@@ -1163,9 +1178,11 @@ def test_the_gateways_rate_limit_refusal_is_logged_as_the_gateways(
     with caplog.at_level("INFO", logger="interlock.router"):
         gw.process([headers_msg(client_headers(body=body)), body_msg(body),
                     response_headers_msg(429, {"content-type": "application/json", "x-envoy-ratelimited": "true",
-                                               "retry-after": "3"})])
+                                               "retry-after": "3", **EXCEEDED}),
+                    response_body_msg(b"{}", end_of_stream=True)])
     [line] = [r.getMessage() for r in caplog.records if RID in r.getMessage()]
     assert " provider=interlock " in line and " model=claude-haiku " in line and " upstream_status=- " in line, line
+    assert " status=429 " in line, line
 
 
 @pytest.mark.parametrize(("path", "auth"), [("/v1/chat/completions", "bearer"), ("/v1/messages", "x-api-key")])

@@ -180,7 +180,7 @@ def test_unknown_and_forbidden_models_are_404(gateway: Gateway) -> None:
 
 
 def test_unknown_path_is_404(gateway: Gateway) -> None:
-    assert_openai_error(post(gateway, {"x": 1}, path="/v1/completions"), 404)
+    assert_openai_error(post(gateway, {"x": 1}, path="/v1/images/generations"), 404)
 
 
 def test_oversized_body_is_413(gateway: Gateway) -> None:

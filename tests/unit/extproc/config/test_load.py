@@ -178,3 +178,17 @@ def test_where_a_duplicate_key_is_reported(text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_yaml(text, "f.yaml")
     assert e.value.problems == [problem]
+
+
+@pytest.mark.parametrize(("tenant", "priority", "priorities", "top"), [
+    ("{}", "default", (), "default"),
+    ("{priority: batch}", "batch", (), "batch"),
+    ("{priority: interactive}", "interactive", (), "interactive"),
+    ("{priorities: [batch, default, interactive]}", "default", ("batch", "default", "interactive"), "interactive"),
+    ("{priority: batch, priorities: [default, batch]}", "batch", ("default", "batch"), "default"),
+])
+def test_a_tenants_priority_entitlement(tenant: str, priority: str, priorities: tuple[str, ...], top: str) -> None:
+    text = ("providers: [{name: openai, type: openai, api_key_env: K}]\nmodels: [{name: a, provider: openai}]\n"
+            f"tenants: [{{name: t, api_key_sha256: ['{'0' * 64}'], " + tenant.strip("{}") + "}]\n")
+    [t] = load_text(text.replace(", }", "}")).tenants
+    assert (t.priority, t.priorities, t.top_priority) == (priority, priorities, top)

@@ -61,7 +61,10 @@ def test_each_attempt_of_a_fallback_order_is_cut_at_the_shortest_idle_timeout_of
     by_name = {p.name: p for p in cfg.providers}
     fallback = {r["route"]["cluster"]: r["route"] for r in _routes(_boot(cfg))
                 if r.get("route", {}).get("cluster", "").startswith(metadata.AGGREGATE_PREFIX)}
-    assert len(fallback) == 6 + 6  # every order of 2 and of 3 of the three providers
+    # One order per provider (it first, then the others in route order) and its prefix of two.
+    assert sorted(fallback) == sorted(metadata.aggregate_name(o) for o in [
+        ("quick", "patient", "middling"), ("quick", "patient"), ("patient", "quick", "middling"),
+        ("patient", "quick"), ("middling", "quick", "patient"), ("middling", "quick")])
     for name, route in fallback.items():
         order = tuple(name.removeprefix(metadata.AGGREGATE_PREFIX).split("~"))
         shortest = min(by_name[p].cluster.idle_timeout for p in order)
@@ -73,7 +76,10 @@ def test_each_attempt_of_a_fallback_order_is_cut_at_the_shortest_idle_timeout_of
         # The primary's first-byte timeout stays.
         assert ("per_try_timeout" in route["retry_policy"]) == (order[0] == "quick"), name
     assert _seconds(fallback["fallback~patient~quick"]["retry_policy"]["per_try_idle_timeout"]) == 8
-    assert _seconds(fallback["fallback~patient~middling"]["retry_policy"]["per_try_idle_timeout"]) == 30
+    assert _seconds(fallback["fallback~patient~quick~middling"]["retry_policy"]["per_try_idle_timeout"]) == 8
+    # Without the 8 s provider: the 30 s one bounds the 300 s one.
+    no_quick = {p.name: p for p in cfg.providers if p.name != "quick"}
+    assert attempt_idle_timeout(("patient", "middling"), no_quick) == 30
 
 
 def test_admission_control_is_per_provider_not_on_the_listener() -> None:

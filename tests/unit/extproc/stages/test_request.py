@@ -407,7 +407,8 @@ def test_authentication_failures_are_401(headers: dict[str, str], message: str) 
 @pytest.mark.parametrize(("key", "extra", "priority", "deadline_ms"), [
     ("sk-main", {}, "default", 0),
     ("sk-slow", {}, "batch", 2500),
-    ("sk-slow", {"x_interlock_priority": "interactive"}, "interactive", 2500),
+    # Above its entitlement (its own class, batch): lowered, not refused.
+    ("sk-slow", {"x_interlock_priority": "interactive"}, "batch", 2500),
     ("sk-main", {"x_interlock_priority": " BATCH "}, "batch", 0),
     ("sk-main", {"x_interlock_deadline_ms": "30000"}, "default", 30000),
     ("sk-slow", {"x_interlock_deadline_ms": "1"}, "batch", 1),
@@ -418,6 +419,28 @@ def test_priority_and_deadline_headers_and_the_tenants_defaults(key: str, extra:
                                                                  deadline_ms: int) -> None:
     head = request.read_head(_headers(authorization=f"Bearer {key}", **extra), TENANTS)
     assert (head.priority, head.deadline_ms) == (priority, deadline_ms)
+
+
+@pytest.mark.parametrize(("tenant", "claimed", "used", "lowered_from"), [
+    (Tenant("t", ()), None, "default", ""),
+    (Tenant("t", ()), "interactive", "default", "interactive"),
+    (Tenant("t", ()), "default", "default", ""),
+    (Tenant("t", ()), "batch", "batch", ""),  # a lower class needs no entitlement
+    (Tenant("t", (), priority="batch"), "default", "batch", "default"),
+    (Tenant("t", (), priority="interactive"), "interactive", "interactive", ""),
+    (Tenant("t", (), priorities=("batch", "default", "interactive")), "interactive", "interactive", ""),
+    (Tenant("t", (), priority="batch", priorities=("batch", "default")), "interactive", "default", "interactive"),
+    (Tenant("t", (), priority="batch", priorities=("batch", "default")), None, "batch", ""),
+])
+def test_a_priority_above_the_tenants_entitlement_is_lowered_and_named(
+        tenant: Tenant, claimed: str | None, used: str, lowered_from: str) -> None:
+    tenants = {sha("sk-t"): tenant}
+    extra = {} if claimed is None else {"x_interlock_priority": claimed}
+    head = request.read_head(_headers(authorization="Bearer sk-t", **extra), tenants)
+    assert (head.priority, head.lowered_from) == (used, lowered_from)
+    named = [("x-interlock-priority", used)] + ([("x-interlock-priority-lowered-from", claimed)] if lowered_from else [])
+    assert request.priority_headers(head) == named
+    assert request.priority_headers(None) == []
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -473,8 +496,8 @@ def test_client_api_by_path(path: str, api: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "method", "has_body", "length", "status", "message"), [
-    ("/v1/completions", "POST", True, "10", 404, "Unknown path /v1/completions."),
-    ("/v1/messages/count_tokens", "POST", True, "10", 404, "Unknown path /v1/messages/count_tokens."),
+    ("/v1/images/generations", "POST", True, "10", 404, "Unknown path /v1/images/generations."),
+    ("/v1/messages/batches", "POST", True, "10", 404, "Unknown path /v1/messages/batches."),
     ("/v1/chat/completions", "GET", False, "", 405, "Method GET is not allowed on /v1/chat/completions."),
     ("/v1/embeddings", "PUT", True, "10", 405, "Method PUT is not allowed on /v1/embeddings."),
     ("/v1/messages", "POST", False, "", 400, "The request needs a JSON body."),

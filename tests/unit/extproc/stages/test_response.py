@@ -107,6 +107,38 @@ def test_limiter_down_is_a_429_with_retry_after_only_without_envoys_over_limit_m
     assert int(err.headers["retry-after"]) >= 1 and "failure_mode" in err.message
 
 
+EXCEEDED = "x-interlock-ratelimit-exceeded"
+
+
+@pytest.mark.parametrize(("exceeded", "model", "priority", "retry", "message"), [
+    ("unit=tokens;per=minute;amount=40000;remaining=1200;needed=5000;model=0;priority=0", "gpt", "default", "13",
+     "Rate limit exceeded: this API key may use 40000 tokens per minute; 1200 are left in this window and this "
+     "request needs at least 5000 tokens (its prompt, estimated). Retry after 13 s (Retry-After), when the window "
+     "resets."),
+    ("unit=usd;per=day;amount=10000;remaining=20;needed=75;model=1;priority=1", "gpt", "batch", "4222",
+     "Rate limit exceeded: this API key may use $0.01 per day on model gpt for batch requests; $0.00002 is left in "
+     "this window and this request needs at least $0.000075 (its prompt at the model's input price). Retry after "
+     "4222 s (Retry-After), when the window resets."),
+    ("unit=requests;per=hour;amount=2;remaining=0;needed=1;model=0;priority=1", "m", "batch", "60",
+     "Rate limit exceeded: this API key may make 2 requests per hour for batch requests, and none are left in "
+     "this window. Retry after 60 s (Retry-After), when the window resets."),
+    # A model name is made header- and text-safe; without the service's word, the generic text.
+    ("unit=tokens;per=hour;amount=1;remaining=0;needed=1;model=1;priority=0", "a\r\nb", None, "5",
+     "Rate limit exceeded: this API key may use 1 token per hour on model a%0D%0Ab; 0 are left in this window and "
+     "this request needs at least 1 token (its prompt, estimated). Retry after 5 s (Retry-After), when the "
+     "window resets."),
+    (None, "m", "default", "7", "Rate limit exceeded for this API key; retry after 7 s (Retry-After)."),
+    ("unit=bytes;per=hour", "m", "default", "x", "Rate limit exceeded for this API key; retry after 1 s (Retry-After)."),
+])
+def test_over_limit_names_the_limit_that_was_hit(exceeded: str | None, model: str, priority: str | None, retry: str,
+                                                 message: str) -> None:
+    headers = {"x-envoy-ratelimited": "true", "retry-after": retry, **({EXCEEDED: exceeded} if exceeded else {})}
+    err = response.over_limit(headers, model, priority)
+    assert (err.status, err.type, err.code, err.message) == (429, "rate_limit_error", "rate_limit_exceeded", message)
+    assert err.headers["retry-after"] == (retry if retry.isdigit() else "1")
+    assert EXCEEDED in response.REFUSAL_HEADERS  # the service's word is never shown as is
+
+
 UPSTREAM = {"x-envoy-upstream-service-time": "120"}
 DEADLINE_AT = 100.0
 

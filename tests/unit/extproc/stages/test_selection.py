@@ -43,7 +43,8 @@ def ids(chain: list[Deployment]) -> list[str]:
 @pytest.mark.parametrize(("model", "route", "chain"), [
     ("gpt", None, [GPT]),
     ("claude", None, [CLAUDE]),
-    ("cheap", "cheap", [GPT, FLASH, CLAUDE]),
+    # The ranking's best first, then the route's other providers in its static order.
+    ("cheap", "cheap", [GPT, FLASH, CLAUDE]),  # fallbacks in the static order of `cheapest`: by price
     ("smart", "smart", [CLAUDE, GPT]),
     # twin-a and twin-b are both on openai: the chain keeps the better one per provider.
     ("pair", "pair", [TWIN_A, CLAUDE]),
@@ -109,11 +110,11 @@ def test_no_candidate_able_to_serve_is_400_with_the_reasons(fields: dict[str, An
         400, "model", f"No model behind `smart` can serve this request ({reasons}).")
 
 
-def test_a_cooling_candidate_moves_behind_the_others() -> None:
+def test_a_cooling_candidate_is_not_first_but_keeps_its_place_among_the_fallbacks() -> None:
     s = state()
     s.stats.record_failure(GPT.id, NOW)
     chain, _ = selection.choose(s, runtime().routes["cheap"], chat("cheap"), tenant())
-    assert ids(chain) == [FLASH.id, CLAUDE.id]
+    assert ids(chain) == [FLASH.id, GPT.id, CLAUDE.id]
 
 
 def test_an_exploring_decision_records_its_probe() -> None:
@@ -128,9 +129,13 @@ def test_an_exploring_decision_records_its_probe() -> None:
 
 
 @pytest.mark.parametrize(("who", "fields", "expected"), [
-    ("main", {}, {"needs": frozenset(), "max_output_tokens": None, "allowed_models": None}),
+    ("main", {}, {"needs": frozenset(), "max_output_tokens": None, "allowed_models": None,
+                  "observes_latency": False}),
+    ("main", {"stream": True}, {"needs": frozenset(), "max_output_tokens": None, "allowed_models": None,
+                                "observes_latency": True}),
     ("narrow", {"max_tokens": 64, "tools": [{"type": "function", "function": {"name": "f"}}]},
-     {"needs": frozenset({"tools"}), "max_output_tokens": 64, "allowed_models": frozenset({"gpt"})}),
+     {"needs": frozenset({"tools"}), "max_output_tokens": 64, "allowed_models": frozenset({"gpt"}),
+      "observes_latency": False}),
 ])
 def test_route_request(who: str, fields: dict[str, Any], expected: dict[str, Any]) -> None:
     req = chat("smart", **fields)
