@@ -20,7 +20,9 @@ broken constraints) aligned to it. Pure; randomness enters as `rand` (uniform in
   ranks by latency — and its estimate is older than `PROBE_AFTER_S`; and in either case no probe of it
   was sent in the last `PROBE_AFTER_S` without an answer since. This is how a deployment that was slow
   and has healed gets traffic back within seconds, at a cost bounded by the exploration rate.
-  `rand / exploration` (or `rand`, when paced by the caller) then picks uniformly among them.
+  `rand / exploration` (or `rand`, when paced by the caller) then picks uniformly among them — among
+  those in a slow regime (`routing.stats`), when any is: their heal is what would change decisions,
+  and a deployment that is always slow would otherwise take every other probe.
 - `affinity_pool` / `rendezvous`: see `routing.affinity`.
 - `with_fallbacks`: the primary, then the rest in objective order, cut to `max_attempts`. If the first
   fallback would share the primary's provider while a deployment of another provider in the same tier
@@ -126,6 +128,10 @@ def explore(policy: Policy, ranked: Sequence[int], eligible: Sequence[Deployment
             pool.append(i)
     if not pool:
         return None
+    # Those that slowed down lately first: their heal is what changes decisions, and a deployment
+    # that is always slow would otherwise take every other probe.
+    slowed = [i for i in pool if snapshot.estimate(eligible[i].id).regime > 0]
+    pool = slowed or pool
     pick = rand / rate if due is None else rand
     return pool[min(int(pick * len(pool)), len(pool) - 1)]
 

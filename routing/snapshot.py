@@ -57,6 +57,7 @@ class LatencyEstimate:
     - `last_observed`: time of the newest observation, −inf if none.
     - `recent_ttfts_s`: the last few raw TTFT samples, oldest first (for the last-n baseline).
     - `floor_s`: a lower bound on every TTFT quantile from requests still waiting (0: none).
+    - `regime`: 1 while its answers are far slower than its normal (`routing.stats`), -1 far faster, 0.
     """
 
     ttft_s: Mapping[float, float]
@@ -69,6 +70,7 @@ class LatencyEstimate:
     prior_weight: float = 1.0
     ttft_buckets: Buckets = field(default=(), repr=False)
     floor_s: float = 0.0
+    regime: int = 0
 
     def ttft_quantile(self, q: float) -> float:
         """TTFT at quantile q (0 < q < 1), seconds."""

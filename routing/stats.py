@@ -481,4 +481,5 @@ class LatencyStats:
             n = len(beyond)
             ttft = MappingProxyType({q: beyond[min(n - 1, math.ceil(q * n) - 1)] for q in qs})
         tpot = blend(d.tpot_p50, d.tpot.weight(now), prior.tpot_s, w0)
-        return LatencyEstimate(ttft, ttft[0.5], tpot, w, d.last_observed, tuple(d.recent), prior, w0, d.buckets)
+        return LatencyEstimate(ttft, ttft[0.5], tpot, w, d.last_observed, tuple(d.recent), prior, w0, d.buckets,
+                               0.0, d.regime)

@@ -50,7 +50,7 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "tenant": _meta("access_tenant"),
     "model": f"%RESP({metadata.MODEL_HEADER})%",
     "provider": f"%RESP({metadata.PROVIDER_HEADER})%",
-    "route": f"%REQ({metadata.ROUTE_HEADER})%",
+    "route": f"%RESP({metadata.ROUTE_HEADER})%",
     "input_tokens": _meta("access_input_tokens"),
     "output_tokens": _meta("access_output_tokens"),
     "cost_micro_usd": _meta("access_cost_micro_usd"),

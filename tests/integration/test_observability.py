@@ -434,6 +434,7 @@ def test_access_log_lines_carry_tenant_model_provider_tokens_and_cost(pod: Pod, 
         assert e["status"] == r["status"]
         if r["status"] == 200:
             assert (e["tenant"], e["model"], e["provider"]) == (r["tenant"], r["model"], r["provider"])
+            assert e["route"] == ("auto" if r["requested"] == "auto" else None)
             assert (int(e["input_tokens"]), int(e["output_tokens"])) == (r["prompt"], r["completion"])
             assert int(e["cost_micro_usd"]) == r["micro_usd"]
         assert TENANT_KEY not in json.dumps(e) and CAPPED_KEY not in json.dumps(e)

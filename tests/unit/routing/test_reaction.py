@@ -178,3 +178,19 @@ def test_a_slowdown_longer_than_the_memory_becomes_normal_and_its_heal_is_still_
         stats.observe_ttft(A.id, 0.1, 41.0 + k)
     assert stats.regime(A.id) == -1
     assert stats.snapshot(44.0).estimate(A.id).ttft_s[0.9] == pytest.approx(0.1)
+
+
+def test_probes_go_to_the_deployment_that_slowed_down_not_the_one_always_slow() -> None:
+    """Both break the TTFT bound; only `A` broke it lately (a slow regime): its heal is the one that
+    would change decisions, so every probe goes to it."""
+    from routing.pickers import explore
+    from routing.snapshot import LatencyEstimate, Snapshot
+    always = Deployment(id="always@c#0", model="always", provider="c", input_per_mtok=1.5, output_per_mtok=5.0,
+                        quality=0.85)
+    snap = Snapshot(10.0, estimates={A.id: LatencyEstimate({0.5: 2.5, 0.9: 2.5}, 2.5, 0.01, 5.0, 0.0, regime=1),
+                                     always.id: LatencyEstimate.of(2.0, 0.01, last_observed=0.0),
+                                     B.id: LatencyEstimate.of(0.1, 0.01, last_observed=9.9)})
+    decisions = [decide(RouteRequest(est_input_tokens=500, now=10.0), [A, always, B], POLICY, snap,
+                        rand=k / 100, explore_due=True) for k in range(100)]
+    assert {d.primary for d in decisions} == {A.id}
+    assert explore(POLICY, [2, 0, 1], [A, always, B], snap, 10.0, 0.5, (("x",), (), ()), True, False) is None
