@@ -10,6 +10,8 @@ Modules:
 - `wire`: the protocol's codes as enums, frame and header-block encoders;
 - `frames`: the sans-IO core, `Connection`: bytes in → events out, sends → bytes out;
 - `streams`: per-stream state for it (gRPC message reassembly, the flow-controlled send queue);
+- `headers`: HPACK decoding of request header blocks (field by field, with memories of repeated
+  strings and blocks);
 - `events`: what the core reports;
 - `server`: the asyncio protocol, the calls and their handlers, `Server` (with gRPC health).
 
@@ -18,9 +20,9 @@ What it implements (RFC 9113 and gRPC over HTTP/2):
   checks what it receives against the window it knows acknowledged; the peer's initial window and
   maximum frame size honoured), PING (answered), GOAWAY (both ways), RST_STREAM (the call is
   cancelled and closed);
-- HEADERS with CONTINUATION, padding and priority, decoded with HPACK (`hpack`) for `:path` and
-  the call's metadata; responses use literal fields without indexing, so the peer's decoder table
-  is never touched;
+- HEADERS with CONTINUATION, padding and priority, HPACK-decoded (`headers`, on `hpack`'s tables
+  and exceptions) for `:path` and the call's metadata; responses use literal fields without
+  indexing, so the peer's decoder table is never touched;
 - DATA with padding; gRPC length-prefixed messages reassembled across frames (several per frame,
   or one over many), uncompressed only (a compressed one fails the call with UNIMPLEMENTED);
 - flow control both ways: a large receive window, replenished at half; sends wait for the peer's

@@ -19,14 +19,14 @@ WINDOW_UPDATE or SETTINGS frees them. Header blocks are decoded by `headers.Head
                  any --peer RST_STREAM--> CLOSED (CallReset, unless ENDED)
 
 Why hand-written rather than python-hyper's `h2`: the rule was to adopt `h2` if it cost within
-~10% of this per ext_proc message; it costs 4.6-9x as much. CPU per message (~2 KB request,
+~10% of this per ext_proc message; it costs 5-9.6x as much. CPU per message (~2 KB request,
 0.2-2 KB response), one driver and one recorded Envoy-like byte stream for both, the same gRPC
-reassembly, median of 7 runs of 8,192 messages (2026-12, CPython 3.11.7, h2 4.4.1):
+reassembly, median of 5 runs of 8,192 messages (2026-12, CPython 3.11.7, h2 4.4.1):
 
-    messages per stream        ours     ours without    h2 4.4.1   h2, header      h2 / ours
-                                        header memory              validation off
-    4 (one Envoy request)      5.5 us   10.7 us         50.2 us    43.6 us         9.1 (4.7)
-    64 (a long bidi stream)    3.9 us    4.2 us         19.6 us    19.1 us         5.1 (4.6)
+    messages per stream        ours     ours with       h2 4.4.1   h2, header      h2 / ours
+                                        hpack.Decoder              validation off
+    4 (one Envoy request)      5.0 us    8.7 us         47.9 us    41.0 us         9.6 (5.5)
+    64 (a long bidi stream)    3.5 us    3.8 us         18.1 us    17.5 us         5.2 (4.8)
 
     reproduce: .venv/bin/pip install h2 && .venv/bin/python bench/bench_h2grpc.py
 """

@@ -12,7 +12,8 @@ field by field in Python) — more than all the rest of the gateway's telemetry 
 third of a request's whole CPU budget. `Span` below is the SDK span's small subset the gateway
 uses (`set_attribute(s)`, `update_name`, `set_status`, `is_recording`, `end`); `SpanRecorder` encodes
 finished spans as OTLP/HTTP JSON (the protocol's JSON mapping: hex ids, nanosecond strings) with
-orjson in a background thread: ~10 µs per span in all.
+orjson in a background thread, remembering the encoding of attributes that repeat: 3.5 µs per
+span of the router stage's two (8.8 without that memory; 512 spans, ~1.3 KB each).
 
 Sampling is parent-based: a parent's sampled flag is followed; a new trace is sampled when its id's
 lower 64 bits fall under `ratio` (the W3C/OpenTelemetry `TraceIdRatioBased` rule, so every
@@ -197,14 +198,38 @@ def _kv(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "value": _value(value)}
 
 
+def _memo_kv(key: str, value: Any) -> dict[str, Any]:
+    """`_kv(key, value)`, remembered for text, integers, booleans and lists of text: most
+    attributes (model, tenant, route, provider, status, the routing explanation) repeat from span
+    to span. The type is part of the memory's key (True == 1). Called only by `encode`."""
+    cls = value.__class__
+    if cls is str or cls is int or cls is bool:
+        memo_key: tuple[str, type, Any] = (key, cls, value)
+    elif cls is list and all(x.__class__ is str for x in value):
+        memo_key = (key, cls, tuple(value))
+    else:
+        return _kv(key, value)
+    kv = _KV_MEMO.get(memo_key)
+    if kv is None:
+        if len(_KV_MEMO) >= _KV_REMEMBERED:
+            _KV_MEMO.clear()
+        kv = _KV_MEMO[memo_key] = _kv(key, value)
+    return kv
+
+
+_KV_REMEMBERED = 4096
+_KV_MEMO: dict[tuple[str, type, Any], dict[str, Any]] = {}
+
+
 def encode(spans: Sequence[Span], resource: list[dict[str, Any]]) -> dict[str, Any]:
-    """An OTLP `ExportTraceServiceRequest` in the protocol's JSON mapping."""
+    """An OTLP `ExportTraceServiceRequest` in the protocol's JSON mapping. The result shares its
+    attribute objects with other results: serialize it, do not change it."""
     out = []
     for s in spans:
         span: dict[str, Any] = {
             "traceId": f"{s.trace_id:032x}", "spanId": f"{s.span_id:016x}", "name": s.name, "kind": _KIND_INTERNAL,
             "startTimeUnixNano": str(s.start_ns), "endTimeUnixNano": str(s.end_ns),
-            "attributes": [_kv(k, v) for k, v in s.attributes.items() if v is not None]}
+            "attributes": [_memo_kv(k, v) for k, v in s.attributes.items() if v is not None]}
         if s.parent_id:
             span["parentSpanId"] = f"{s.parent_id:016x}"
         if s.error is not None:

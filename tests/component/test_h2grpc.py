@@ -122,6 +122,37 @@ def test_a_stream_answers_each_message_in_order_even_when_a_handler_suspends() -
     asyncio.run(main())
 
 
+def test_call_headers_that_change_per_call_arrive_exact() -> None:
+    """grpc-core's HPACK encoder: its own headers indexed on the first call and referenced after,
+    each call's metadata (a new trace context, request id) as literals; 300 calls on one
+    connection, each call's headers exact."""
+    seen: list[dict[str, str]] = []
+
+    class Record(Echo):
+        def __init__(self, headers: dict[str, str]) -> None:
+            super().__init__(headers)
+            seen.append(headers)
+
+    async def main() -> None:
+        server = Server(unary={}, streams={"/t.S/Chat": Record})
+        port = await server.start("127.0.0.1", 0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            for i in range(300):
+                call = chat(ch)(metadata=(("traceparent", f"00-{i * 7919:032x}-{i:016x}-01"), ("x-tag", "same"),
+                                          ("x-request-id", f"r{i}" * (i % 7)), ("x-n", str(i % 5))))
+                await call.write(b"a")
+                await call.done_writing()
+                assert [m async for m in call] == [b"1:a"]
+        await server.stop(grace=1)
+
+    asyncio.run(main())
+    assert len(seen) == 300
+    for i, headers in enumerate(seen):
+        assert headers[":path"] == "/t.S/Chat" and headers["x-tag"] == "same"
+        assert headers["traceparent"] == f"00-{i * 7919:032x}-{i:016x}-01"
+        assert headers.get("x-request-id", "") == f"r{i}" * (i % 7) and headers["x-n"] == str(i % 5)
+
+
 def test_messages_larger_than_frames_and_windows_cross_both_ways() -> None:
     async def main() -> None:
         async with serving() as (_, ch):

@@ -113,3 +113,18 @@ def test_export_posts_json_and_survives_a_dead_collector() -> None:
     assert dead.failed
     rec.shutdown()
     dead.shutdown()
+
+
+def test_encoding_remembers_attributes_without_confusing_equal_values_of_other_types() -> None:
+    """True == 1 == 1.0 in Python, and a list keyed like a tuple could come back as the other's:
+    each attribute encodes as its own type, the second time (remembered) as the first."""
+    values = [True, 1, 1.0, "1", [1, True], [True, 1], ["a", "b"], ("a", "b")]
+    for _ in range(2):
+        span = tracing.Span.__new__(tracing.Span)
+        span.name, span.trace_id, span.span_id, span.parent_id = "s", 1, 2, 0
+        span.start_ns, span.end_ns, span.error = 1, 2, None
+        span.attributes = {"k": None}
+        for v in values:
+            span.attributes = {"k": v}
+            got = tracing.encode([span], [])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+            assert got == [{"key": "k", "value": tracing._value(v)}], v
