@@ -18,6 +18,17 @@ it), so the top of every budget stays free for interactive traffic. A request th
 3. else is shed: 429 with `Retry-After` from the budget's refill rate (a slot frees every
    service time / N seconds on average), or 504 when its deadline leaves no time at all.
 
+Across replicas (`rate_limit.store: redis`): each pod's workers keep a heartbeat in the shared
+Redis (`Replicas`, `extproc.limits.store.Heartbeat`) and count the live pods; a pod then takes
+`N // pods` of each budget, the first `N % pods` pods by id one more, so the pods' shares add up to
+N exactly (at least 1 each: with more pods than N the account can see one request per pod). A pod
+that starts counts itself at once and the others within `BEAT_S`; a pod that stops leaves the
+count within `TTL_S` (its share idles meanwhile: the safe side). A fall in the count is believed
+only when the next beat sees fewer pods too: after Redis was away for `TTL_S`, every pod's entry
+is stale and the first to beat again sees itself alone for a moment. Without Redis, or while it
+does not answer, the last count stands (1 before any answer: no replica is assumed that was not
+seen), and the first admission in a pod waits up to `FIRST_BEAT_WAIT_S` for that answer.
+
 The waiting room is bounded: per worker, at most as many requests wait for a deployment as its
 budget (a slot frees every service time / N on average, so a longer queue would only wait to be
 shed); beyond it a request is shed at once. Waiters wake when a slot of this worker frees and poll
@@ -29,12 +40,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import math
 import mmap
 import os
+import socket
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from extproc import errors
 from extproc.config.model import Admission
@@ -42,6 +57,9 @@ from extproc.config.model import Admission
 COLUMNS = 4096  # deployment ids hash into this many counters; a clash only makes budgets stricter
 _CELL = 4  # bytes: int32 counters
 POLL_S = 0.01
+BEAT_S = 1.0  # heartbeat period of a pod's workers in the shared Redis
+TTL_S = 5.0  # a pod silent this long no longer counts
+log = logging.getLogger("interlock.admission")
 
 
 def column(deployment_id: str) -> int:
@@ -115,6 +133,90 @@ class _Lock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
+class Beat(Protocol):
+    """`extproc.limits.store.Heartbeat`'s interface."""
+
+    async def beat(self, now: float) -> tuple[int, int]: ...
+
+    async def leave(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+FIRST_BEAT_WAIT_S = 0.5
+
+
+class Replicas:
+    """The live pods sharing this gateway's Redis, and this pod's share of a budget.
+
+    `start()` (from the worker's event loop) runs `heartbeat` every `BEAT_S`; `budget(n)` reads
+    the last answer (no I/O). The heartbeat's pod id must be the same in all workers of a pod
+    (`pod_id()`: the host name, a pod's name on Kubernetes, and the supervisor's pid)."""
+
+    def __init__(self, heartbeat: Beat, clock: Callable[[], float] = time.time) -> None:
+        self.heartbeat = heartbeat
+        self.clock = clock
+        self.count, self.rank = 1, 0
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self._answered: asyncio.Event | None = None
+        self._saw_fewer = False
+
+    @staticmethod
+    def pod_id() -> str:
+        return f"{socket.gethostname()}/{os.getppid()}"
+
+    def budget(self, n: int) -> int:
+        """This pod's part of a budget of `n` (see the module docstring)."""
+        pods = max(1, self.count)
+        return max(1, n // pods + (1 if self.rank < n % pods else 0))
+
+    async def beat(self) -> None:
+        try:
+            count, rank = await self.heartbeat.beat(self.clock())
+        except Exception as e:  # Redis errors and timeouts: logged once, the last count stands
+            if not self._failing:
+                log.warning("replica heartbeat failed (%s); keeping %d live pods until Redis answers",
+                            type(e).__name__, self.count)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("replica heartbeat answers again: %d live pods", count)
+        self._failing = False
+        if count < self.count and not self._saw_fewer:
+            self._saw_fewer = True  # a fall is believed at the next beat (see the module docstring)
+            return
+        self._saw_fewer = False
+        self.count, self.rank = count, rank
+
+    def start(self) -> None:
+        if self._task is None:
+            self._answered = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def first_answer(self) -> None:
+        """Wait (at most `FIRST_BEAT_WAIT_S`) for the first heartbeat, so a pod that just started
+        does not take a whole budget before it knows how many pods share it."""
+        if self._answered is not None and not self._answered.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), FIRST_BEAT_WAIT_S)
+
+    async def _run(self) -> None:
+        while True:
+            await self.beat()
+            if self._answered is not None:
+                self._answered.set()
+            await asyncio.sleep(BEAT_S)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.heartbeat.leave()
+            await self.heartbeat.close()
+
+
 @dataclass(frozen=True)
 class Candidate:
     """What the gate needs of a deployment: its id, budget (0 = none) and expected timings."""
@@ -138,10 +240,12 @@ class Ticket:
 class Gate:
     """One per worker process. Not thread-safe: one event loop owns it."""
 
-    def __init__(self, board: Board, settings: Callable[[], Admission], clock: Callable[[], float]) -> None:
+    def __init__(self, board: Board, settings: Callable[[], Admission], clock: Callable[[], float],
+                 replicas: Replicas | None = None) -> None:
         self.board = board
         self._settings = settings
         self.clock = clock
+        self.replicas = replicas  # None: made on first use when the config names a shared Redis
         self.waiting: dict[str, int] = {}  # primary deployment id → requests waiting for it
         self.admitted = 0
         self.spilled = 0
@@ -150,8 +254,24 @@ class Gate:
         self.deadline_rejected = 0
         self._freed = asyncio.Event()
 
+    def _replicas(self) -> Replicas | None:
+        if self.replicas is None:
+            url = self._settings().replicas_redis_url
+            if url is None:
+                return None
+            from extproc.limits.store import Heartbeat
+
+            self.replicas = Replicas(Heartbeat(url, Replicas.pod_id(), ttl_s=TTL_S))
+        self.replicas.start()
+        return self.replicas
+
+    def pod_budget(self, budget: int) -> int:
+        """This pod's part of a deployment's `max_concurrency` (all of it without replicas)."""
+        replicas = self.replicas
+        return replicas.budget(budget) if replicas is not None and budget > 0 else budget
+
     def cap(self, budget: int, priority: str) -> int:
-        return max(1, math.floor(budget * self._settings().share(priority) + 1e-9))
+        return max(1, math.floor(self.pod_budget(budget) * self._settings().share(priority) + 1e-9))
 
     def _try(self, cands: Sequence[Candidate], priority: str) -> Ticket | None:
         for i, c in enumerate(cands):
@@ -164,6 +284,9 @@ class Gate:
     async def admit(self, cands: Sequence[Candidate], priority: str, deadline_at: float | None) -> Ticket:
         """A slot on the first candidate with room for `priority`, waiting if need be; raises
         `RateLimited` (429) or `DeadlineExceeded` (504) when the request is shed."""
+        replicas = self._replicas()
+        if replicas is not None:
+            await replicas.first_answer()
         start = self.clock()
         primary = cands[0]
         if deadline_at is not None and all(deadline_at - start < c.ttft_s for c in cands):
@@ -178,7 +301,7 @@ class Gate:
         wait = self._settings().queue_timeout
         if deadline_at is not None:
             wait = min(wait, deadline_at - start - min(c.ttft_s for c in cands))
-        room = max((c.budget for c in cands), default=0)
+        room = max((self.pod_budget(c.budget) for c in cands), default=0)
         if wait > 0 and self.waiting.get(primary.id, 0) < room:
             self.waiting[primary.id] = self.waiting.get(primary.id, 0) + 1
             self.queued += 1
@@ -211,7 +334,7 @@ class Gate:
             if c.budget <= 0:
                 continue
             over = max(0, self.board.in_flight(c.id) - self.cap(c.budget, priority)) + 1
-            best = min(best, c.service_s * over / c.budget)
+            best = min(best, c.service_s * over / self.pod_budget(c.budget))
         return max(1, math.ceil(best)) if math.isfinite(best) else 1
 
     @staticmethod

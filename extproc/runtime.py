@@ -104,6 +104,8 @@ def compile_runtime(cfg: GatewayConfig, registry: Registry, environ: Mapping[str
             account=providers[p.name],
             target=target))
     tenants = {h: t for t in cfg.tenants for h in t.api_key_sha256}
+    # Mesh callers known by their certificate's SPIFFE ID (never a hex key hash, so no clash).
+    tenants.update({f"spiffe:{s}": t for t in cfg.tenants for s in t.spiffe_ids})
     routes: dict[str, RouteRuntime] = {}
     for name, deps in deployments.items():
         if len(deps) > 1:

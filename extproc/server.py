@@ -104,3 +104,5 @@ async def serve(address: str, port: int, runtime: Callable[[], Runtime],
         loop.add_signal_handler(signal.SIGHUP, on_reload)
     await stop.wait()
     await server.stop(grace=5)
+    if processor.gate.replicas is not None:  # hand this pod's share of the budgets back at once
+        await processor.gate.replicas.stop()

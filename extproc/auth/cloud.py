@@ -6,6 +6,9 @@
     azure-openai  credentials: workload-identity     azure-identity's WorkloadIdentityCredential:
                                                      AKS workload identity (AZURE_CLIENT_ID,
                                                      AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE)
+    bedrock       credentials: workload-identity     botocore's credential providers: IRSA, EKS
+                                                     Pod Identity (extproc.auth.aws; the value is
+                                                     temporary credentials, signed per request)
 
 Theory of operation of `RefreshingToken`: a daemon thread (started by the first request, in the
 worker process that serves it) owns the library's credential object and calls its blocking
@@ -24,11 +27,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from extproc.errors import GatewayError
 
 log = logging.getLogger("interlock.auth")
-Fetch = Callable[[], tuple[str, float]]  # () -> (token, expiry in epoch seconds); blocking
+Fetch = Callable[[], tuple[Any, float]]  # () -> (token, expiry in epoch seconds); blocking
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 AZURE_OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
 REFRESH_MARGIN_S = 300.0
@@ -42,7 +46,7 @@ class RefreshingToken:
     def __init__(self, provider: str, fetch: Fetch, *, header: str = "authorization", prefix: str = "Bearer ",
                  clock: Callable[[], float] = time.time) -> None:
         self.provider, self._fetch, self.header, self.prefix, self._clock = provider, fetch, header, prefix, clock
-        self._token: tuple[str, float] | None = None
+        self._token: tuple[Any, float] | None = None
         self._first = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -73,12 +77,12 @@ class RefreshingToken:
                 wait = RETRY_S
             self._stop.wait(wait)
 
-    def _valid(self) -> str | None:
+    def _valid(self) -> Any:
         token = self._token
         return token[0] if token is not None and token[1] > self._clock() else None
 
-    async def headers(self, method: str, host: str, path: str, headers: Mapping[str, str],
-                      body: bytes) -> list[tuple[str, str]]:
+    async def current(self) -> Any:
+        """The cached value while it is valid; else waits for the first fetch (502 without one)."""
         token = self._valid()
         if token is None:
             self.start()
@@ -87,7 +91,11 @@ class RefreshingToken:
         if token is None:
             raise GatewayError("The gateway could not obtain credentials for the provider.", 502, "api_error",
                                "provider_credentials_unavailable")
-        return [(self.header, self.prefix + token)]
+        return token
+
+    async def headers(self, method: str, host: str, path: str, headers: Mapping[str, str],
+                      body: bytes) -> list[tuple[str, str]]:
+        return [(self.header, self.prefix + await self.current())]
 
 
 def _epoch(expiry: datetime.datetime | None) -> float:

@@ -7,7 +7,8 @@ cached and refreshed by `extproc.auth.gcp.TokenSource`). Secrets never appear in
 
 A key from `api_key_file` (a mounted Kubernetes Secret) is re-read when the file changes, so a
 rotated Secret takes effect without a restart (`ApiKeyFile`). A provider with `credentials:`
-uses the pod's workload identity through the cloud's library (`extproc.auth.cloud`).
+uses the pod's workload identity through the cloud's library (`extproc.auth.cloud`; for Bedrock,
+botocore's IRSA / EKS Pod Identity providers in `extproc.auth.aws`).
 """
 
 from __future__ import annotations
@@ -217,6 +218,11 @@ def _cloud(p: Provider) -> Credential:
     from extproc.auth import cloud
 
     try:
+        if p.type == "bedrock":
+            from extproc.auth import aws
+
+            region = p.region or "us-east-1"
+            return aws.RefreshingAwsCredentials(p.name, aws.workload_identity(region), region)
         if p.type == "vertex":
             return cloud.RefreshingToken(p.name, cloud.gcp_application_default())
         return cloud.RefreshingToken(p.name, cloud.azure_workload_identity())

@@ -38,6 +38,7 @@ from extproc.translate.completions_fim import resolve_template
 
 CAPABILITIES = ("tools", "images", "json", "reasoning", "embeddings", "fim")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")  # trust domain, then a path
 
 
 class ConfigError(Exception):
@@ -111,16 +112,22 @@ def _fim_template(r: _Reader, d: dict[str, Any], path: str, caps: list[str], pro
 
 def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | None:
     d = r.mapping(raw, path, ("name", "api_key_sha256", "models", "priority", "priorities", "deadline", "limits",
-                              "explain"))
+                              "explain", "spiffe_ids"))
     if d is None:
         return None
     name = r.string(d, "name", path, required=True)
     hashes = []
-    for i, h in enumerate(r.seq(d, "api_key_sha256", path, required=True)):
+    for i, h in enumerate(r.seq(d, "api_key_sha256", path, required="spiffe_ids" not in d)):
         if not isinstance(h, str) or not _HEX64.match(h):
             r.fail(f"{path}.api_key_sha256[{i}]", "must be a lowercase hex SHA-256 (64 characters)")
         else:
             hashes.append(h)
+    spiffe_ids = []
+    for i, s in enumerate(r.seq(d, "spiffe_ids", path)):
+        if not isinstance(s, str) or not _SPIFFE.match(s):
+            r.fail(f"{path}.spiffe_ids[{i}]", "must be a SPIFFE ID: spiffe://<trust domain>/<path>")
+        else:
+            spiffe_ids.append(s)
     patterns = []
     raw_models = d.get("models", ["*"])
     for i, m in enumerate(r.seq({"models": raw_models}, "models", path)):
@@ -139,7 +146,7 @@ def _tenant(r: _Reader, raw: Any, path: str, model_names: set[str]) -> Tenant | 
     if not name:
         return None
     return Tenant(name, tuple(hashes), tuple(patterns), priority, deadline, tuple(x for x in limits if x), priorities,
-                  r.flag(d, "explain", path))
+                  r.flag(d, "explain", path), tuple(spiffe_ids))
 
 
 def _priorities(r: _Reader, d: dict[str, Any], path: str, priority: str) -> tuple[str, ...]:
@@ -227,6 +234,12 @@ def validate(doc: Any) -> GatewayConfig:
     for i, t in enumerate(tenants):
         if t is None:
             continue
+        if t.spiffe_ids and (listen.tls is None or listen.tls.client_ca_file is None):
+            r.fail(f"tenants[{i}].spiffe_ids", "needs listen.tls.client_ca_file (client certificates carry the ID)")
+        for s in t.spiffe_ids:
+            if s in key_owner and key_owner[s] != t.name:
+                r.fail(f"tenants[{i}].spiffe_ids", f"{s} already belongs to tenant {key_owner[s]!r}")
+            key_owner[s] = t.name
         for h in t.api_key_sha256:
             if h in key_owner and key_owner[h] != t.name:
                 r.fail(f"tenants[{i}].api_key_sha256", f"key already belongs to tenant {key_owner[h]!r}")
@@ -249,7 +262,7 @@ def validate(doc: Any) -> GatewayConfig:
     aaddr, aport = _listen(r, top.get("admin"), "admin", 9901)
     maddr, mport = _listen(r, top.get("metrics"), "metrics", 9464)
     rate_limit = _rate_limit(r, top.get("rate_limit"))
-    admission = _admission(r, top.get("admission"))
+    admission = _admission(r, top.get("admission"), rate_limit.redis_url if rate_limit.store == "redis" else None)
     cfg = GatewayConfig(
         listen=listen,
         providers=tuple(p for p in providers if p),
@@ -284,7 +297,7 @@ def _rate_limit(r: _Reader, raw: Any) -> RateLimit:
     return RateLimit(address, port, store, url, mode or base.failure_mode, timeout, metrics_port)
 
 
-def _admission(r: _Reader, raw: Any) -> Admission:
+def _admission(r: _Reader, raw: Any, replicas_redis_url: str | None) -> Admission:
     path = "admission"
     base = Admission()
     d = r.mapping(raw, path, ("queue_timeout", "batch_share", "default_share", "success_rate_threshold",
@@ -300,6 +313,7 @@ def _admission(r: _Reader, raw: Any) -> Admission:
                                               minimum=0, maximum=1)),
         max_heap_bytes=r.number(d, "max_heap_bytes", path, base.max_heap_bytes, integer=True,
                                 minimum=64 * 1024 * 1024),
+        replicas_redis_url=replicas_redis_url,
     )
 
 

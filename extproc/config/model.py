@@ -22,6 +22,12 @@ class ListenerTls:
 
     cert_file: str
     key_file: str
+    # PEM CA bundle: when set, clients must present a certificate it signed (mTLS), and Envoy
+    # passes the certificate's URI SAN (a SPIFFE ID) in `x-forwarded-client-cert` (SANITIZE_SET).
+    client_ca_file: str | None = None
+    # `required`: a client without a certificate is refused at the handshake. `optional`: one is
+    # verified when presented, and callers without one (the kubelet's probes) still connect.
+    client_certificate: str = "required"
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,9 @@ class Tenant:
     # `x-interlock-explain` response header): candidates, scores and estimates, which name the
     # gateway's deployments and prices — for the operators' own tenants, not for customers.
     explain: bool = False
+    # Mesh identities (a client certificate's URI SAN, e.g. `spiffe://cluster.local/ns/app/sa/web`,
+    # as Envoy forwards it in XFCC under `listen.tls.client_ca_file`) that authenticate as this tenant.
+    spiffe_ids: tuple[str, ...] = ()
 
     def allows(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
@@ -205,6 +214,9 @@ class Admission:
     default_share: float = 0.8  # ... and default ones (interactive: all of it)
     success_rate_threshold: float = 0.5  # Envoy admission_control sheds below this upstream success rate
     max_heap_bytes: int = 2 * 1024**3  # overload manager: refuse new requests at 98 % of this heap
+    # Not a setting: `rate_limit.redis_url` when `rate_limit.store: redis`. The replicas sharing that
+    # Redis then divide each `max_concurrency` among the live pods (extproc.admission.Replicas).
+    replicas_redis_url: str | None = None
 
     def share(self, priority: str) -> float:
         return {"batch": self.batch_share, "default": self.default_share}.get(priority, 1.0)

@@ -21,12 +21,15 @@ TYPE_SETTINGS: dict[str, tuple[str, ...]] = {
     "anthropic": _KEYED,
     "gemini": (*_KEYED, "api_version"),
     "vertex": ("project", "location", "credentials_file", "token_uri", "credentials"),
-    "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"),
+    "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env",
+                "credentials"),
     "mistral": _KEYED,  # the native fill-in-the-middle type: Codestral's POST /v1/fim/completions
 }
 # `credentials:` a type may take instead of its key settings: the cluster's workload identity
 # through the cloud's library (extproc.auth.cloud).
-CLOUD_IDENTITY = {"vertex": "application-default", "azure-openai": "workload-identity"}
+CLOUD_IDENTITY = {"vertex": "application-default", "azure-openai": "workload-identity",
+                  "bedrock": "workload-identity"}  # IRSA / EKS Pod Identity (extproc.auth.aws)
+_IDENTITY_REPLACES = ("credentials_file", "aws_access_key_id_env", "aws_secret_access_key_env")
 _ALL_SETTINGS = tuple(dict.fromkeys(k for keys in TYPE_SETTINGS.values() for k in keys))
 # Gemini: v1beta, not the SDK's v1 default: v1 has no systemInstruction, tools, toolConfig,
 # response schemas or function-call parts, which translation needs.
@@ -144,8 +147,13 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
     required = {"vertex": ("project", "location", "credentials_file"),
                 "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env")}.get(ptype or "", ())
     for key in required:
-        if not s.get(key) and not (key == "credentials_file" and identity):
+        if not s.get(key) and not (identity and key in _IDENTITY_REPLACES):
             r.fail(_join(path, key), f"required for type {ptype}")
+    if identity and ptype == "bedrock":
+        for key in ("aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"):
+            if s.get(key):
+                r.fail(_join(path, key), "not with credentials: workload-identity (the keys come from the pod's "
+                                         "AWS identity)")
     if ptype == "azure-openai" and d.get("endpoint") is None:
         r.fail(_join(path, "endpoint"), "required for type azure-openai (https://<resource>.openai.azure.com)")
     prefix = s.get("path_prefix") or "/v1"

@@ -323,3 +323,45 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class Heartbeat:
+    """This pod's heartbeat in the shared Redis, and the pods alive there.
+
+    One sorted set (`key`) holds each pod's id scored by its last beat (the caller's clock, epoch
+    seconds). `beat(now)` adds or refreshes this pod, drops pods silent for `ttl_s`, and returns
+    (live pods, this pod's rank among them by id) in one Lua call, so every pod sees the same
+    membership. A pod that stops (or loses Redis) leaves the count within `ttl_s`; one that starts
+    is counted by the others at their next beat. Redis errors raise `RedisError` to the caller,
+    which keeps the last answer (`extproc.admission.Replicas`). Not shared across event loops."""
+
+    _SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+table.sort(members)
+for i, m in ipairs(members) do
+  if m == ARGV[2] then return {#members, i - 1} end
+end
+return {#members, 0}
+"""
+
+    def __init__(self, url: str, pod: str, *, key: str = "interlock:pods", ttl_s: float = 5.0,
+                 timeout_s: float = 0.5) -> None:
+        self.pod, self.key, self.ttl_s = pod, key, ttl_s
+        self._redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                     retry=Retry(NoBackoff(), 0))
+        self._script = self._redis.register_script(self._SCRIPT)
+
+    async def beat(self, now: float) -> tuple[int, int]:
+        count, rank = await self._script(keys=[self.key], args=[
+            repr(now), self.pod, repr(now - self.ttl_s), int(self.ttl_s * 2000)])
+        return int(count), int(rank)
+
+    async def leave(self) -> None:
+        """Remove this pod at once (a drained pod's share goes back to the others)."""
+        await self._redis.zrem(self.key, self.pod)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

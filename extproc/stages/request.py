@@ -1,7 +1,7 @@
 """The client's request, read once at the edge.
 
-`RequestHead` comes from the request headers (path → client API, tenant by key, priority and
-deadline); `ClientRequest` from the body, once the body has passed the client API's request
+`RequestHead` comes from the request headers (path → client API, tenant by mesh identity or key,
+priority and deadline); `ClientRequest` from the body, once the body has passed the client API's request
 check (`extproc.translate.schema`: every field type-checked, documented ranges, nesting depth; a
 400 naming the field), so nothing downstream meets a field of the wrong type. Every decision
 downstream — routing, admission, metering, the response's mode — reads these typed values, one
@@ -107,8 +107,62 @@ def client_key(headers: Mapping[str, str]) -> str:
     return headers.get("x-api-key", "").strip()
 
 
+XFCC_HEADER = "x-forwarded-client-cert"
+_spiffe_index: tuple[Mapping[str, Tenant], dict[str, Tenant]] | None = None
+
+
+def mesh_identity(headers: Mapping[str, str]) -> str | None:
+    """The SPIFFE ID of the client certificate, from the `URI` of the last (this hop's) element of
+    `x-forwarded-client-cert`. Trusted because Envoy sets the header itself under mTLS
+    (`SANITIZE_SET`) and strips a client's own otherwise (`extproc.envoyconf.listener_tls`)."""
+    raw = headers.get(XFCC_HEADER)
+    if not raw:
+        return None
+    element = _split_quoted(raw, ",")[-1]
+    for pair in _split_quoted(element, ";"):
+        name, _, value = pair.partition("=")
+        if name.strip().lower() == "uri":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1].replace('\\"', '"')
+            return value if value.startswith("spiffe://") else None
+    return None
+
+
+def _split_quoted(text: str, sep: str) -> list[str]:
+    parts, start, quoted, i = [], 0, False, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quoted:
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _by_spiffe_id(tenants_by_key_hash: Mapping[str, Tenant]) -> dict[str, Tenant]:
+    """SPIFFE ID → tenant, rebuilt once per runtime (the mapping is replaced on every reload)."""
+    global _spiffe_index
+    if _spiffe_index is None or _spiffe_index[0] is not tenants_by_key_hash:
+        _spiffe_index = (tenants_by_key_hash, {s: t for t in tenants_by_key_hash.values() for s in t.spiffe_ids})
+    return _spiffe_index[1]
+
+
 def authenticate(headers: Mapping[str, str], tenants_by_key_hash: Mapping[str, Tenant]) -> Tenant:
-    """The tenant whose key the request carries; 401 when none or unknown."""
+    """The tenant of the caller's mesh identity (a client certificate's SPIFFE ID listed in a
+    tenant's `spiffe_ids`: the key it sends, if any, is then its own business, e.g. a provider
+    key), else the tenant whose key the request carries; 401 when none or unknown."""
+    identity = mesh_identity(headers)
+    if identity is not None:
+        tenant = _by_spiffe_id(tenants_by_key_hash).get(identity)
+        if tenant is not None:
+            return tenant
     key = client_key(headers)
     if not key:
         raise errors.Unauthorized("Missing API key: send `Authorization: Bearer <key>` or `x-api-key`.")

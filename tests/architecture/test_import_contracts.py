@@ -48,7 +48,11 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
     ("extproc/config/reader.py", "import extproc.runtime", "config never imports"),
     ("extproc/cmd/run.py", "import simulator", "only the CLI may import the simulator"),
     ("extproc/errors.py", "import openai", "the product never imports grpcio or the provider SDKs"),
+    # the one exception (extproc.auth.aws, botocore's credential providers) covers that module only
+    ("extproc/auth/credentials.py", "import botocore", "the product never imports grpcio or the provider SDKs"),
     ("simulator/textgen.py", "import extproc.errors", "the simulator is an independent oracle"),
+    ("extproc/telemetry/names.py", "import extproc.stages.router", "telemetry is called by the request path"),
+    ("extproc/telemetry/tracing.py", "from extproc.h2grpc import Server", "telemetry is called by the request path"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tree: Path, module: str, line: str, contract: str) -> None:
     path = tree / module

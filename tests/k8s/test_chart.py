@@ -147,7 +147,8 @@ def test_the_shipped_config_passes_check_and_envoy_validate(name: str, tmp_path:
         secret = tmp_path / "listener-tls"
         atomic_write(secret, certificate(1))
         cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, tls=ListenerTls(
-            str(secret / "tls.crt"), str(secret / "tls.key"))))
+            str(secret / "tls.crt"), str(secret / "tls.key"),
+            str(secret / "tls.crt") if cfg.listen.tls.client_ca_file else None, cfg.listen.tls.client_certificate)))
     for form, static in (("dynamic", False), ("static", True)):
         out = tmp_path / form
         write_files(out, render_files(cfg, str(out), static=static))
