@@ -22,6 +22,8 @@ COPY routing ./routing
 COPY simulator ./simulator
 RUN python -m venv /opt/interlock/venv \
     && /opt/interlock/venv/bin/pip install --no-cache-dir --no-compile ".[cloud]" \
+    && /opt/interlock/venv/bin/pip install --no-cache-dir --no-compile --force-reinstall --no-deps \
+       "opentelemetry-proto==$(/opt/interlock/venv/bin/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" \
     && /opt/interlock/venv/bin/interlock --version
 
 FROM ${PYTHON_IMAGE}

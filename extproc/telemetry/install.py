@@ -63,6 +63,23 @@ class Installed:
                     log.warning("telemetry shutdown failed", exc_info=True)
 
 
+def _otlp_metric_exporter() -> Any:
+    """The OTLP/HTTP metric exporter class, or None (logged) when it cannot be imported.
+
+    `xds-protos` (Envoy's API, a dependency) ships its own, older copy of the `opentelemetry.proto`
+    modules in the same place as `opentelemetry-proto`; whichever pip installed last wins, and
+    the older one lacks what the exporter imports. Metrics must never stop a worker: without the
+    exporter the Prometheus endpoint still serves everything. `make test` and the Dockerfile
+    reinstall `opentelemetry-proto` last."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    except ImportError as e:
+        log.error("OTLP metric export is off: %s (reinstall opentelemetry-proto after xds-protos: "
+                  "pip install --force-reinstall --no-deps opentelemetry-proto)", e)
+        return None
+    return OTLPMetricExporter
+
+
 def install_worker(settings: TelemetrySettings, attributes: Mapping[str, str] | None = None, *,
                    span_sink: Callable[[list[tracing.Span]], None] | None = None,
                    extra_readers: list[MetricReader] | None = None) -> Installed:
@@ -78,11 +95,11 @@ def install_worker(settings: TelemetrySettings, attributes: Mapping[str, str] | 
         meters: list[meters_mod.Meters] = []
         extra = _histograms(meters)
         readers: list[MetricReader] = [_prometheus_reader(out.registry, extra)]
-        if settings.metrics_endpoint:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        otlp_exporter = _otlp_metric_exporter() if settings.metrics_endpoint else None
+        if otlp_exporter is not None:
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-            otlp = OTLPMetricExporter(endpoint=settings.metrics_endpoint, timeout=5)
+            otlp = otlp_exporter(endpoint=settings.metrics_endpoint, timeout=5)
             readers.append(PeriodicExportingMetricReader(_WithHistograms(otlp, extra),
                                                          export_interval_millis=settings.export_interval_ms,
                                                          export_timeout_millis=5000))

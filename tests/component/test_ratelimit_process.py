@@ -262,22 +262,24 @@ def test_redis_unreachable_applies_the_failure_mode_logged_and_counted_then_reco
 
 
 def test_sighup_reloads_the_limits_and_a_bad_config_keeps_them(tmp_path: Path) -> None:
-    """A tokens limit of 1000/min refuses a 1500-token reservation. The config now says 2000,
-    SIGHUP: the same reservation is allowed under the new limit. A config that does not load,
-    SIGHUP: logged, counted, and the 2000 limit stays."""
+    """A tokens limit of 1000/min, spent by a 1000-token reservation, refuses a 500-token one (a
+    reservation is shrunk to what the window has left, never to nothing). The config now says
+    2000, SIGHUP: the same reservation is allowed under the new limit. A config that does not
+    load, SIGHUP: logged, counted, and the 2000 limit stays."""
     port = free_port()
     config = tmp_path / "rl.yaml"
     write_config(config, port=port, tokens_per="minute", amount=1000)
     p = RateLimitProcess(config, port, tmp_path / "rl.log")
     try:
         p.wait_for("rate limit service on")
-        resp = call(port, admission(1500))
+        assert call(port, admission(1000)).overall_code == OK
+        resp = call(port, admission(500))
         assert resp.overall_code == OVER and headers(resp)["x-ratelimit-limit-tokens"] == "1000"
 
         write_config(config, port=port, tokens_per="minute", amount=2000)
         p.proc.send_signal(signal.SIGHUP)
         p.wait_for("rate limits reloaded: 1 limits")
-        resp = call(port, admission(1500))
+        resp = call(port, admission(500))
         assert resp.overall_code == OK and MARKER in resp.dynamic_metadata
         assert headers(resp)["x-ratelimit-limit-tokens"] == "2000"
         m = counters(p)

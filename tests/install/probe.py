@@ -73,6 +73,12 @@ def _check_body(client_api: str, body: Any) -> list[str]:
     if client_api == "openai":
         ok = body.get("object") == "chat.completion" and isinstance(body.get("choices"), list) and body["choices"]
         ok = ok and isinstance(body["choices"][0].get("message"), dict)
+    elif client_api == "openai-responses":
+        ok = body.get("object") == "response" and isinstance(body.get("output"), list) and body["output"]
+    elif client_api == "openai-completions":
+        ok = body.get("object") == "text_completion" and isinstance(body.get("choices"), list) and body["choices"]
+    elif client_api == "anthropic-count-tokens":
+        ok = isinstance(body.get("input_tokens"), int) and not isinstance(body["input_tokens"], bool)
     elif client_api == "anthropic":
         ok = body.get("type") == "message" and body.get("role") == "assistant" and isinstance(body.get("content"), list)
     else:
@@ -83,6 +89,16 @@ def _check_body(client_api: str, body: Any) -> list[str]:
 
 def _check_stream(client_api: str, data: bytes) -> list[str]:
     payloads = _sse_payloads(data)
+    if client_api == "openai-responses":
+        kinds = [json.loads(p).get("type") for p in payloads]
+        ok = kinds and kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
+        return [] if ok else [f"responses stream events are {kinds}"]
+    if client_api == "openai-completions":
+        if not payloads or payloads[-1] != "[DONE]":
+            return [f"completions stream does not end with [DONE]: {data[-200:]!r}"]
+        if not any(json.loads(p).get("object") == "text_completion" for p in payloads[:-1]):
+            return [f"completions stream is not text_completion chunks: {data[:300]!r}"]
+        return []
     if client_api == "openai":
         if not payloads or payloads[-1] != "[DONE]":
             return [f"openai stream does not end with [DONE]: {data[-200:]!r}"]
@@ -128,7 +144,9 @@ def _pair(client_api: str, provider: str, translator: Any, fixture: dict[str, An
     for stream in (False, True) if streams else (False,):
         what = "stream request" if stream else "request"
         try:
-            upstream = translator.translate_request(_request(client_api, target.public_model, stream), target)
+            given = fixture.get("stream_request" if stream else "request")
+            body = given if given is not None else _request(client_api, target.public_model, stream)
+            upstream = translator.translate_request(body, target)
         except GatewayError as e:
             if refused is not None and e.status == refused:
                 done.append(f"refused {e.status}")
@@ -166,6 +184,8 @@ def translate(spec: dict[str, Any]) -> dict[str, Any]:
     for (client_api, provider), translator in sorted(registry._pairs.items()):
         name = f"{client_api}/{provider}"
         fixtures = spec["embeddings"] if client_api == "openai-embeddings" else spec["chat"]
+        if name in spec["cases"]:
+            fixtures = {provider: spec["cases"][name]}
         if provider not in fixtures:
             results[name] = {"done": [], "problems": [f"no {client_api} fixture for provider {provider}"]}
             continue

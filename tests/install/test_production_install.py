@@ -49,6 +49,19 @@ EMBEDDINGS = {
     "gemini": "openai_embeddings-gemini/single",
     "vertex-gemini": "openai_embeddings-gemini/vertex-rejected",
 }
+# The other client APIs: per pair, the golden cases (a whole answer, a stream or None) whose client
+# request, target and upstream answer the probe replays.
+CASES = {
+    **{("openai-responses", p): ("plain", "stream-include-usage" if p == "vertex-anthropic" else "stream-text")
+       for p in ("openai", "azure-openai", "anthropic", "vertex-anthropic", "gemini", "vertex-gemini", "bedrock")},
+    ("openai-completions", "openai"): ("fim-suffix", "stream-plain"),
+    ("openai-completions", "azure-openai"): ("fim-suffix", "stream-include-usage"),
+    ("openai-completions", "mistral"): ("fim-plain", "fim-stream"),
+    **{("anthropic-count-tokens", p): ("simple", None)
+       for p in ("anthropic", "vertex-anthropic", "gemini", "vertex-gemini", "bedrock", "openai")},
+}
+GOLDEN_DIR = {"openai-responses": "openai-responses", "openai-completions": "openai-completions",
+              "anthropic-count-tokens": "count-tokens"}
 AZURE_OPTIONS = [["api_version", "2024-10-21"]]
 # Pairs that refuse every request by design: (client API, provider API, status).
 REFUSED = [("openai-embeddings", "vertex-gemini", 400)]
@@ -124,7 +137,18 @@ def _fixtures() -> dict[str, Any]:
             target = {**target, "upstream_model": "embed-small-prod", "options": AZURE_OPTIONS}
         answer = _golden(case, "upstream_response.json")
         embeddings[provider] = {"target": target, "response": _b64(answer) if answer.exists() else None}
-    return {"chat": chat, "embeddings": embeddings, "refused": REFUSED}
+    cases = {}
+    for (client, provider), (plain, stream) in CASES.items():
+        d = GOLDEN / f"{GOLDEN_DIR[client]}-{provider}"
+        case: dict[str, Any] = {"target": json.loads((d / plain / "target.json").read_text()),
+                                "request": json.loads((d / plain / "client_request.json").read_text()),
+                                "response": _b64(d / plain / "upstream_response.json"), "stream": None}
+        if stream is not None:
+            streamed = next(p for p in (d / stream / "upstream_response.sse", d / stream / "upstream_response.eventstream")
+                            if p.exists())
+            case |= {"stream": _b64(streamed), "stream_request": json.loads((d / stream / "client_request.json").read_text())}
+        cases[f"{client}/{provider}"] = case
+    return {"chat": chat, "embeddings": embeddings, "cases": cases, "refused": REFUSED}
 
 
 def test_every_translator_pair_translates(venv: Path) -> None:
@@ -132,12 +156,13 @@ def test_every_translator_pair_translates(venv: Path) -> None:
     problems = {name: r["problems"] for name, r in pairs.items() if r["problems"]}
     assert not problems, "\n".join(f"{name}: {p}" for name, ps in problems.items() for p in ps)
     clients = {name.split("/")[0] for name in pairs}
-    assert clients == {"openai", "anthropic", "openai-embeddings"}, sorted(pairs)
+    assert clients == {"openai", "anthropic", "openai-embeddings", "openai-responses", "openai-completions",
+                       "anthropic-count-tokens"}, sorted(pairs)
     for name, result in pairs.items():
         client, provider = name.split("/")
         if (client, provider, 400) in REFUSED:
             assert result["done"] == ["refused 400"], name
-        elif client == "openai-embeddings":
+        elif client in ("openai-embeddings", "anthropic-count-tokens"):
             assert result["done"] == ["request", "response"], name
         else:
             assert result["done"] == ["request", "response", "stream request", "stream"], name

@@ -91,6 +91,7 @@ def parse(text: str | None = None) -> tuple[dict[str, str], list[Stage]]:
 
 
 VENV = "/opt/interlock/venv"
+DEPS_MOUNT = "/run/interlock-test-deps"  # the test venv's packages, as the pod emulation mounts them
 
 
 def build_layout(dest: Path) -> Path:
@@ -115,10 +116,13 @@ def build_layout(dest: Path) -> Path:
     target.mkdir(parents=True)
     site = f"{VENV}/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
     deps = sysconfig.get_paths()["purelib"]
+    # Two lines: the test venv's own path, and DEPS_MOUNT, where the pod emulation binds it (a test
+    # venv under /tmp is hidden in the pod by its /tmp emptyDir). Python skips a line naming no
+    # directory.
     script = " && ".join([
         f"mkdir -p {Path(VENV).parent}", f"mount --bind {shlex.quote(str(target))} {Path(VENV).parent}",
         f"{shlex.quote(sys.executable)} -m venv --without-pip {VENV}",
-        f"echo {shlex.quote(deps)} > {site}/_test_venv_dependencies.pth",
+        f"printf '%s\\n%s\\n' {shlex.quote(deps)} {DEPS_MOUNT} > {site}/_test_venv_dependencies.pth",
         f"{shlex.quote(sys.executable)} -m pip --python {VENV}/bin/python install -q --no-deps "
         f"--no-build-isolation --no-compile --no-index {shlex.quote(str(context))}"])
     subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], check=True,

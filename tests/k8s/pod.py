@@ -25,6 +25,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.k8s.image import VENV, parse
+from tests.k8s.image import DEPS_MOUNT, VENV, parse
 
 POD_IP = "127.0.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -134,7 +135,10 @@ class Pod:
         _, stages = parse()
         final = stages[-1]
         sc = {**self.spec["securityContext"], **self.container.get("securityContext", {})}
-        lines = ["set -e", *self._base_python()]
+        deps = sysconfig.get_paths()["purelib"]
+        os.makedirs(DEPS_MOUNT, exist_ok=True)  # the layout's .pth names it (tests.k8s.image)
+        lines = ["set -e", *self._base_python(),
+                 f"mount --bind {shlex.quote(deps)} {DEPS_MOUNT}", f"mount -o remount,bind,ro {DEPS_MOUNT}"]
         binds = [(str(self.layout.parent), str(Path(VENV).parent), True)]
         mounts = sorted(self.container["volumeMounts"], key=lambda m: m["mountPath"] == "/tmp")
         binds += [(str(self.volume_dirs[m["name"]]), m["mountPath"], bool(m.get("readOnly"))) for m in mounts]
