@@ -60,10 +60,11 @@ _OWN = frozenset({"stream_options"})  # added by this translation, not sent by t
 
 
 class ViaStream:
-    """The inner stream translator's output fed into an `OpenAIToAnthropicStream`. `usage` is the
-    inner's (the provider's count), else the one the OpenAI chunks reported."""
+    """The inner stream translator's output (OpenAI chat chunks) fed into `outer`, which turns them
+    into the client's API (an `OpenAIToAnthropicStream`; the Responses API's `ChatToResponsesStream`).
+    `usage` is the inner's (the provider's count), else the one the OpenAI chunks reported."""
 
-    def __init__(self, inner: StreamTranslator, outer: OpenAIToAnthropicStream) -> None:
+    def __init__(self, inner: StreamTranslator, outer: StreamTranslator) -> None:
         self.usage: Usage | None = None
         self._inner = inner
         self._outer = outer

@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 
 from extproc.errors import GatewayError
+from extproc.translate.anthropic_via import ViaStream
 from extproc.translate.base import (
     ResponseContext,
-    StreamTranslator,
     Target,
     Translator,
     UpstreamRequest,
@@ -40,24 +40,6 @@ from extproc.translate.responses_response import ChatToResponsesStream, to_respo
 CLIENT_NAMES = {"max_completion_tokens": "max_output_tokens", "reasoning_effort": "reasoning.effort",
                 "response_format": "text.format"}
 _OWN = frozenset({"stream_options"})
-
-
-class ResponsesViaStream:
-    """The inner stream translator's chat chunks fed into a `ChatToResponsesStream`."""
-
-    def __init__(self, inner: StreamTranslator, outer: ChatToResponsesStream) -> None:
-        self.usage: Usage | None = None
-        self._inner, self._outer = inner, outer
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = self._outer.feed(self._inner.feed(chunk))
-        self.usage = self._inner.usage or self._outer.usage
-        return out
-
-    def finish(self) -> bytes:
-        out = self._outer.feed(self._inner.finish()) + self._outer.finish()
-        self.usage = self._inner.usage or self._outer.usage
-        return out
 
 
 class ResponsesVia:
@@ -80,9 +62,9 @@ class ResponsesVia:
         response = to_response(parsed, ctx)
         return orjson.dumps(response), usage if usage is not None else usage_from_openai(parsed.get("usage"))
 
-    def stream_translator(self, target: Target, ctx: ResponseContext) -> ResponsesViaStream:
+    def stream_translator(self, target: Target, ctx: ResponseContext) -> ViaStream:
         inner = self.inner.stream_translator(target, replace(ctx, include_usage=True))
-        return ResponsesViaStream(inner, ChatToResponsesStream(ctx))
+        return ViaStream(inner, ChatToResponsesStream(ctx))
 
     def translate_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
         return self.inner.translate_error(status, body, headers)
