@@ -188,9 +188,11 @@ class LatencyStats:
         if tpot_s is not None:
             self.observe_tpot(deployment_id, tpot_s, now)
 
-    def observe_ttft(self, deployment_id: str, ttft_s: float, now: float) -> None:
-        """Record a first token `ttft_s` seconds after the request was sent (when it arrives)."""
+    def observe_ttft(self, deployment_id: str, ttft_s: float, now: float) -> int | None:
+        """Record a first token `ttft_s` seconds after the request was sent (when it arrives).
+        Returns the regime (see the module docstring) the deployment moved to, None when unchanged."""
         d = self._dep(deployment_id)
+        before = d.regime
         d.recent.append(ttft_s)
         d.recent_at.append(now)
         if d.regime == 0:
@@ -226,6 +228,7 @@ class LatencyStats:
         d.dirty = True
         self._pending.add(deployment_id)
         self._changed = True
+        return d.regime if d.regime != before else None
 
     def observe_tpot(self, deployment_id: str, tpot_s: float, now: float) -> None:
         """Record a finished answer's mean time per output token after the first, seconds."""

@@ -166,12 +166,9 @@ def first_token(state: RoutingState, d: Deployment, sent_at: float, headers_at: 
     """Latency is learned from streamed answers: time to the response headers is the time to first
     token, learned when they arrive. Times on `state.clock`."""
     stats = state.stats
-    before = stats.regime(d.id)
-    stats.observe_ttft(d.id, headers_at - sent_at, headers_at)
-    after = stats.regime(d.id)
-    log.debug("deployment %s ttft %.1f ms regime %d", d.id, (headers_at - sent_at) * 1000, after)
-    if after != before:
-        log.info("deployment %s time to first token: %s (last %s)", d.id, _REGIMES[after],
+    regime = stats.observe_ttft(d.id, headers_at - sent_at, headers_at)
+    if regime is not None:
+        log.info("deployment %s time to first token: %s (last %s)", d.id, _REGIMES[regime],
                  ", ".join(f"{x * 1000:.0f} ms" for x in stats.recent(d.id)[-3:]))
 
 
