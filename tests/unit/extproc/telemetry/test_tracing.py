@@ -3,8 +3,11 @@ bounded queue that drops instead of waiting, and export that survives a dead col
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import orjson
 import pytest
@@ -128,3 +131,56 @@ def test_encoding_remembers_attributes_without_confusing_equal_values_of_other_t
             span.attributes = {"k": v}
             got = tracing.encode([span], [])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
             assert got == [{"key": "k", "value": tracing._value(v)}], v
+
+
+def test_batches_go_on_one_kept_connection_and_a_restarted_collector_gets_the_next() -> None:
+    """The exporter keeps its connection to the collector between batches (a new one each time
+    cost a lookup and a handshake per batch), and when the collector restarts — the kept
+    connection is dead — the next batch still arrives, on a new connection."""
+    got: list[tuple[int, str]] = []
+    open_connections: list[Any] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as OTLP collectors answer
+
+        def do_POST(self) -> None:  # noqa: N802
+            open_connections.append(self.connection)
+            body = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+            got.append((self.client_address[1], body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"]))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    def serve(port: int) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    port = free_port()
+    server = serve(port)
+    rec = SpanRecorder(f"http://127.0.0.1:{port}/v1/traces", 1.0, {}, None)
+
+    def export(name: str) -> None:
+        span = rec.start(name, None)
+        assert span is not None
+        span.end()
+        rec.flush()
+
+    export("a")
+    export("b")
+    assert [n for _, n in got] == ["a", "b"] and got[0][0] == got[1][0], got  # one client port: one connection
+    server.shutdown()  # the collector restarts: its connections close
+    server.server_close()
+    for conn in open_connections:
+        with contextlib.suppress(OSError):  # closed already
+            conn.shutdown(socket.SHUT_RDWR)
+    server = serve(port)
+    export("c")
+    assert [n for _, n in got] == ["a", "b", "c"] and not rec.failed
+    server.shutdown()
+    server.server_close()
+    rec.shutdown()
