@@ -176,19 +176,20 @@ class SpanRecorder:
         assert self.endpoint is not None
         url = urlsplit(self.endpoint)
         for attempt in (1, 2):
-            if self._conn is None:
+            conn = self._conn
+            if conn is None:
                 cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-                self._conn = cls(url.hostname or "", url.port, timeout=5)
+                conn = self._conn = cls(url.hostname or "", url.port, timeout=5)
             try:
-                self._conn.request("POST", url.path or "/", body=body, headers={"content-type": "application/json"})
-                r = self._conn.getresponse()
+                conn.request("POST", url.path or "/", body=body, headers={"content-type": "application/json"})
+                r = conn.getresponse()
                 r.read()
                 if r.will_close:
-                    self._conn.close()
+                    conn.close()
                     self._conn = None
                 return r.status
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self._conn.close()  # the collector closed an idle kept connection: once more on a new one
+                conn.close()  # the collector closed an idle kept connection: once more on a new one
                 self._conn = None
                 if attempt == 2:
                     raise
