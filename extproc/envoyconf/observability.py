@@ -51,6 +51,7 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "model": f"%RESP({metadata.MODEL_HEADER})%",
     "provider": f"%RESP({metadata.PROVIDER_HEADER})%",
     "route": f"%RESP({metadata.ROUTE_HEADER})%",
+    "priority": f"%RESP({metadata.PRIORITY_HEADER})%",  # the class admitted (capacity planning reads it)
     "input_tokens": _meta("access_input_tokens"),
     "output_tokens": _meta("access_output_tokens"),
     "cost_micro_usd": _meta("access_cost_micro_usd"),

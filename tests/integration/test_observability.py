@@ -242,6 +242,7 @@ def _send(pod: Pod) -> Sent:
             out.requests.append({"trace_id": trace_id, "traceparent": tp, "request_id": r.headers.get("x-request-id"), "kind": kind,
                                  "requested": body["model"], "model": model, "status": r.status_code,
                                  "provider": r.headers.get("x-interlock-provider"), "prompt": prompt,
+                                 "priority": r.headers.get("x-interlock-priority"),
                                  "completion": completion, "tenant": "capped" if CAPPED_KEY in str(headers) else "it",
                                  "micro_usd": routing.micro_usd(prompt, completion, pin, pout) if r.status_code == 200 else 0})
     statuses = [r["status"] for r in out.requests]
@@ -435,6 +436,7 @@ def test_access_log_lines_carry_tenant_model_provider_tokens_and_cost(pod: Pod, 
         if r["status"] == 200:
             assert (e["tenant"], e["model"], e["provider"]) == (r["tenant"], r["model"], r["provider"])
             assert e["route"] == ("auto" if r["requested"] == "auto" else None)
+            assert e["priority"] == r["priority"] and e["priority"] in ("interactive", "default", "batch")
             assert (int(e["input_tokens"]), int(e["output_tokens"])) == (r["prompt"], r["completion"])
             assert int(e["cost_micro_usd"]) == r["micro_usd"]
         assert TENANT_KEY not in json.dumps(e) and CAPPED_KEY not in json.dumps(e)
