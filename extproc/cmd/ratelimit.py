@@ -22,6 +22,7 @@ answers Prometheus text (`metrics_text`), served from the same event loop:
 
     interlock_ratelimit_info{store,failure_mode}       gauge, always 1
     interlock_ratelimit_calls_total                    every ShouldRateLimit call
+    interlock_ratelimit_trueups_total                  true-ups the workers sent (UDP, same port number)
     interlock_ratelimit_over_limit_total               refused by a limit the store decided on
     interlock_ratelimit_degraded_total                 answered by the failure mode (store failed)
     interlock_ratelimit_errors_total                   internal errors (answered by the failure mode)
@@ -51,6 +52,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from extproc.cmd.reload import read_generation
 from extproc.config import ConfigError, GatewayConfig, load_file
 from extproc.h2grpc import Server
+from extproc.limits import trueup
 from extproc.limits.limiter import Limiter
 from extproc.limits.model import LimitTable
 from extproc.limits.service import RateLimitService
@@ -91,6 +93,7 @@ def metrics_text(service: RateLimitService, store: Store, *, store_kind: str, li
     """Prometheus text exposition (format 0.0.4) of the process's counters. Pure: reads only."""
     counters = [
         ("calls", "Rate-limit calls (admissions and true-ups).", service.calls),
+        ("trueups", "True-ups the ext_proc workers sent (one per unit and request).", service.trueups),
         ("over_limit", "Calls refused because a limit the store decided on was reached.", service.over_limit),
         ("degraded", "Calls answered by the failure mode because the store could not decide.", service.degraded),
         ("errors", "Calls answered by the failure mode after an internal error.", service.errors),
@@ -164,6 +167,15 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
         if metrics is not None:
             await metrics.cleanup()
         raise
+    # The workers' true-ups: UDP datagrams to the same port number (`extproc.limits.trueup`).
+    try:
+        datagrams, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: trueup.Receiver(service.true_up), local_addr=(address, bound))
+    except OSError as e:
+        await server.stop(grace=0)
+        if metrics is not None:
+            await metrics.cleanup()
+        raise OSError(f"true-ups: cannot listen on UDP {address}:{bound}: {e.strerror or e}") from e
     log.info("rate limit service on %s:%d: %d limits, store %s, failure mode %s%s", address, bound,
              len(table[0]), cfg.rate_limit.store, cfg.rate_limit.failure_mode, where)
     if ready:
@@ -189,6 +201,7 @@ async def serve(config_path: str, address: str, port: int, ready: Callable[[int]
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await server.stop(grace=2)
+    datagrams.close()
     await exposition.close(text)
     await service.drain()
     if metrics is not None:

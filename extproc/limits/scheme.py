@@ -25,6 +25,11 @@ Admission (the filter's call before the request goes upstream) — one descripto
 
     reservation_<unit> = "<reserved ticks>@<unix ms of the reservation>"     e.g. "1500@1767225600123"
 
+The allowed response also carries `x-interlock-ratelimit-reservation: tokens=<marker>;usd=<marker>`
+(`trueup.RESERVATION_HEADER`): the router stage reads and removes it, and its worker sends the
+true-up itself when the request ends (`trueup`), in the same terms as below. Envoy is not asked
+for the stream-done call unless `envoy_rate_limits(stream_done=True)`.
+
 Stream done (the filter's `apply_on_stream_done: true` call, made when the stream ends for any
 reason, client disconnects included) — one descriptor per unit to true up (tokens, usd):
 
@@ -54,6 +59,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
+from extproc.limits import trueup
 from extproc.limits.limiter import Charge, LimitStatus, Reservation, Settlement, Verdict
 from extproc.limits.model import ANY, KEY_FIELDS, Per, Unit, amount_text
 from extproc.limits.store import FailureMode
@@ -186,7 +192,10 @@ def render(parsed: Parsed, verdict: Verdict | None) -> rls_pb2.RateLimitResponse
             if exceeded is not None:
                 resp.response_headers_to_add.append(_header(EXCEEDED_HEADER, exceeded))
         if verdict.reservations:
-            resp.dynamic_metadata.update({marker_field(u): r.encode() for u, r in verdict.reservations.items()})
+            markers = {u: r.encode() for u, r in verdict.reservations.items()}
+            resp.dynamic_metadata.update({marker_field(u): m for u, m in markers.items()})
+            if any(u in markers for u in trueup.TRUED_UP):  # for the worker's true-up (`trueup`)
+                resp.response_headers_to_add.append(_header(trueup.RESERVATION_HEADER, trueup.header_value(markers)))
     resp.statuses.extend(statuses)
     return resp
 
@@ -212,7 +221,7 @@ def _meta(namespace: str, key: str) -> dict[str, Any]:
 def envoy_rate_limits(namespace: str = "interlock", *, units: Sequence[Unit] = tuple(Unit),
                       fields: Mapping[str, str] | None = None,
                       reserve_key: str = "reserve_{unit}", usage_key: str = "usage_{unit}",
-                      minimum_key: str = "reserve_min_{unit}") -> list[dict[str, Any]]:
+                      minimum_key: str = "reserve_min_{unit}", stream_done: bool = False) -> list[dict[str, Any]]:
     """Envoy `rate_limits` (route or filter level, `config.route.v3.RateLimit` as JSON) that
     produce the scheme above from dynamic metadata the ext_proc writes in `namespace`:
 
@@ -220,9 +229,11 @@ def envoy_rate_limits(namespace: str = "interlock", *, units: Sequence[Unit] = t
       required (no tenant, no descriptor), `model` and `priority` are left out when absent;
     - `reserve_key` (per unit, at admission): the ticks to reserve (`requests`: always 1);
     - `minimum_key` (tokens, usd; optional): the least of it the request needs (its `minimum`);
-    - `usage_key` (per unit, kept current on every response-body reply so a disconnect is trued
-      up with what was produced): the actual ticks, as a *string* (Envoy's metadata action
-      reads string values only).
+    - `stream_done`: also the stream-done true-up descriptors, with `usage_key` (per unit, kept
+      current on every response-body reply so a disconnect is trued up with what was produced):
+      the actual ticks, as a *string* (Envoy's metadata action reads string values only). Off by
+      default: the gateway's workers send the true-ups themselves (`trueup`), which spares each
+      request a second call through Envoy.
     """
     fields = dict(fields or {k: k for k in KEY_FIELDS})
     common: list[dict[str, Any]] = []
@@ -244,7 +255,7 @@ def envoy_rate_limits(namespace: str = "interlock", *, units: Sequence[Unit] = t
                 "descriptor_key": MINIMUM, "metadata_key": _meta(namespace, minimum_key.format(unit=unit.value)),
                 "skip_if_absent": True}})
         out.append(admission)
-        if unit is Unit.REQUESTS:
+        if unit is Unit.REQUESTS or not stream_done:
             continue
         out.append({"apply_on_stream_done": True, "actions": [
             *common, unit_action,

@@ -19,8 +19,11 @@ being made, the work still completes, and anything it reserved is given back, si
 saw the marker that would true it up (`abandoned` counts such calls, `released` the ones that had
 reserved something).
 
+The workers' true-ups (`trueup`, datagrams the rate-limit process hands to `true_up`) are settled
+in the background, counted in `trueups`.
+
 Counters (all only grow; read by the process's `/metrics`, see `extproc.cmd.ratelimit`): `calls` (every call,
-admission and true-up alike), `over_limit` (refused by a limit the store decided on), `degraded`,
+admission and true-up alike), `trueups` (the workers' true-ups), `over_limit` (refused by a limit the store decided on), `degraded`,
 `errors`, `malformed`, `abandoned`, `released`.
 """
 
@@ -31,8 +34,8 @@ import logging
 
 from envoy.service.ratelimit.v3 import rls_pb2
 
-from extproc.limits import scheme
-from extproc.limits.limiter import Limiter, Verdict
+from extproc.limits import scheme, trueup
+from extproc.limits.limiter import Limiter, Settlement, Verdict
 from extproc.limits.store import FailureMode
 
 log = logging.getLogger("interlock.limits")
@@ -55,6 +58,7 @@ class RateLimitService:
         self.over_limit = 0
         self.abandoned = 0
         self.released = 0
+        self.trueups = 0
         self._background: set[asyncio.Task[None]] = set()
 
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
@@ -91,6 +95,26 @@ class RateLimitService:
             self.errors += 1
             log.exception("rate limit call failed; answering %s", self.failure_mode.value)
             return scheme.failure_response(self.failure_mode)
+
+    def true_up(self, datagram: bytes) -> None:
+        """The workers' true-ups (`trueup`): applied like a stream-done call's settlements, in
+        the background; lines that do not parse are counted in `malformed`."""
+        settlements, bad = trueup.decode(datagram)
+        self.trueups += len(settlements)
+        if bad:
+            self.malformed += bad
+            log.warning("%d rate-limit true-up line(s) ignored: not in the worker's format", bad)
+        if settlements:
+            task = asyncio.ensure_future(self._settle(settlements))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _settle(self, settlements: list[Settlement]) -> None:
+        try:
+            await self.limiter.settle(settlements)
+        except Exception:
+            self.errors += 1
+            log.exception("rate-limit true-up failed")
 
     async def _decide(self, request: rls_pb2.RateLimitRequest) -> tuple[scheme.Parsed, Verdict | None]:
         parsed = scheme.parse(request)

@@ -48,4 +48,6 @@ class Flow:
     events: int = 0
     usage: Usage | None = None
     timer: StallTimer | None = None  # a streamed answer's idle timer (when the transport can push)
+    metadata_sent: dict[str, dict[str, str]] = field(default_factory=dict)  # streamed so far (`streaming.news`)
+    metadata_key: tuple[int, int, int] | None = None  # what it was computed from
     ended: bool = False  # the router stage is done with the stream (answered, failed, stalled, gone)

@@ -11,7 +11,9 @@ a reservation to fit what a window has left. A request whose known part alone is
 limit's whole window can never be admitted: `first_admissible` answers it with a 400 naming the limit
 instead of a 429 that no wait would cure. Every response message then keeps `usage_tokens` /
 `usage_usd` current, so a stream cut short is trued up with what it produced: the provider's
-usage once known, else the prompt estimate plus one token per event seen. Prices come from
+usage once known, else the prompt estimate plus one token per event seen. Those two keys never
+reach Envoy: the worker keeps the last of them and sends the true-up itself when the request
+ends (`extproc.server`, `extproc.limits.trueup`). Prices come from
 `routing.pricing.micro_usd` (integer micro-dollars, rounded up). Pure functions; the caller keeps
 the per-stream count of events.
 """

@@ -7,7 +7,9 @@ usage (the JSON body's `usage`, or the stream chunk that carries a non-null `usa
 providers send when the client asked for `stream_options.include_usage`), whether a whole answer
 is a chat completion at all (a 200 with a page or invalid JSON is a 502, `whole_answer`), and
 whether a stream reached its end (`data: [DONE]`, or an in-stream `{"error": …}` event, which
-the SDK raises): `complete`.
+the SDK raises): `complete`. A stream is always asked for its usage (`include_usage`); when the
+client did not ask, what that adds is removed before the client sees it
+(`openai_usage_stream`), so the client's stream is the one it would have had.
 Errors: the provider's OpenAI error body gives the message for `provider_error`; on a 400 its
 `param` and `code` are kept too (they name the client's mistake).
 """
@@ -21,6 +23,7 @@ import orjson
 
 from extproc.errors import BadRequest, GatewayError, ProviderError
 from extproc.translate.base import ResponseContext, Target, UpstreamRequest, Usage, provider_error
+from extproc.translate.openai_usage_stream import UsageAskedStream
 from extproc.translate.sse import SSEDecoder
 
 PATH = "/v1/chat/completions"
@@ -128,13 +131,23 @@ class OpenAIToOpenAI:
     def translate_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         check_envelope(body)
         upstream = {**body, "model": target.upstream_model}
+        stream = body.get("stream") is True
+        opts = body.get("stream_options")
+        if stream and (opts is None or isinstance(opts, dict)) and not (opts or {}).get("include_usage"):
+            # The gateway needs every stream's usage: asked for here, removed from the client's
+            # stream by `openai_usage_stream.UsageAskedStream` (`stream_translator`).
+            upstream["stream_options"] = {**(opts or {}), "include_usage": True}
         return UpstreamRequest(path=target.option("path_prefix", "/v1") + "/chat/completions", body=orjson.dumps(upstream), headers=_HEADERS,
-                               stream=body.get("stream") is True)
+                               stream=stream)
 
     def translate_response(self, body: bytes, target: Target, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
         return body, usage_from_openai(whole_answer(body, "choices", "a chat completion").get("usage"))
 
-    def stream_translator(self, target: Target, ctx: ResponseContext) -> OpenAIPassthroughStream:
+    def stream_translator(self, target: Target, ctx: ResponseContext) -> OpenAIPassthroughStream | UsageAskedStream:
+        # The usage the gateway asked for is removed only where this class's `translate_request`
+        # asked for it (subclasses with their own leave the stream as the provider sent it).
+        if not ctx.include_usage and type(self).translate_request is OpenAIToOpenAI.translate_request:
+            return UsageAskedStream(OpenAIPassthroughStream())
         return OpenAIPassthroughStream()
 
     def translate_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:

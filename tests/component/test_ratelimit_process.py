@@ -296,3 +296,38 @@ def test_sighup_reloads_the_limits_and_a_bad_config_keeps_them(tmp_path: Path) -
     finally:
         p.stop()
 
+
+
+# --- the workers' true-ups -----------------------------------------------------------------------
+
+
+def test_a_workers_true_up_datagram_gives_back_what_a_request_did_not_use(tmp_path: Path) -> None:
+    """The admission names its reservation in a header (what the router stage reads); the worker's
+    datagram to the same port number trues it up, as Envoy's stream-done call did; a line that is
+    not in the format is counted, not applied."""
+    from extproc.limits import trueup
+
+    port = free_port()
+    config = tmp_path / "rl.yaml"
+    write_config(config, port=port, tokens_per="hour", amount=10_000)
+    p = RateLimitProcess(config, port, tmp_path / "rl.log")
+    try:
+        p.wait_for("rate limit service on")
+        first = call(port, admission(8000))
+        assert first.overall_code == OK and headers(first)["x-ratelimit-remaining-tokens"] == "2000"
+        markers = trueup.parse_header(headers(first)[trueup.RESERVATION_HEADER])
+        assert set(markers) == {"tokens"}
+        sender = trueup.Sender("127.0.0.1", port)
+        sender.send([trueup.line(ENTRIES, "tokens", markers["tokens"], "1200"), b"not\ta\ttrue-up\n"])
+        sender.close()
+
+        deadline = time.monotonic() + 5
+        while counters(p)["trueups_total"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        m = counters(p)
+        assert m["trueups_total"] == 1 and m["malformed_total"] == 1
+        time.sleep(0.1)  # the settlement runs in the background, right after the datagram
+        assert headers(call(port, admission(1)))["x-ratelimit-remaining-tokens"] == str(10_000 - 1200 - 1)
+        assert (sender.sent, sender.dropped) == (2, 0)
+    finally:
+        assert p.stop() == 0, p.text()[-2000:]

@@ -88,6 +88,8 @@ def test_reserve_then_true_up_at_stream_done() -> None:
             "x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "2000",
             "x-ratelimit-reset-tokens": "30s",
             "x-ratelimit-limit-usd": "1", "x-ratelimit-remaining-usd": "0.4", "x-ratelimit-reset-usd": "86370s",
+            # what the worker trues up (extproc.limits.trueup)
+            "x-interlock-ratelimit-reservation": f"tokens=8000@{round(NOW * 1000)};usd=600000@{round(NOW * 1000)}",
         }
         markers = json_format.MessageToDict(resp.dynamic_metadata)
         assert markers["reservation_tokens"] == f"8000@{round(NOW * 1000)}"

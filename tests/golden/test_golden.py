@@ -231,7 +231,11 @@ def _translate(case: Path) -> dict[str, str]:
         elif pair.feed.source(case).exists():
             raw = pair.feed.generated(case)
             client, usage = translate_stream(translator, tgt, ctx, [raw])
-            assert client == raw if translator.passthrough else True
+            # A passthrough stream goes on byte for byte, but for the usage the gateway asked for
+            # and the client did not (`openai_usage_stream`): the expected file is then the
+            # provider's stream as recorded without it.
+            rewrites = getattr(translator.stream_translator(tgt, ctx), "rewrites", False)
+            assert client == raw if translator.passthrough and not rewrites else True
             outputs["client_response.sse"] = client.decode()
         elif (case / "upstream_error.json").exists():
             spec = load(case / "upstream_error.json")

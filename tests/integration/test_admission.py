@@ -102,6 +102,8 @@ def test_gateway_rate_limit_answers_429_in_each_clients_format(gw: Gateway, sim:
     for _ in range(2):
         r = client.chat.completions.with_raw_response.create(model="reqs-model", messages=HELLO)
         assert r.headers["x-ratelimit-limit-requests"] == "2"
+        # The rate-limit service's reservation markers are for the worker's true-up, never shown.
+        assert not any(k.startswith("x-interlock-ratelimit") for k in r.headers)
         # The provider's own x-ratelimit-* (about the gateway's account) are not shown.
         assert "x-ratelimit-limit-tokens" not in r.headers and "," not in r.headers["x-ratelimit-limit-requests"]
     assert r.headers["x-ratelimit-remaining-requests"] == "0"
@@ -146,7 +148,7 @@ def test_parallel_requests_overshoot_a_token_budget_only_by_the_reservations(gw:
     assert all(r.json()["error"]["type"] == "rate_limit_error" for r in refused)
     used = sum(r.json()["usage"]["total_tokens"] for r in ok)
     assert used <= 4000
-    time.sleep(0.5)  # the true-ups (Envoy's stream-done calls) land
+    time.sleep(0.5)  # the true-ups (the workers' datagrams, `extproc.limits.trueup`) land
     probe = post(gw, "tokens", body)
     assert probe.status_code == 200
     assert int(probe.headers["x-ratelimit-remaining-tokens"]) == 4000 - used - reserve

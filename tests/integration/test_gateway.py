@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -85,6 +86,32 @@ def test_stream_without_usage_option_has_no_usage_chunk(gateway: Gateway, sim: S
     chunks = list(client(gateway).chat.completions.create(model=model, messages=HELLO, stream=True))  # type: ignore[arg-type]
     assert chunks and all(ch.usage is None for ch in chunks)
     assert all(ch.choices for ch in chunks)
+
+
+def test_passthrough_stream_usage_is_counted_when_the_client_did_not_ask(gateway: Gateway, sim: Simulator) -> None:
+    """The gateway asks the provider for a stream's usage the client did not ask for, counts it,
+    and gives the client the stream it would have had: no `usage` member, no usage-only chunk."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from tests.integration.test_provider_faults import access_line
+
+    body = {"model": "gpt-4o-mini", "messages": HELLO, "stream": True, "stream_options": {"include_usage": False}}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=30,
+                      headers={"authorization": f"Bearer {TENANT_KEY}"}) as r:
+        assert r.status_code == 200
+        raw = b"".join(r.iter_bytes())
+        request_id = r.headers["x-request-id"]
+    upstream = sim.requests()[-1]["body"]
+    assert upstream["stream_options"] == {"include_usage": True}
+    assert b'"usage"' not in raw  # neither `"usage":null` members nor the usage-only chunk
+    events = [e.removeprefix(b"data: ") for e in raw.split(b"\n\n") if e]
+    assert events[-1] == b"[DONE]"
+    chunks = [ChatCompletionChunk.model_validate_json(e) for e in events[:-1]]
+    assert chunks and all(ch.choices and ch.usage is None for ch in chunks)
+    line = access_line(gateway, request_id)
+    prompt, completion = (int(re.search(rf"{k}=(\d+)", line).group(1))  # type: ignore[union-attr]
+                          for k in ("prompt_tokens", "completion_tokens"))
+    assert prompt > 0 and completion > 0
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -141,6 +141,7 @@ def test_render_ok_statuses_headers_and_markers() -> None:
             "x-ratelimit-limit-tokens": "5000", "x-ratelimit-remaining-tokens": "1000",
             "x-ratelimit-reset-tokens": "3570s",
             "x-ratelimit-limit-usd": "2.5", "x-ratelimit-remaining-usd": "1.25", "x-ratelimit-reset-usd": "86370s",
+            "x-interlock-ratelimit-reservation": f"tokens=4000@{round(NOW * 1000)};usd=1250000@{round(NOW * 1000)}",
         }
         assert json_format.MessageToDict(resp.dynamic_metadata) == {
             "reservation_tokens": f"4000@{round(NOW * 1000)}", "reservation_usd": f"1250000@{round(NOW * 1000)}"}
@@ -268,7 +269,7 @@ class EnvoySim:
 
 
 def test_rendered_rate_limits_are_valid_envoy_config() -> None:
-    policies = envoy_rate_limits()
+    policies = envoy_rate_limits(stream_done=True)
     assert [(p.get("apply_on_stream_done", False), p["actions"][-1]) for p in policies][:2] == [
         (False, {"generic_key": {"descriptor_key": "unit", "descriptor_value": "requests"}}),
         (False, {"generic_key": {"descriptor_key": "unit", "descriptor_value": "tokens"}}),
@@ -276,8 +277,10 @@ def test_rendered_rate_limits_are_valid_envoy_config() -> None:
     assert len(policies) == 5
     for p in policies:
         json_format.ParseDict(p, route_components_pb2.RateLimit())
+    # By default Envoy only admits: the workers true up (`trueup`).
+    assert [p.get("apply_on_stream_done", False) for p in envoy_rate_limits()] == [False] * 3
     custom = envoy_rate_limits("x", units=[Unit.TOKENS], fields={"tenant": "t"}, reserve_key="r_{unit}",
-                               usage_key="u_{unit}")
+                               usage_key="u_{unit}", stream_done=True)
     assert custom[0]["hits_addend"] == {"format": "%DYNAMIC_METADATA(x:r_tokens)%"}
     assert [a["metadata"]["metadata_key"]["path"][0]["key"] for a in custom[1]["actions"] if "metadata" in a] == [
         "t", "reservation_tokens", "u_tokens"]
@@ -294,7 +297,7 @@ async def used(lim: Limiter, limit: Limit) -> int:
 def test_end_to_end_reserve_then_true_up() -> None:
     async def run() -> None:
         lim = limiter()
-        s = EnvoySim(envoy_rate_limits())
+        s = EnvoySim(envoy_rate_limits(stream_done=True))
         s.metadata["interlock"] = ext_proc_metadata(reserve_tokens="1500", reserve_usd="30000")
         resp = await s.admit(lim)
         assert resp is not None and resp.overall_code == OK and len(resp.statuses) == 3
@@ -315,7 +318,7 @@ def test_end_to_end_a_reservation_shrinks_to_what_is_left_but_not_below_its_mini
     with the limit named and a Retry-After that the window's reset makes true."""
     async def run() -> None:
         lim = limiter()
-        big = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        big = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS], stream_done=True))
         big.metadata["interlock"] = ext_proc_metadata(reserve_tokens="65836", reserve_min_tokens="300")
         resp = await big.admit(lim)
         assert resp is not None and resp.overall_code == OK
@@ -323,12 +326,12 @@ def test_end_to_end_a_reservation_shrinks_to_what_is_left_but_not_below_its_mini
         big.metadata["interlock"]["usage_tokens"] = "4200"
         await big.stream_done(lim)
         assert await used(lim, MODEL_TOKENS) == 4200
-        second = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        second = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS], stream_done=True))
         second.metadata["interlock"] = ext_proc_metadata(reserve_tokens="65836", reserve_min_tokens="300")
         resp = await second.admit(lim)
         assert resp is not None and resp.overall_code == OK and headers(resp)["x-ratelimit-remaining-tokens"] == "0"
         assert await used(lim, MODEL_TOKENS) == 5000
-        third = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        third = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS], stream_done=True))
         third.metadata["interlock"] = ext_proc_metadata(reserve_tokens="65836", reserve_min_tokens="300")
         resp = await third.admit(lim)
         assert resp is not None and resp.overall_code == OVER
@@ -342,7 +345,7 @@ def test_end_to_end_a_reservation_shrinks_to_what_is_left_but_not_below_its_mini
 def test_end_to_end_disconnect_is_trued_up_with_what_was_produced() -> None:
     async def run() -> None:
         lim = limiter()
-        s = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        s = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS], stream_done=True))
         s.metadata["interlock"] = ext_proc_metadata(reserve_tokens="4000", usage_tokens="0")
         await s.admit(lim)
         s.metadata["interlock"]["usage_tokens"] = "212"  # the last body chunk the ext_proc answered
@@ -355,11 +358,11 @@ def test_end_to_end_disconnect_is_trued_up_with_what_was_produced() -> None:
 def test_end_to_end_refused_and_unreported_requests() -> None:
     async def run() -> None:
         lim = limiter()
-        first = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        first = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS], stream_done=True))
         first.metadata["interlock"] = ext_proc_metadata(reserve_tokens="4500")
         await first.admit(lim)
         assert await first.stream_done(lim) is None  # no usage written: the reservation stands
-        second = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+        second = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS], stream_done=True))
         second.metadata["interlock"] = ext_proc_metadata(reserve_tokens="1000", usage_tokens="0")
         resp = await second.admit(lim)
         assert resp is not None and resp.overall_code == OVER
@@ -379,7 +382,7 @@ def test_end_to_end_refused_and_unreported_requests() -> None:
     ({"tenant": "acme"}, None),
 ])
 def test_admission_descriptor_shapes(metadata: dict[str, str], expected: dict[str, str] | None) -> None:
-    s = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS]))
+    s = EnvoySim(envoy_rate_limits(units=[Unit.TOKENS], stream_done=True))
     s.metadata["interlock"] = metadata
     req = s.descriptors(on_stream_done=False)
     assert [{e.key: e.value for e in d.entries} for d in req.descriptors] == ([expected] if expected else [])
