@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint system-deps k8s-schemas unit integration fuzz bench bench-spike eval-routing protos clean
+.PHONY: run test lint system-deps k8s-schemas unit integration fuzz bench soak bench-spike eval-routing eval-pool protos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,11 @@ run: $(STAMP)
 test: lint system-deps k8s-schemas
 	$(PY) -m pytest -q -p no:cacheprovider
 
-## system-deps: Debian packages the tests start as real components (redis-server, prometheus)
+## system-deps: Debian packages the tests start as real components (redis-server, prometheus, dnsmasq)
 system-deps:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 	@command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null)
+	@command -v dnsmasq >/dev/null || (apt-get update -qq && apt-get install -y -qq dnsmasq-base >/dev/null)
 
 ## k8s-schemas: the custom resources' published schemas (npm @kubernetes-models/*) for tests/k8s
 K8S_SCHEMAS := $(VENV)/k8s-schemas/.installed-stamp
@@ -58,12 +59,18 @@ fuzz: $(STAMP)
 	echo "fuzz campaign: seed $$seed (replay: make fuzz SEED=$$seed)"; exit $$rc
 
 ## bench: routing decision micro-benchmark, then the loopback load test (wrk from Debian),
-## plain Envoy vs Interlock in the same run, and Interlock with metrics and tracing on vs off
+## plain Envoy vs Interlock in the same run (non-streamed at 1/16/32/64 connections, with and
+## without rate limits; paced streams: time to first event, gaps, CPU per event; fill-in-the-middle),
+## Interlock with metrics and tracing on vs off; the `bench:` line last (~7 minutes)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) bench/bench_routing.py
 	$(PY) bench/bench.py
-	$(PY) bench/bench_fim.py
+
+## soak: 30 minutes of mixed load through the gateway (MINUTES=N to shorten); RSS of every process
+## start/end/max and its drift, RSS per 1,000 open streams. Not part of `make test`
+soak: $(STAMP)
+	$(PY) bench/soak.py --minutes $(or $(MINUTES),30)
 
 ## bench-spike: a burst of 10x the provider's sustainable rate through the gateway (~40 s); prints
 ## provider peak vs limit, interactive p99 TTFT ratio, batch 429s, hung requests, recovery time
@@ -73,6 +80,11 @@ bench-spike: $(STAMP)
 ## eval-routing: trace-driven routing evaluation through the running gateway (several minutes)
 eval-routing: $(STAMP)
 	$(PY) bench/eval_routing.py
+
+## eval-pool: self-hosted pool evaluation through the running gateway, 4 simulated model servers
+## (load-aware vs round robin, spillover vs none, the capacity plan replayed; <= 15 minutes)
+eval-pool: $(STAMP)
+	$(PY) bench/eval_pool.py
 
 ## protos: regenerate extproc/pb from protos/ (tests/unit/protos fails when they differ)
 PROTOS := $(shell cd protos && find . -name '*.proto' | sed 's|^\./||' | sort)

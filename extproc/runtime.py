@@ -79,6 +79,8 @@ def upstream_api(p: Provider, m: Model) -> str:
     the model (Anthropic's `claude-*` models speak Messages, the rest Gemini)."""
     if p.type == "vertex":
         return "vertex-anthropic" if m.upstream_model.startswith("claude") else "vertex-gemini"
+    if p.type == "pool":  # self-hosted servers speak OpenAI's API (extproc.pools)
+        return "openai"
     return p.type
 
 

@@ -18,6 +18,12 @@ Steps:
      the objective's best — "fallback: …" when no deployment met the constraints.
 4. Fallbacks follow in objective order (constraint-meeting first), distinct, provider-diverse for the
    first one, `policy.max_attempts` long in all.
+
+A `FillPoolPolicy` (`routing.spillover`) runs the steps above under its `then` policy, then puts the
+route's pool deployments (those whose provider is in `snapshot.pool_loads`) first — or, when the
+request's `priority` class spills in `spill` (the route's state, advanced by the caller with
+`routing.spillover.step`), last; `chosen_by` then reads "pool <class>: <why>; <then's chosen_by>"
+or "spill <class>: <why>; ...".
 """
 
 from __future__ import annotations
@@ -28,23 +34,29 @@ from routing.affinity import rendezvous_index
 from routing.filters import run_filters
 from routing.model import Decision, Deployment, Explanation, RouteRequest
 from routing.pickers import affinity_pool, explore, last_n_tie_break, rank, round_robin, with_fallbacks
-from routing.policy import CONSTRAINED, LastNLatencyPolicy, Policy, RoundRobinPolicy
+from routing.policy import CONSTRAINED, FillPoolPolicy, LastNLatencyPolicy, Policy, RoundRobinPolicy
 from routing.scorers import constraint_failures, score_all
 from routing.snapshot import Snapshot
+from routing.spillover import NO_SPILL, SpillState, loads_of, reason
 
 NO_CANDIDATE = "none: every candidate was dropped"
 FALLBACK = "fallback: no deployment met the constraints"
 
 
 def decide(request: RouteRequest, candidates: Sequence[Deployment], policy: Policy, snapshot: Snapshot, *,
-           rr_counter: int = 0, rand: float = 0.5, explore_due: bool | None = None) -> Decision:
+           rr_counter: int = 0, rand: float = 0.5, explore_due: bool | None = None,
+           priority: str = "default", spill: SpillState = NO_SPILL) -> Decision:
     """Choose the ordered deployments to try for `request` among `candidates` (in the route's configured
     order; a repeated id counts once) under `policy`, reading latency and health from `snapshot`.
 
     `explore_due`: the caller paces exploration (`routing.pickers.explore`); None leaves it to `rand`.
+    `priority`, `spill`: the request's priority class and the route's spill state, read by a
+    `FillPoolPolicy` only.
     Returns an empty `deployments` tuple when every candidate was dropped (the explanation says by which
     filter). Raises nothing for well-formed arguments.
     """
+    if isinstance(policy, FillPoolPolicy):
+        return _fill_pool(request, candidates, policy, snapshot, rr_counter, rand, explore_due, priority, spill)
     eligible, dropped = run_filters(request, snapshot, candidates, rand=rand)
     if not eligible:
         return Decision((), Explanation(dropped, {}, {}, NO_CANDIDATE))
@@ -88,3 +100,24 @@ def decide(request: RouteRequest, candidates: Sequence[Deployment], policy: Poli
         tuple([ids[i] for i in pool]),
     )
     return Decision(tuple([ids[i] for i in order]), explanation)
+
+
+def _fill_pool(request: RouteRequest, candidates: Sequence[Deployment], policy: FillPoolPolicy, snapshot: Snapshot,
+               rr_counter: int, rand: float, explore_due: bool | None, priority: str, spill: SpillState) -> Decision:
+    """`then`'s decision over every candidate, the pool's deployments moved first or last."""
+    inner = decide(request, candidates, policy.ranking, snapshot, rr_counter=rr_counter, rand=rand,
+                   explore_due=explore_due)
+    by_id = {d.id: d for d in candidates}
+    pools = snapshot.pool_loads
+    load = loads_of(pools, (d.provider for d in candidates))
+    in_pool = [i for i in inner.deployments if by_id[i].provider in pools]
+    others = [i for i in inner.deployments if by_id[i].provider not in pools]
+    spills = spill.spills(priority) and bool(others)
+    order = (others + in_pool) if spills else (in_pool + others)
+    why = reason(spill, policy.target_utilization, policy.band, policy.batch == "wait", load, priority)
+    if spill.spills(priority) and not others:
+        why = f"pool{why.removeprefix('spill')} (no other candidate)"
+    ex = inner.explanation
+    if inner.deployments:
+        ex = Explanation(ex.dropped, ex.scores, ex.constraint_failures, f"{why}; {ex.chosen_by}", ex.affinity_pool)
+    return Decision(tuple(order[:policy.max_attempts]), ex)

@@ -10,6 +10,11 @@
   last `n` TTFT samples, lowest wins, no data counts as 0 so new deployments get tried, exact ties broken
   by the caller's random draw).
 
+- `FillPoolPolicy` ("fill_pool"): utilization-first spillover (`routing.spillover`) — the route's
+  self-hosted pools (the providers in `Snapshot.pool_loads`) first until they reach
+  `target_utilization` (± `band`, per priority class), then the other candidates, ranked by `then`
+  (any policy above); `batch` "spill" or "wait". Its common settings are `then`'s.
+
 Common settings: `exploration` (probability of sending the request to a non-best eligible deployment
 whose latency estimate is older than `stale_after_s`; only for policies that read latency; when > 0, a
 never-observed deployment is also probed at once, see `routing.pickers.explore`),
@@ -21,7 +26,7 @@ and round-robin ignores both. Construction validates (ValueError naming the fiel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 
@@ -156,8 +161,65 @@ class LastNLatencyPolicy(_Common):
         self._check(["n: must be >= 1"] if self.n < 1 else None)
 
 
-Policy = (ObjectivePolicy | WeightedPolicy | RoundRobinPolicy | CheapestPolicy | BestQualityPolicy
-          | LastNLatencyPolicy)
+SpillTarget = (ObjectivePolicy | WeightedPolicy | RoundRobinPolicy | CheapestPolicy | BestQualityPolicy
+               | LastNLatencyPolicy)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FillPoolPolicy:
+    """Fill the route's self-hosted pools up to `target_utilization`, spill the rest to the other
+    candidates ranked by `then`, with hysteresis `band` (see `routing.spillover`). `batch`: "spill"
+    (batch leaves the pool first) or "wait" (batch stays in the pool's queue). The settings every
+    policy has (`max_attempts`, `exploration`, ...) are `then`'s."""
+
+    kind: Literal["fill_pool"] = field(default="fill_pool", init=False)
+    target_utilization: float = 0.8
+    band: float = 0.05
+    batch: Literal["spill", "wait"] = "spill"
+    then: SpillTarget = field(default_factory=lambda: ObjectivePolicy(minimize="cost"))
+    # `then` with room for every candidate (the pipeline reorders its whole ranking), built once
+    ranking: SpillTarget = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0.0 < self.target_utilization <= 1.0:
+            problems.append("target_utilization: must be in (0, 1]")
+        if not 0.0 <= self.band < 0.5:
+            problems.append("band: must be in [0, 0.5)")
+        if self.batch not in ("spill", "wait"):
+            problems.append("batch: must be spill or wait")
+        if isinstance(self.then, FillPoolPolicy) or not hasattr(self.then, "max_attempts"):
+            problems.append("then: must be a policy other than fill_pool")
+        if problems:
+            raise ValueError("FillPoolPolicy: " + "; ".join(problems))
+        object.__setattr__(self, "ranking", replace(self.then, max_attempts=64))
+
+    @property
+    def exploration(self) -> float:
+        return self.then.exploration
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.then.stale_after_s
+
+    @property
+    def affinity(self) -> bool:
+        return self.then.affinity
+
+    @property
+    def affinity_tolerance(self) -> float:
+        return self.then.affinity_tolerance
+
+    @property
+    def diversity_tolerance(self) -> float:
+        return self.then.diversity_tolerance
+
+    @property
+    def max_attempts(self) -> int:
+        return self.then.max_attempts
+
+
+Policy = SpillTarget | FillPoolPolicy
 
 
 CONSTRAINED = (ObjectivePolicy, WeightedPolicy)

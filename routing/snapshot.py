@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from routing.histogram import Buckets, bucket_quantile
 from routing.lengths import DEFAULT_PRIOR as DEFAULT_OUTPUT_TOKENS
+from routing.pool import PoolLoad
 
 
 class LatencyPrior(NamedTuple):
@@ -138,6 +139,9 @@ class Snapshot:
       cold-start probes are kept until the probe's answer is observed, latency probes for a while).
     - `output_tokens` maps deployment ids to their expected answer length (`routing.lengths`); any
       other id reads as `output_default`.
+    - `pool_loads` maps self-hosted pool providers (by provider name) to their current load
+      (`routing.pool.PoolLoad`), read by the spillover policy (`routing.spillover`); a provider
+      listed here is a pool for the decision.
 
     The health filter compares each `until` with the request's `now`; `ramp` fractions are as of
     `taken_at`. Every map is copied into a read-only view.
@@ -152,9 +156,10 @@ class Snapshot:
     probed: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     output_tokens: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     output_default: float = DEFAULT_OUTPUT_TOKENS
+    pool_loads: Mapping[str, PoolLoad] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        for name in ("estimates", "unavailable", "pressured", "ramp", "probed", "output_tokens"):
+        for name in ("estimates", "unavailable", "pressured", "ramp", "probed", "output_tokens", "pool_loads"):
             m = getattr(self, name)
             if not isinstance(m, MappingProxyType):
                 object.__setattr__(self, name, MappingProxyType(dict(m)))

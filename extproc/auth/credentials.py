@@ -116,6 +116,15 @@ def _read_file(path: str) -> tuple[str, tuple[int, ...]] | None:
 
 
 @dataclass(frozen=True)
+class NoCredential:
+    """A pool of self-hosted servers that takes no key (`type: pool` without a key setting)."""
+
+    async def headers(self, method: str, host: str, path: str, headers: Mapping[str, str],
+                      body: bytes) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True)
 class Missing:
     """The provider's credentials could not be loaded; its requests fail with 502."""
 
@@ -159,6 +168,7 @@ class GcpBearer:
 
 _KEY_HEADERS = {
     "openai": ("authorization", "Bearer "),
+    "pool": ("authorization", "Bearer "),  # vLLM's and SGLang's --api-key
     "anthropic": ("authorization", "Bearer "),  # the anthropic 2.13 SDK's scheme
     "azure-openai": ("api-key", ""),
     "gemini": ("x-goog-api-key", ""),
@@ -182,6 +192,8 @@ def credential_for(p: Provider, environ: Environ = os.environ) -> Credential:
     """The provider's credential, or `Missing` (logged) when its secret is not available."""
     if p.credentials:
         return _cloud(p)
+    if p.type == "pool" and not (p.api_key_env or p.api_key_file):
+        return NoCredential()
     if p.type in _KEY_HEADERS and p.api_key_file and not p.api_key_env:
         header, prefix = _KEY_HEADERS[p.type]
         from_file = ApiKeyFile.load(header, prefix, p.name, p.api_key_file)

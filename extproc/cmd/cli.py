@@ -96,6 +96,17 @@ def _cmd_ratelimit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pool_scraper(args: argparse.Namespace) -> int:
+    from extproc.pools.scraper import run_scraper
+
+    try:
+        load_file(args.config)
+        run_scraper(args.config)
+    except (ConfigError, OSError) as e:
+        return _failed(e)
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     try:
         from simulator import run
@@ -210,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: rate_limit.metrics_port; 0 there = off)")
     rl.set_defaults(func=_cmd_ratelimit)
 
+    pools = sub.add_parser("pool-scraper", help="scrape the pools' model servers (one per pod; started by run)",
+                           description="Scrape every `type: pool` provider's servers' /metrics and share what "
+                                       "it sees with the pod's workers through files next to the config; "
+                                       "SIGHUP re-reads the config.")
+    pools.add_argument("-c", "--config", required=True, help="gateway config YAML (its directory holds the boards)")
+    pools.set_defaults(func=_cmd_pool_scraper)
+
     sim = sub.add_parser("simulate", help="the provider simulator (every provider type's wire format)",
                          description="Simulated OpenAI, Azure OpenAI, Anthropic, Gemini, Vertex AI (with an "
                                      "OAuth token endpoint) and Bedrock APIs on one port, with a control API "
@@ -223,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--aws-access-key-id", help="an AWS key id Bedrock SigV4 accepts, besides the demo pair")
     sim.add_argument("--aws-secret-access-key", help="its secret")
     sim.set_defaults(func=_cmd_simulate)
+
+    from extproc.cmd import capacity
+
+    capacity.add_parser(sub)
     return p
 
 

@@ -43,6 +43,7 @@ from extproc.cmd.reload import Reloader, metrics_text
 from extproc.cmd.supervisor import Child, Supervisor, http_ok, port_owned_by, port_problem
 from extproc.config import ConfigError, GatewayConfig, load_file
 from extproc.envoyconf.render import render_files, worker_count, write_files
+from extproc.pools.picker import POOL_DIR_ENV
 from extproc.telemetry import exposition
 
 log = logging.getLogger("interlock.run")
@@ -240,18 +241,22 @@ def start_workers(sup: Supervisor, cfg: GatewayConfig, config_path: str, log_lev
     rate-limit process, once each listens on its own ports; all get SIGHUP on reload."""
     n = worker_count(cfg)
     board = str(Path(config_path).with_name("concurrency.board"))
+    # The pools' boards live next to the active config, where the workers look for them.
+    os.environ[POOL_DIR_ENV] = str(Path(config_path).resolve().parent)
     ext, rl = cfg.extproc, cfg.rate_limit
     workers = [sup.add(Child(f"extproc-worker-{i}", _py(
         "--log-level", log_level, "extproc", "-c", config_path, "--single",
         "--port", str(ext.port + i), "--board", board, "--worker-index", str(i),
         "--workers", str(n)))) for i in range(n)]
     limiter = sup.add(Child("ratelimit", _py("--log-level", log_level, "ratelimit", "-c", config_path)))
+    # The pools' one scraper (extproc.pools.scraper), always: a reload may add a pool.
+    scraper = sup.add(Child("pool-scraper", _py("--log-level", log_level, "pool-scraper", "-c", config_path)))
     listening = [(w, ext.address, ext.port + i) for i, w in enumerate(workers)] + [(limiter, rl.address, rl.port)]
     if rl.metrics_port:
         listening.append((limiter, rl.address, rl.metrics_port))
     await_start("the ext_proc workers and the rate-limit service",
                 lambda: all(_owns(c, address, port) for c, address, port in listening), [*workers, limiter], stop)
-    return [*workers, limiter]
+    return [*workers, limiter, scraper]
 
 
 def _aws_args(environ: MutableMapping[str, str]) -> list[str]:
@@ -269,6 +274,14 @@ def simulator_args(demo: bool, environ: MutableMapping[str, str]) -> list[str]:
         environ.setdefault(env, value)
     keys = ["--api-key", environ[SIM_KEY_ENV]] if demo else []
     return [*keys, *_aws_args(environ)]
+
+
+def _sources(workdir: Path, cfg: GatewayConfig) -> list[tuple[str, str]]:
+    """The processes the pod's scrape reads: the workers, the rate-limit service, and the pool
+    scraper once it scrapes a pool (it writes a board per pool in the work directory)."""
+    pools = [("pool-scraper", exposition.socket_name(workdir, "pool-scraper"))] if any(
+        workdir.glob("pool-*.board")) else []
+    return [*exposition.scrape_sources(workdir, worker_count(cfg)), *pools]
 
 
 def _supervise(sup: Supervisor, reloader: Reloader, stop: StopFlag, what: str) -> int:
@@ -308,7 +321,7 @@ def run_gateway(config_path: str | None, *, simulate: bool, workers: int | None,
     metrics = None
     try:
         metrics = serve_metrics(cfg, lambda: exposition.pod_text(metrics_text(reloader.stats, sup.restarts),
-                                                                 exposition.scrape_sources(out, worker_count(cfg)), admin))
+                                                                 _sources(out, cfg), admin))
         if simulated:
             sim = [sup.add(Child("simulator", _py("--log-level", log_level, "simulate", "--address", SIM_ADDRESS,
                                                   "--port", str(SIM_PORT), *sim_args)))]
@@ -398,7 +411,7 @@ def run_extproc(config_path: str, *, workers: int | None, log_level: str) -> int
     metrics = None
     try:
         metrics = serve_metrics(cfg, lambda: exposition.pod_text(
-            metrics_text(reloader.stats, sup.restarts), exposition.scrape_sources(active.parent, worker_count(cfg)),
+            metrics_text(reloader.stats, sup.restarts), _sources(active.parent, cfg),
             f"http://{cfg.admin.address}:{cfg.admin.port}" if cfg.admin.port else None))
         children += start_workers(sup, cfg, str(active), log_level, stop)
         say(f"extproc: {worker_count(cfg)} workers on {cfg.extproc.address}:{cfg.extproc.port}"

@@ -79,6 +79,23 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """A pool of OpenAI-compatible model servers (`type: pool`; `extproc.pools`): literal
+    `ip:port` endpoints, or a DNS name every address of which is an endpoint (re-resolved every
+    `dns_refresh` seconds, through `dns_server` when given, else the system resolver)."""
+
+    endpoints: tuple[str, ...] = ()  # ip:port
+    dns: str | None = None  # name:port
+    dns_server: str | None = None  # ip:port of the resolver to ask (None: /etc/resolv.conf)
+    dns_refresh: float = 5.0
+    metrics: str = "vllm"  # vllm | sglang: which metric names the servers publish
+    scrape_interval: float = 0.05
+    picker: str = "load-aware"  # load-aware | round-robin | least-request
+    epp: str | None = None  # host:port of an external Endpoint Picker (GAIE ext_proc protocol)
+    gpu_hour_usd: float | None = None  # one server's price per hour (capacity planning, spillover)
+
+
+@dataclass(frozen=True)
 class Provider:
     """One upstream account. Which optional settings apply depends on `type` (see
     `extproc.config.providers.TYPE_SETTINGS`)."""
@@ -101,6 +118,7 @@ class Provider:
     aws_secret_access_key_env: str | None = None  # bedrock
     aws_session_token_env: str | None = None  # bedrock (optional)
     credentials: str | None = None  # vertex: application-default; azure-openai: workload-identity
+    pool: PoolSettings | None = None  # type pool: its endpoints and how they are picked
 
     @property
     def cluster_name(self) -> str:

@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 from extproc.config.cluster_override import parse_override
 from extproc.config.model import ClusterSettings, Endpoint, OutlierDetection, Provider
 from extproc.config.reader import _join, _Reader
+from extproc.pools.settings import POOL_SETTINGS, parse_pool
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # provider names (they name Envoy clusters)
-PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock", "mistral")
+PROVIDER_TYPES = ("openai", "azure-openai", "anthropic", "gemini", "vertex", "bedrock", "mistral", "pool")
 _KEYED = ("api_key_env", "api_key_file")
 # Settings each provider type takes besides name, type, endpoint and cluster.
 TYPE_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -24,6 +25,8 @@ TYPE_SETTINGS: dict[str, tuple[str, ...]] = {
     "bedrock": ("region", "aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env",
                 "credentials"),
     "mistral": _KEYED,  # the native fill-in-the-middle type: Codestral's POST /v1/fim/completions
+    # Self-hosted OpenAI-compatible servers (vLLM, SGLang); a key only if they take one (extproc.pools)
+    "pool": (*_KEYED, "path_prefix", "headers", *POOL_SETTINGS),
 }
 # `credentials:` a type may take instead of its key settings: the cluster's workload identity
 # through the cloud's library (extproc.auth.cloud).
@@ -134,7 +137,7 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
     for key in d:
         if key in _ALL_SETTINGS and key not in allowed:
             r.fail(_join(path, key), f"not a setting of type {ptype} (its settings: {', '.join(allowed)})")
-    s = {k: r.string(d, k, path) for k in _ALL_SETTINGS if k not in ("headers",) and k in allowed}
+    s = {k: r.string(d, k, path) for k in _ALL_SETTINGS if k not in ("headers", *POOL_SETTINGS) and k in allowed}
     identity = CLOUD_IDENTITY.get(ptype or "")
     if identity and s.get("credentials") not in (None, identity):
         r.fail(_join(path, "credentials"), f"must be {identity} (or absent: the type's key settings)")
@@ -156,11 +159,20 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
                                          "AWS identity)")
     if ptype == "azure-openai" and d.get("endpoint") is None:
         r.fail(_join(path, "endpoint"), "required for type azure-openai (https://<resource>.openai.azure.com)")
+    if ptype == "pool" and s.get("api_key_env") and s.get("api_key_file"):
+        r.fail(path, "api_key_env and api_key_file are exclusive: give one")
+    pool = parse_pool(r, d, path) if ptype == "pool" else None
+    if pool is not None and "endpoint" in d:
+        r.fail(_join(path, "endpoint"), "not a setting of type pool: its servers are endpoints (ip:port) or dns "
+                                        "(name:port)")
     prefix = s.get("path_prefix") or "/v1"
     if not prefix.startswith("/") or prefix.endswith("/") and prefix != "/":
         r.fail(_join(path, "path_prefix"), "must start with '/' and not end with '/'")
     url = r.string(d, "endpoint", path, default=_default_endpoint(ptype or "", d))
-    endpoint = _endpoint(r, url, _join(path, "endpoint")) if url else None
+    endpoint = _endpoint(r, url, _join(path, "endpoint")) if url and pool is None else None
+    if pool is not None:  # the Envoy cluster's own address is the first endpoint (or the DNS name)
+        host, _, port = (pool.endpoints[0] if pool.endpoints else pool.dns or "0.0.0.0:1").rpartition(":")
+        endpoint = Endpoint("http", host.strip("[]"), int(port), "")
     cluster = _cluster(r, d.get("cluster"), _join(path, "cluster"))
     headers = _headers(r, d.get("headers"), _join(path, "headers")) if "headers" in allowed else ()
     if not (name and ptype and endpoint):
@@ -173,5 +185,5 @@ def _provider(r: _Reader, raw: Any, path: str) -> Provider | None:
         token_uri=s.get("token_uri"), region=s.get("region"),
         aws_access_key_id_env=s.get("aws_access_key_id_env"),
         aws_secret_access_key_env=s.get("aws_secret_access_key_env"),
-        aws_session_token_env=s.get("aws_session_token_env"), credentials=identity,
+        aws_session_token_env=s.get("aws_session_token_env"), credentials=identity, pool=pool,
     )

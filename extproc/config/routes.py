@@ -8,7 +8,7 @@ from extproc.config.model import Route
 from extproc.config.reader import _join, _Reader
 from routing.policy import Policy
 
-_POLICY_KINDS = ("objective", "weighted", "round_robin", "cheapest", "best_quality", "last_n_latency")
+_POLICY_KINDS = ("objective", "weighted", "round_robin", "cheapest", "best_quality", "last_n_latency", "fill_pool")
 _COMMON_POLICY_KEYS = ("kind", "exploration", "stale_after", "affinity", "affinity_tolerance",
                        "diversity_tolerance", "max_attempts")
 _CONSTRAINT_KEYS = ("max_ttft", "ttft_quantile", "min_quality")
@@ -19,7 +19,35 @@ _POLICY_KEYS = {
     "cheapest": _COMMON_POLICY_KEYS,
     "best_quality": _COMMON_POLICY_KEYS,
     "last_n_latency": (*_COMMON_POLICY_KEYS, "n"),
+    "fill_pool": ("kind", "target_utilization", "band", "batch", "then"),
 }
+
+
+def _fill_pool(r: _Reader, d: dict[str, Any], path: str) -> Policy | None:
+    """`{kind: fill_pool, target_utilization: 0.8, band: 0.05, batch: spill|wait, then: <policy>}`:
+    the spillover policy (`routing.spillover`); `then` ranks the spill candidates (default: the
+    cheapest, `{kind: objective, minimize: cost}`) and may not be fill_pool itself."""
+    import routing.policy
+
+    args: dict[str, Any] = {}
+    if "target_utilization" in d:
+        args["target_utilization"] = r.number(d, "target_utilization", path, 0.8, minimum=0.01, maximum=1)
+    if "band" in d:
+        args["band"] = r.number(d, "band", path, 0.05, minimum=0, maximum=0.49)
+    if "batch" in d:
+        args["batch"] = r.string(d, "batch", path, default="spill", choices=("spill", "wait"))
+    raw_then = d.get("then", {"kind": "objective", "minimize": "cost"})
+    if isinstance(raw_then, dict) and raw_then.get("kind") == "fill_pool":
+        r.fail(_join(_join(path, "then"), "kind"), "must be a policy other than fill_pool (it ranks the spill candidates)")
+        return None
+    then = _policy(r, raw_then, _join(path, "then"))
+    if then is None or isinstance(then, routing.policy.FillPoolPolicy):
+        return None
+    try:
+        return routing.policy.FillPoolPolicy(then=then, **args)
+    except (ValueError, TypeError) as e:
+        r.fail(path, str(e).split(": ", 1)[-1])
+        return None
 
 
 def _policy(r: _Reader, raw: Any, path: str) -> Policy | None:
@@ -34,6 +62,8 @@ def _policy(r: _Reader, raw: Any, path: str) -> Policy | None:
         return None
     kind = r.string(raw, "kind", path, default="objective") or "objective"
     d = r.mapping(raw, path, _POLICY_KEYS[kind]) or {}
+    if kind == "fill_pool":
+        return _fill_pool(r, d, path)
     args: dict[str, Any] = {}
     for key in ("exploration", "affinity_tolerance", "diversity_tolerance", "ttft_quantile", "min_quality"):
         if key in d and key in _POLICY_KEYS[kind]:

@@ -58,6 +58,7 @@ from extproc.envoyconf.local_replies import (  # noqa: F401 (names the tests and
     local_reply_config,
 )
 from extproc.envoyconf.orders import provider_orders
+from extproc.envoyconf.pools import epp_cluster, epp_filters, pool_cluster, pool_route, pools_in_orders
 from extproc.envoyconf.providers import (
     ADMISSION_ENABLED_KEY,
     ADMISSION_THRESHOLD_KEY,
@@ -67,6 +68,7 @@ from extproc.envoyconf.providers import (
 from extproc.envoyconf.providers import duration as _duration
 from extproc.envoyconf.providers import socket_address as _socket
 from extproc.limits.scheme import envoy_rate_limits
+from extproc.pools.picker import LB_NAMESPACE, SUBSET_NAMESPACE
 from extproc.telemetry.settings import settings_or_default
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -107,7 +109,8 @@ def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]
             "name": "interlock",
             "domains": ["*"],
             "include_attempt_count_in_response": True,
-            "routes": [liveness_route()] + [provider_route(p) for p in providers] + fallback + [{
+            "routes": [liveness_route()] + [pool_route(p) if p.pool else provider_route(p) for p in providers]
+            + fallback + [{
                 # No cluster chosen: the ext_proc answered or failed before routing.
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 404, "body": {"inline_string": "Not found."}},
@@ -131,9 +134,11 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
         "mutation_rules": {"allow_all_routing": True, "allow_envoy": True},
         "status_on_error": {"code": "ServiceUnavailable"},
         # Who answered (the attempt that succeeded) is read per response.
-        "response_attributes": ["xds.upstream_host_metadata"],
+        "response_attributes": ["xds.upstream_host_metadata", "upstream.address"],
         # The original request travels to the upstream stage in this namespace.
-        "metadata_options": {"receiving_namespaces": {"untyped": [metadata.NAMESPACE]}},
+        # envoy.lb: a pool's endpoints (`extproc.pools`); its subset hint comes from earlier filters.
+        "metadata_options": {"receiving_namespaces": {"untyped": [metadata.NAMESPACE, LB_NAMESPACE]},
+                             "forwarding_namespaces": {"untyped": [SUBSET_NAMESPACE]}},
     }
     hcm = {
         "@type": _HCM,
@@ -160,6 +165,7 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
             readiness_filter(),
             _client_path_filter(),
             _router_stage_filter(ext_proc),
+            *epp_filters(cfg.providers),  # pools with an external endpoint picker
             *_limit_filters(cfg),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": _ROUTER, "upstream_http_filters": upstream_filters(cfg.extproc, _duration)}},
@@ -369,8 +375,13 @@ def render(cfg: GatewayConfig, out_dir: str, static: bool = False) -> dict[str, 
 def _clusters(providers: Iterable[Provider], orders: list[tuple[str, ...]], limits: Limits) -> list[dict[str, Any]]:
     providers = list(providers)
     by_name = {p.name: p for p in providers}
-    return ([overrides.apply(provider_cluster(p, limits), p.cluster.envoy) for p in providers]
-            + [aggregate_cluster(o, by_name) for o in orders])
+    in_orders = {p for o in orders if len(o) > 1 for p in o if by_name[p].pool}
+    return ([overrides.apply(pool_cluster(p, limits) if p.pool else provider_cluster(p, limits), p.cluster.envoy)
+             for p in providers]
+            + [overrides.apply(pool_cluster(p, limits, in_order=True), p.cluster.envoy)
+               for p in providers if p.name in in_orders]
+            + [epp_cluster(p) for p in providers if p.pool and p.pool.epp]
+            + [pools_in_orders(aggregate_cluster(o, by_name), by_name) for o in orders])
 
 
 def dynamic_resources(providers: Iterable[Provider], orders: list[tuple[str, ...]], limits: Limits,

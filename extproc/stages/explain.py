@@ -15,6 +15,9 @@ filter and its reason), breaking a policy constraint (`failed`: ranked after tho
 in USD and the answer length it assumes in tokens, the expected duration, the TTFT at the policy's
 quantile, and the estimates behind them — median TTFT, time per output token, effective number of
 observations and their age; `wait>=` when requests still waiting for a first token raised its TTFT).
+A `fill_pool` route's `by=` says first whether the request's priority class stays in the pool or
+spills and why (`by=spill batch: pool at 0.86 >= 0.85; objective`, see `routing.spillover`), and
+`pools=` lists each pool's load as the decision read it (`pools=gpu(util=0.86,waiting=0,ready=4/4)`).
 Pure formatting of a `routing.Decision` and the snapshot it read; ASCII only (a header value).
 """
 
@@ -34,6 +37,9 @@ ASK = "explain"
 def policy_text(policy: routing.Policy) -> str:
     """`kind(setting,...)`: the policy's objective and constraints."""
     parts: list[str] = []
+    if isinstance(policy, routing.policy.FillPoolPolicy):
+        return (f"{policy.kind}(target={policy.target_utilization:g},band={policy.band:g},batch={policy.batch},"
+                f"then={policy_text(policy.then)})")
     if isinstance(policy, routing.ObjectivePolicy):
         parts.append(policy.objective)
     elif isinstance(policy, routing.WeightedPolicy):
@@ -62,6 +68,10 @@ def text(route: str, policy: routing.Policy, decision: routing.Decision, snapsho
         out.append("failed=" + ",".join(f"{k}({'; '.join(map(str, v))})" for k, v in ex.constraint_failures.items()))
     if ex.affinity_pool:
         out.append("affinity=" + ",".join(ex.affinity_pool))
+    if isinstance(policy, routing.policy.FillPoolPolicy) and snapshot.pool_loads:
+        out.append("pools=" + ",".join(
+            f"{name}(util={x.utilization:.2f},waiting={x.waiting},ready={x.ready}/{x.endpoints}{',stale' if x.stale else ''})"
+            for name, x in snapshot.pool_loads.items()))
     scores = []
     for dep_id, s in ex.scores.items():
         e = snapshot.estimate(dep_id)

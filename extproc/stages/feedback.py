@@ -14,6 +14,7 @@ Their only side effects are on the `RoutingState` they are given.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -21,7 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import routing
 from extproc import metadata
+from extproc.pools import picker as pools
 from extproc.runtime import Deployment
+from routing import spillover
 
 log = logging.getLogger("interlock.feedback")
 
@@ -46,6 +49,7 @@ class RoutingState:
         # seen once must not stay behind it — one real observation outweighs it twentyfold.
         self.stats = routing.LatencyStats(quantiles=(0.5, 0.9, 0.95, 0.99), prior_weight=0.05)
         self._rr: dict[str, int] = {}
+        self._spill: dict[str, spillover.SpillState] = {}
         self._credit: dict[str, float] = {}  # per route: probes earned, not yet spent (see `decide`)
 
     def next_rr(self, route: str) -> int:
@@ -54,7 +58,7 @@ class RoutingState:
         return n
 
     def decide(self, route_name: str, candidates: Sequence[routing.Deployment], policy: routing.Policy,
-               request: routing.RouteRequest) -> tuple[routing.Decision, routing.Snapshot]:
+               request: routing.RouteRequest, priority: str = "default") -> tuple[routing.Decision, routing.Snapshot]:
         """The routing decision and the statistics snapshot it read, waiting requests' evidence
         included (admission reads the same one).
 
@@ -65,14 +69,19 @@ class RoutingState:
         # Requests still waiting for a first token well past the usual time are evidence of a slowdown
         # before any slow answer lands (`routing.stats`): the decision reads them.
         snapshot = snapshot.waiting(stats.floors([c.id for c in candidates], request.now))
+        pool_loads = pools.loads(candidates)  # self-hosted pools' load, for the spillover policy
+        if pool_loads:
+            snapshot = dataclasses.replace(snapshot, pool_loads=pool_loads)
         # Exploration paced, not drawn: each decision earns `exploration` of a probe, spent by the next
         # request whose answer teaches latency. A draw at 2 % leaves a worker seeing 5 requests a second
         # without a probe for 30 s one time in 20; pacing makes recovery after a heal take what the
         # rate allows (1 / (rate × requests per second) per probe), not that tail.
         credit = min(self._credit.get(route_name, 0.0) + policy.exploration, PROBE_CREDIT_MAX)
         due = credit > 1.0 - 1e-9 and request.observes_latency  # (ten times 0.1 is not quite 1.0)
+        spill = self._spill[route_name] = spillover.step(self._spill.get(route_name, spillover.NO_SPILL), policy,
+                                                         snapshot.pool_loads, candidates)
         decision = routing.decide(request, candidates, policy, snapshot, rr_counter=self.next_rr(route_name),
-                                  rand=self.rand(), explore_due=due)
+                                  rand=self.rand(), explore_due=due, priority=priority, spill=spill)
         explored = decision.explanation.chosen_by == "exploration" and decision.primary is not None
         if explored and due:
             credit -= 1.0

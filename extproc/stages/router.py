@@ -34,6 +34,7 @@ from collections.abc import Callable
 from extproc import envoy_msgs as msgs
 from extproc import errors, metadata, telemetry
 from extproc.admission import Gate
+from extproc.pools import picker as pools
 from extproc.runtime import Deployment, Runtime
 from extproc.stages import (
     explain,
@@ -73,6 +74,8 @@ class RouterStream:
         self.loop: Loop | None = None
         self.stored: tuple[Deployment, str, str] | None = None  # /v1/responses/{id}[/…]: (to, method, path)
         self.retag = False  # its answer is buffered to tag the response ids (`stored_responses.tagged`)
+        self.pool_pick: pools.Picked | None = None  # a pool's endpoint, whose in-flight count holds this request
+        self.pool_subset: frozenset[str] | None = None  # the Inference Extension's subset hint, if any
 
     def attach(self, push: Callable[[msgs.ProcessingResponse], bool], loop: Loop) -> None:
         self.push, self.loop = push, loop  # the transport's unasked send; the idle timer's loop
@@ -84,6 +87,7 @@ class RouterStream:
     async def handle(self, req: msgs.ProcessingRequest) -> msgs.ProcessingResponse:
         phase = req.WhichOneof("request")
         if phase == "request_headers":
+            self.pool_subset = pools.subset_hint(req.metadata_context) if req.HasField("metadata_context") else None
             reply = self.on_request_headers(req.request_headers)
             return reply if self.stored is None else await self.on_stored_response(*self.stored)
         if phase == "request_body":
@@ -91,6 +95,8 @@ class RouterStream:
                 return msgs.request_body(None)
             return await self.on_request_body(req.request_body)
         if phase == "response_headers":
+            if self.pool_pick is not None:
+                pools.served(self.pool_pick, pools.upstream_address(req.attributes))
             return self.on_response_headers(req.response_headers, msgs.answering_provider(req))
         if phase == "response_body":
             return self.on_response_body(req.response_body)
@@ -164,13 +170,16 @@ class RouterStream:
         f.model = request.requested_model(body)
         f.req = req = request.client_request(f.api, body, m.body)
         asked = head.tenant.explain and explain.asked(head.headers)
-        route, chain, snapshot = selection.resolve(self.rt, self.state, req, head.tenant, f.request_id, asked)
+        route, chain, snapshot = selection.resolve(self.rt, self.state, req, head.tenant, f.request_id, asked, head.priority)
         f.route = route.name if route else None
         if head.tenant.limits:  # a 400 when no wait could admit it; else first where its prompt fits
             chain = selection.admitted_first(chain, metering.first_admissible(chain, req, head.tenant, head.priority))
         f.chain, f.ticket = await selection.admit(self.gate, self.state, chain, snapshot, req, head.priority,
                                                   f.deadline_at, f.request_id)
         d = f.deployment = f.chain[0]
+        pool_headers, pool_meta, self.pool_pick = pools.route(
+            [x.account.config for x in f.chain], req.body,
+            req.est_input_tokens + (req.max_output_tokens or pools.DEFAULT_OUTPUT_TOKENS), self.pool_subset)
         f.why = getattr(f.chain, "why", "") if asked else ""
         telemetry.decided(self.tm, f, getattr(f.chain, "explanation", None))
         f.translator = self.rt.registry.get(req.api, d.target.provider_type)
@@ -184,14 +193,14 @@ class RouterStream:
             meta.update(metering.reservation(req, f.chain, head.tenant, head.priority))
         meta.update(telemetry.access_fields(self.tm, f) or {})
         left = None if f.deadline_at is None else f.deadline_at - self.state.clock()
-        set_headers = [*out.headers, *outbound.routing_headers(f.chain, f.api, left)]
+        set_headers = [*out.headers, *outbound.routing_headers(f.chain, f.api, left), *pool_headers]
         remove = outbound.client_headers_to_strip(head.headers, {k for k, _ in set_headers}, f.translator)
         f.sent_at = self.state.clock()
         if req.stream:
             f.waiting_on = d.id
             feedback.waiting(self.state, d, self, f.sent_at)
         return msgs.request_body(out.body, set_headers, remove, clear_route_cache=True,
-                                 dynamic_metadata={metadata.NAMESPACE: meta} if meta else None)
+                                 dynamic_metadata={**({metadata.NAMESPACE: meta} if meta else {}), **pool_meta} or None)
 
     # -- response ---------------------------------------------------------------------------
 
@@ -296,7 +305,7 @@ class RouterStream:
                 return msgs.streamed_body(b"", m.end_of_stream)
             telemetry.chunk(self.tm, self.state.clock())
             out = streaming.passed_on(f, self.state, m.body, m.end_of_stream)
-            md = self._spent()
+            md = streaming.news(f, self._spent)
             if m.end_of_stream:
                 self._observe(f.headers_at)
                 self._finish(f.status)
@@ -351,6 +360,7 @@ class RouterStream:
         """The stream is over (answered, failed or abandoned): stop the idle timer, free the slot. Idempotent."""
         self.f.ended = True
         self._waited()
+        pools.done(self.pool_pick)
         if self.f.timer is not None:
             self.f.timer.stop()
         if self.f.ticket is not None and self.gate is not None:

@@ -44,7 +44,7 @@ DEFAULT_SERVICE_TOKENS = 256
 
 
 def resolve(rt: Runtime, state: RoutingState, req: ClientRequest, tenant: Tenant, request_id: str = "",
-            explain_it: bool = False) -> tuple[RouteRuntime | None, list[Deployment], routing.Snapshot | None]:
+            explain_it: bool = False, priority: str = "default") -> tuple[RouteRuntime | None, list[Deployment], routing.Snapshot | None]:
     """The route (None for a model served by one deployment), the deployments to try and the
     snapshot the decision read. 404 for a model that does not exist or the tenant may not use.
     `explain_it`: the decision's explanation is wanted (`Chain.why`) even when INFO logs are off."""
@@ -61,7 +61,7 @@ def resolve(rt: Runtime, state: RoutingState, req: ClientRequest, tenant: Tenant
         if refused is not None:
             raise refused
         return None, [deployments[0]], None
-    chain, snapshot = choose(state, route, req, tenant, request_id, explain_it)
+    chain, snapshot = choose(state, route, req, tenant, request_id, explain_it, priority)
     return route, chain, snapshot
 
 
@@ -175,7 +175,7 @@ def route_request(req: ClientRequest, route: RouteRuntime, tenant: Tenant, now: 
 
 
 def choose(state: RoutingState, route: RouteRuntime, req: ClientRequest, tenant: Tenant,
-           request_id: str = "", explain_it: bool = False) -> tuple[list[Deployment], routing.Snapshot]:
+           request_id: str = "", explain_it: bool = False, priority: str = "default") -> tuple[list[Deployment], routing.Snapshot]:
     """The deployments to try in order, and the snapshot the decision read. 429 when every
     candidate is cooling down; 400 when none can serve the request.
 
@@ -187,7 +187,7 @@ def choose(state: RoutingState, route: RouteRuntime, req: ClientRequest, tenant:
     a provider with none (the tenant's allow-list, capabilities, context window, budget); a
     provider only cooling down keeps its place (Envoy skips it only while it has ejected its hosts)."""
     decision, snapshot = state.decide(route.name, route.deployments, route.policy,
-                                      route_request(req, route, tenant, state.clock()))
+                                      route_request(req, route, tenant, state.clock()), priority)
     ex = decision.explanation
     if not decision.deployments:
         if all(drop.filter == "health" for drop in ex.dropped.values()):

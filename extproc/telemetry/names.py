@@ -40,6 +40,17 @@ DECISIONS = "interlock.routing.decisions"  # counter: routed requests by route a
 FALLBACKS = "interlock.routing.fallbacks"  # counter: answers from another provider than the first choice
 REFUSED = "interlock.refused"  # counter: requests the gateway shed or limited, by reason and priority
 OVERHEAD = "interlock.gateway.overhead"  # histogram, s: the router stage's own time before the request goes upstream
+# Self-hosted pools: Prometheus text the pod's pool scraper serves itself (`extproc.pools.scraper`),
+# in their Prometheus forms, labelled `pool` (and `endpoint`, `state` where noted).
+POOL_UTILIZATION = "interlock_pool_utilization"  # gauge 0..1
+POOL_ENDPOINTS = "interlock_pool_endpoints"  # gauge, by state: ready | stale | down
+POOL_SATURATED = "interlock_pool_saturated_endpoints"  # gauge
+POOL_QUEUE_DEPTH = "interlock_pool_queue_depth"  # gauge: requests waiting in the servers' queues
+POOL_RUNNING = "interlock_pool_running"  # gauge
+POOL_SCRAPE_FAILURES = "interlock_pool_scrape_failures_total"  # counter, by endpoint
+POOL_PICKS = "interlock_pool_picks_total"  # counter, by endpoint: first choices, every worker
+POOL_FALLBACK_PICKS = "interlock_pool_fallback_picks_total"  # counter: least-request picks (no fresh metrics)
+POOL_SCRAPE_FALLBACK = "interlock_pool_scrape_fallback"  # gauge: 1 while in least-request fallback
 
 # Interlock's attributes (every value comes from the config or a fixed set).
 TENANT = "interlock.tenant"

@@ -1,0 +1,85 @@
+"""A pool that names an external Endpoint Picker (`epp:`): Envoy calls it with the ext_proc
+protocol after the router stage, and routes to the endpoint it names in
+`x-gateway-destination-endpoint` and `envoy.lb` metadata, as with Interlock's own picker. The
+picker here is a small grpcio ext_proc server that always names the third server (which
+Interlock's own load-aware picker would not choose first)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from tests.conftest import free_port
+from tests.integration.conftest import TENANT_KEY, sha, start_gateway
+from tests.integration.pool_standin import StandIns
+from tests.integration.test_pool import ask, wait_metric
+
+
+class Picker(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, choice: str) -> None:
+        self.choice = choice
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def Process(self, request_iterator: Iterator[pb.ProcessingRequest], context: Any) -> Iterator[pb.ProcessingResponse]:  # noqa: N802
+        for req in request_iterator:
+            phase = req.WhichOneof("request")
+            if phase == "request_headers":
+                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+            elif phase == "request_body":
+                with self.lock:
+                    self.bodies.append(req.request_body.body)
+                resp = pb.ProcessingResponse()
+                resp.request_body.response.header_mutation.set_headers.append(base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key="x-gateway-destination-endpoint", raw_value=self.choice.encode())))
+                resp.dynamic_metadata.update({"envoy.lb": {"x-gateway-destination-endpoint": self.choice}})
+                yield resp
+            else:
+                yield pb.ProcessingResponse()
+
+
+@pytest.fixture
+def servers() -> Iterator[StandIns]:
+    s = StandIns(3, free_port(), first=81)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_an_external_endpoint_picker_chooses_the_endpoint(servers: StandIns, tmp_path: Path) -> None:
+    choice = servers.servers[2].address
+    picker = Picker(choice)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_ExternalProcessorServicer_to_server(picker, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    servers.servers[2].waiting = 4  # the busiest: Interlock's picker would put it last
+    config = {
+        "providers": [{"name": "picked", "type": "pool", "endpoints": [s.address for s in servers.servers],
+                       "epp": f"127.0.0.1:{port}"}],
+        "models": [{"name": "llama", "provider": "picked"}],
+        "tenants": [{"name": "it", "api_key_sha256": [sha(TENANT_KEY)], "models": ["*"]}],
+    }
+    (tmp_path / "gw").mkdir()
+    gw = start_gateway(SimpleNamespace(port=free_port()), tmp_path / "gw", config=config)  # type: ignore[arg-type]
+    try:
+        wait_metric(gw, 'interlock_pool_endpoints{pool="picked",state="ready"}', 3)
+        answered = {ask(gw, f"pick for me {i}") for i in range(6)}
+        assert answered == {choice}
+        assert len(picker.bodies) == 6 and b"pick for me 5" in picker.bodies[-1]
+        # Interlock set no list of its own: the picker's is the one the server saw.
+        assert {seen["list"] for seen in servers.servers[2].served} == {choice}
+    finally:
+        gw.process.stop()
+        server.stop(0)
