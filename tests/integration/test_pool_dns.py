@@ -4,6 +4,7 @@ records change (SIGHUP re-reads its hosts file) the requests move to the new ser
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from extproc.pools import dns
 from tests.conftest import free_port
 from tests.integration.conftest import TENANT_KEY, Gateway, sha, start_gateway
 from tests.integration.pool_standin import StandIns
@@ -29,7 +31,7 @@ def resolver(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[bytes
     hosts = tmp_path / "hosts"
     hosts.write_text(f"127.0.0.71 {NAME}\n127.0.0.72 {NAME}\n")
     port = free_port()
-    proc = subprocess.Popen([binary, "--no-daemon", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}",
+    proc = subprocess.Popen([binary, "--no-daemon", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}", "--local=/interlock.test/",
                              f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--user=root",
                              f"--pid-file={tmp_path / 'dnsmasq.pid'}", "--local-ttl=0", "--log-facility=-"],
                             stdout=(tmp_path / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
@@ -40,6 +42,19 @@ def resolver(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[bytes
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_resolver_answers_names_unknown_names_and_a_dead_server(
+        resolver: tuple[int, Path, subprocess.Popen[bytes]]) -> None:
+    """The scraper's resolver asking dnsmasq itself: the name's records, none for a name it does
+    not know, and an error naming the server when nothing answers there."""
+    dns_port, _, _ = resolver
+    server = ("127.0.0.1", dns_port)
+    assert asyncio.run(dns.resolve(NAME, 8000, server)) == ["127.0.0.71:8000", "127.0.0.72:8000"]
+    assert asyncio.run(dns.resolve("missing.pool.interlock.test", 8000, server)) == []
+    dead = ("127.0.0.1", free_port())
+    with pytest.raises(dns.DnsError, match=f"no answer from 127.0.0.1:{dead[1]} for {NAME}"):
+        asyncio.run(dns.resolve(NAME, 8000, dead, timeout=0.5))
 
 
 def test_the_pool_follows_its_dns_records(resolver: tuple[int, Path, subprocess.Popen[bytes]],

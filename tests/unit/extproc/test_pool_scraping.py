@@ -1,10 +1,8 @@
-"""The pool's moving parts without a network: metric pages, the DNS codec, the shared board and
+"""The pool's moving parts without a network: metric pages, the shared board and
 prefix table, and the router stage's headers and metadata (`extproc.pools`)."""
 
 from __future__ import annotations
 
-import socket
-import struct
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from extproc import errors
 from extproc.config.model import PoolSettings, Provider
 from extproc.pools import board as boards
-from extproc.pools import dns, picker
+from extproc.pools import picker
 from extproc.pools.metrics import MetricsError, parse
 from routing.pool import prefix_hashes
 
@@ -53,25 +51,6 @@ def test_older_vllm_and_sglang_names() -> None:
 def test_a_page_without_the_gauges_is_an_error(page: str) -> None:
     with pytest.raises(MetricsError):
         parse(page)
-
-
-def _reply(qid: int, name: str, addresses: list[str], rcode: int = 0) -> bytes:
-    q = dns.query(name, qid)[12:]
-    out = struct.pack(">HHHHHH", qid, 0x8180 | rcode, 1, len(addresses), 0, 0) + q
-    for a in addresses:
-        out += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + socket.inet_aton(a)
-    return out
-
-
-def test_dns_codec() -> None:
-    q = dns.query("vllm.inference.svc", 0x1234)
-    assert q[:2] == b"\x12\x34" and b"\x04vllm\x09inference\x03svc\x00" in q
-    assert dns.answer(_reply(7, "vllm.test", ["127.0.0.12", "127.0.0.11"]), 7) == ["127.0.0.12", "127.0.0.11"]
-    assert dns.answer(_reply(7, "vllm.test", [], rcode=3), 7) == []
-    with pytest.raises(dns.DnsError):
-        dns.answer(_reply(7, "vllm.test", [], rcode=2), 7)
-    with pytest.raises(dns.DnsError):
-        dns.answer(_reply(8, "vllm.test", ["127.0.0.1"]), 7)
 
 
 def test_board_round_trip(tmp_path: Path) -> None:
