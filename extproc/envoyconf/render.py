@@ -58,7 +58,14 @@ from extproc.envoyconf.local_replies import (  # noqa: F401 (names the tests and
     local_reply_config,
 )
 from extproc.envoyconf.orders import provider_orders
-from extproc.envoyconf.pools import epp_cluster, epp_filters, pool_cluster, pool_route, pools_in_orders
+from extproc.envoyconf.pools import (
+    epp_cluster,
+    epp_filters,
+    pool_cluster,
+    pool_route,
+    pools_in_orders,
+    served_filters,
+)
 from extproc.envoyconf.providers import (
     ADMISSION_ENABLED_KEY,
     ADMISSION_THRESHOLD_KEY,
@@ -120,6 +127,8 @@ def route_config(providers: Iterable[Provider], orders: Iterable[tuple[str, ...]
 
 
 def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
+    # With a pool, envoy.lb comes back too: which endpoint served (`served_filters`).
+    forwarding = [SUBSET_NAMESPACE, *([LB_NAMESPACE] if any(p.pool is not None for p in cfg.providers) else [])]
     ext_proc = {
         "grpc_service": {"envoy_grpc": {"cluster_name": metadata.EXTPROC_CLUSTER},
                          "timeout": _duration(cfg.extproc.message_timeout)},
@@ -138,7 +147,7 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
         # The original request travels to the upstream stage in this namespace.
         # envoy.lb: a pool's endpoints (`extproc.pools`); its subset hint comes from earlier filters.
         "metadata_options": {"receiving_namespaces": {"untyped": [metadata.NAMESPACE, LB_NAMESPACE]},
-                             "forwarding_namespaces": {"untyped": [SUBSET_NAMESPACE]}},
+                             "forwarding_namespaces": {"untyped": forwarding}},
     }
     hcm = {
         "@type": _HCM,
@@ -166,6 +175,7 @@ def _listener(cfg: GatewayConfig, rds: dict[str, Any]) -> dict[str, Any]:
             _client_path_filter(),
             _router_stage_filter(ext_proc),
             *epp_filters(cfg.providers),  # pools with an external endpoint picker
+            *served_filters(cfg.providers),  # after every ext_proc: which pool endpoint served
             *_limit_filters(cfg),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": _ROUTER, "upstream_http_filters": upstream_filters(cfg.extproc, _duration)}},

@@ -209,6 +209,17 @@ def upstream_address(attributes: Any) -> str | None:
     return value.string_value or None if value is not None else None
 
 
+def served_address(req: Any) -> str | None:
+    """Which endpoint served, from an ext_proc response-headers message: the Endpoint Picker
+    Protocol's `envoy.lb` `SERVED_KEY` (a pool route's, `extproc.envoyconf.pools.served_filters`),
+    else `upstream.address`."""
+    ns = req.metadata_context.filter_metadata.get(LB_NAMESPACE) if req.HasField("metadata_context") else None
+    value = ns.fields.get(SERVED_KEY) if ns is not None else None
+    if value is not None and value.string_value:
+        return str(value.string_value)
+    return upstream_address(req.attributes)
+
+
 def done(picked: Picked | None) -> None:
     """The answer ended (or the request failed): its tokens leave the in-flight count. Idempotent."""
     if picked is not None and picked.open:

@@ -96,7 +96,7 @@ class RouterStream:
             return await self.on_request_body(req.request_body)
         if phase == "response_headers":
             if self.pool_pick is not None:
-                pools.served(self.pool_pick, pools.upstream_address(req.attributes))
+                pools.served(self.pool_pick, pools.served_address(req))
             return self.on_response_headers(req.response_headers, msgs.answering_provider(req))
         if phase == "response_body":
             return self.on_response_body(req.response_body)

@@ -139,5 +139,66 @@ def test_pools_render_to_a_config_envoy_accepts(tmp_path: Path) -> None:
     assert by_cluster["provider_gpus"]["route"]["retry_policy"]["retry_on"] == "connect-failure,refused-stream,reset"
     assert by_cluster["provider_picked"]["typed_per_filter_config"]["interlock.epp"]["overrides"]["grpc_service"] == {
         "envoy_grpc": {"cluster_name": "epp_picked"}}
-    assert "typed_per_filter_config" not in by_cluster["provider_gpus"]
+    assert "interlock.epp" not in by_cluster["provider_gpus"]["typed_per_filter_config"]
     assert yaml.safe_load(files["envoy.yaml"])  # what `interlock render` writes is plain YAML
+
+
+def _hcm(cfg: Any, tmp_path: Path) -> dict[str, Any]:
+    listener = render(cfg, str(tmp_path), static=True)["envoy.yaml"]["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[no-any-return]
+
+
+def test_pool_routes_report_the_served_endpoint(tmp_path: Path) -> None:
+    """The Endpoint Picker Protocol's `x-gateway-destination-endpoint-served`: the pool route adds
+    the answering host's ip:port as a header, a header-to-metadata filter after every ext_proc
+    filter moves it into `envoy.lb` (removing it), and the pickers receive that namespace."""
+    doc = copy.deepcopy(BASE)
+    doc["providers"].append({"name": "picked", "type": "pool", "endpoints": ["10.0.0.9:8000"], "epp": "127.0.0.1:9002"})
+    doc["models"].append({"name": "llama-epp", "provider": "picked"})
+    hcm = _hcm(validate(doc), tmp_path)
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names.index("interlock.pool-served") == names.index("interlock.epp") + 1
+    served = hcm["http_filters"][names.index("interlock.pool-served")]
+    assert "response_rules" not in served["typed_config"]  # the rule is the pool routes' alone
+    routes = {r["route"]["cluster"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if "route" in r}
+    for cluster in ("provider_gpus", "provider_picked"):
+        route = routes[cluster]
+        assert route["response_headers_to_add"] == [{"header": {
+            "key": "x-interlock-served-endpoint", "value": "%UPSTREAM_REMOTE_ADDRESS%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+        assert route["typed_per_filter_config"]["interlock.pool-served"]["response_rules"] == [{
+            "header": "x-interlock-served-endpoint", "remove": True, "on_header_present": {
+                "metadata_namespace": "envoy.lb", "key": "x-gateway-destination-endpoint-served", "type": "STRING"}}]
+    epp = hcm["http_filters"][names.index("interlock.epp")]["typed_config"]["extension_config"]["typed_config"]
+    assert epp["processing_mode"]["response_header_mode"] == "SEND"
+    assert "envoy.lb" in epp["metadata_options"]["forwarding_namespaces"]["untyped"]
+    stage = hcm["http_filters"][names.index("envoy.filters.http.ext_proc")]["typed_config"]["extension_config"]
+    assert "envoy.lb" in stage["typed_config"]["metadata_options"]["forwarding_namespaces"]["untyped"]
+
+
+def test_without_pools_nothing_reports_the_served_endpoint(tmp_path: Path) -> None:
+    """No pool, no cost: the listener and routes are as before."""
+    doc = copy.deepcopy(BASE)
+    doc["providers"] = [{"name": "cloud", "type": "openai", "endpoint": "https://api.openai.com", "api_key_env": "K"}]
+    doc["models"] = [{"name": "llama", "provider": "cloud"}]
+    hcm = _hcm(validate(doc), tmp_path)
+    assert "interlock.pool-served" not in [f["name"] for f in hcm["http_filters"]]
+    stage = hcm["http_filters"][[f["name"] for f in hcm["http_filters"]].index("envoy.filters.http.ext_proc")]
+    assert stage["typed_config"]["extension_config"]["typed_config"]["metadata_options"][
+        "forwarding_namespaces"] == {"untyped": ["envoy.lb.subset_hint"]}
+    route = next(r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if "route" in r)
+    assert "response_headers_to_add" not in route
+
+
+def test_the_served_endpoint_is_read_from_the_metadata_first() -> None:
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+    from extproc.pools.picker import served_address
+
+    req = pb.ProcessingRequest()
+    req.response_headers.SetInParent()
+    req.attributes["envoy.filters.http.ext_proc"].update({"upstream.address": "10.0.0.8:8000"})
+    assert served_address(req) == "10.0.0.8:8000"  # no metadata: what Envoy's attribute says
+    req.metadata_context.filter_metadata["envoy.lb"].update({"x-gateway-destination-endpoint-served": "10.0.0.7:8000"})
+    assert served_address(req) == "10.0.0.7:8000"
+    assert served_address(pb.ProcessingRequest()) is None
