@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: rate_limit.metrics_port; 0 there = off)")
     rl.set_defaults(func=_cmd_ratelimit)
 
-    pools = sub.add_parser("pool-scraper", help="scrape the pools' model servers (one per pod; started by run)",
+    pools = sub.add_parser("pool-scraper", help="scrape the pools' model servers (one per pod; run and extproc start it)",
                            description="Scrape every `type: pool` provider's servers' /metrics and share what "
                                        "it sees with the pod's workers through files next to the config; "
                                        "SIGHUP re-reads the config.")
