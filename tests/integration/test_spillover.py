@@ -67,14 +67,14 @@ def ask(gw: Gateway, priority: str) -> tuple[str, str]:
     return r.headers["x-interlock-provider"], r.headers.get("x-interlock-explain", "")
 
 
-def until(gw: Gateway, priority: str, provider: str, timeout: float = 5.0) -> str:
-    """Ask until a request of `priority` is answered by `provider` (the scraper sees a change within
-    a few of its 50 ms intervals); the explanation of that answer."""
+def until(gw: Gateway, priority: str, provider: str, timeout: float = 5.0, seeing: str = "") -> str:
+    """Ask until a request of `priority` is answered by `provider` with `seeing` in its explanation
+    (the scraper sees a change within a few of its 50 ms intervals); that answer's explanation."""
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
         who, why = ask(gw, priority)
-        if who == provider:
+        if who == provider and seeing in why:
             return why
         seen.append(who)
         time.sleep(0.05)
@@ -99,7 +99,7 @@ def test_saturated_pool_spills_batch_then_interactive_and_comes_back(servers: St
     gw = spill_gateway
     servers.reset()
     load(servers, kv=0.3)
-    why = until(gw, "interactive", POOL)
+    why = until(gw, "interactive", POOL, seeing="util=0.30")  # an idle pool also serves: wait for the load
     assert "policy=fill_pool(target=0.8,band=0.05,batch=spill,then=objective(cost))" in why
     assert "by=pool interactive: pool at 0.30 < 0.95" in why and f"pools={POOL}(util=0.30" in why
     assert ask(gw, "batch")[0] == POOL
