@@ -101,6 +101,8 @@ def plan_text(plan: cap.Plan, servers: list[cap.ServerModel], n_records: int, la
     lines = [f"traffic: {n_records:,} requests ({label}), {len(plan.needs)} hours of {plan.hour_s:g} s",
              f"SLO: {q} TTFT ≤ {slo.ttft_ms:g} ms" + (f", {q} TPOT ≤ {slo.tpot_ms:g} ms" if slo.tpot_ms else "")
              + f" for {cls} requests; target utilization {plan.target_utilization:.2f}",
+             f"each figure: the median of {plan.runs} simulations (arrivals moved within "
+             f"±{plan.jitter_s * 1000:g} ms; spill and spend: the mean)",
              "servers (fitted from the profile):"]
     for m in servers:
         extra = [f"KV {m.kv_tokens:,} tok" if m.kv_tokens else "KV unbounded",
@@ -150,7 +152,8 @@ def plan_json(plan: cap.Plan) -> dict[str, Any]:
     return {
         "slo": {"ttft_ms": plan.slo.ttft_ms, "quantile": plan.slo.quantile, "tpot_ms": plan.slo.tpot_ms,
                 "priority": plan.slo.priority},
-        "target_utilization": plan.target_utilization, "hour_s": plan.hour_s,
+        "target_utilization": plan.target_utilization, "hour_s": plan.hour_s, "runs": plan.runs,
+        "jitter_s": plan.jitter_s,
         "peak_replicas": plan.peak_replicas, "recommended_replicas": rec.replicas if rec else None,
         "infeasible": list(plan.infeasible), "autoscaled_gpu_usd": plan.autoscaled_gpu_usd,
         "hours": [{"hour": h.hour, "arrivals": h.arrivals, "replicas": h.replicas, "ttft_ms": h.ttft_ms,
@@ -173,6 +176,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         problems.append("prices must be ≥ 0")
     if not 0 <= args.band < 1:
         problems.append("--band must be in [0, 1)")
+    if args.runs < 1:
+        problems.append("--runs must be ≥ 1")
     if args.day_seconds <= 0:
         problems.append("--day-seconds must be > 0")
     if args.min_replicas < 1 or args.max_replicas < args.min_replicas:
@@ -192,7 +197,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     prices = cap.Prices(args.gpu_hour_usd, args.provider_price_in, args.provider_price_out)
     started = time.perf_counter()
     plan = cap.plan(records, servers, slo, prices, args.target_utilization, args.day_seconds / 24,
-                    args.sizes or (), args.min_replicas, args.max_replicas, args.band)
+                    args.sizes or (), args.min_replicas, args.max_replicas, args.band, args.runs)
     label = f"model {args.model}" if args.model else ("models " + ", ".join(m or "(none)" for m in traffic.models))
     if traffic.skipped:
         label += f"; {traffic.skipped} lines without token counts skipped"
@@ -276,6 +281,9 @@ def add_parser(sub: Any) -> None:
     pl.add_argument("--day-seconds", type=float, default=86400.0,
                     help="record seconds that stand for one day (default: 86400; 600 for a day compressed into "
                          "10 minutes: an hour is then 25 s)")
+    pl.add_argument("--runs", type=int, default=cap.RUNS,
+                    help=f"simulations per figure, each with arrivals moved by up to ±{cap.JITTER_S * 1000:g} ms; "
+                         f"figures are their median (default: {cap.RUNS})")
     pl.add_argument("--min-replicas", type=int, default=1, help="smallest pool (default: 1)")
     pl.add_argument("--max-replicas", type=int, default=64, help="largest pool tried (default: 64)")
     pl.add_argument("--out-html", metavar="FILE", help="write a self-contained HTML report (inline SVG charts)")

@@ -1,6 +1,6 @@
 """Capacity planning for self-hosted pools: replicas needed per hour, spillover spend, size trade-off.
 
-Pure: no I/O, no clock, no randomness. It knows the model servers only through a measured serving
+Pure: no I/O, no clock; the randomness is seeded (the same inputs give the same plan). It knows the model servers only through a measured serving
 profile (the JSON `interlock capacity profile` writes); it never imports the simulator.
 
 Modules: `traffic` (records → `TrafficRecord`), `profile` (a profile → `ServerModel`s), `sim` (the
@@ -70,6 +70,11 @@ k=1, j=−1; default k=2, j=0; interactive k=3, j=1). Utilization is the gateway
 server max(running / slots, KV in use), a waiting queue counting as 1.0, averaged over the servers
 (time-weighted per hour here).
 
+Each figure of `predict` and `plan` is the median (spill and spend: the mean) of `runs`
+simulations: the record at its own times and with each arrival moved uniformly within ±`jitter_s`
+(seeded per run). One simulation of a pool near saturation is one draw from a wide spread (see
+`plan.JITTER_S` for the figures); a real day is another draw, so the median is the prediction.
+
 `plan` tries every pool size from `min_replicas` up, hour by hour: an hour's need is the smallest
 size at which its SLO class (`slo_priority`) meets the TTFT (and TPOT) quantile with no spillover
 and the hour's mean utilization stays at or below the target (each hour is simulated after the hour
@@ -83,6 +88,8 @@ requests are what those seconds bring at its rates: GPU and provider costs stay 
 """
 
 from routing.capacity.plan import (
+    JITTER_S,
+    RUNS,
     HourNeed,
     HourStats,
     Plan,
@@ -97,6 +104,6 @@ from routing.capacity.profile import PROFILE_FORMAT, ServerModel, load_profile, 
 from routing.capacity.sim import SPILL_THRESHOLDS, Outcome, SimResult, simulate
 from routing.capacity.traffic import PRIORITIES, CapacityError, Traffic, TrafficRecord, parse_traffic
 
-__all__ = ["PRIORITIES", "PROFILE_FORMAT", "SPILL_THRESHOLDS", "CapacityError", "HourNeed", "HourStats", "Outcome",
-           "Plan", "Prices", "ServerModel", "SimResult", "SizeResult", "Slo", "Traffic", "TrafficRecord",
+__all__ = ["JITTER_S", "PRIORITIES", "PROFILE_FORMAT", "SPILL_THRESHOLDS", "CapacityError", "HourNeed", "HourStats", "Outcome",
+           "Plan", "Prices", "RUNS", "ServerModel", "SimResult", "SizeResult", "Slo", "Traffic", "TrafficRecord",
            "load_profile", "parse_traffic", "plan", "predict", "quantile", "server_model", "simulate"]

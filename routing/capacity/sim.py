@@ -71,12 +71,18 @@ class SimResult:
 
 
 def simulate(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], replicas: int,
-             spill_at: float | None = None, hour_s: float = 3600.0, hours: int = 24, band: float = 0.05
-             ) -> SimResult:
+             spill_at: float | None = None, hour_s: float = 3600.0, hours: int = 24, band: float = 0.05,
+             arrivals: Sequence[float] | None = None) -> SimResult:
     """Replay `records` (sorted by `t`) through `replicas` servers (replica i is `servers[i % len(servers)]`).
-    `spill_at`: the target utilization of the spillover policy, `band` its hysteresis (None: never spill)."""
+    `spill_at`: the target utilization of the spillover policy, `band` its hysteresis (None: never spill).
+    `arrivals`: when each record reaches the pool (default: its `t`; any order); TTFT counts from
+    there, and the outcomes keep the records' own order and hour bins."""
     if replicas < 1 or not servers:
         raise ValueError("simulate needs at least one replica and one server model")
+    if arrivals is not None and len(arrivals) != len(records):
+        raise ValueError("simulate needs one arrival time per record")
+    at = [r.t for r in records] if arrivals is None else list(arrivals)
+    order = sorted(range(len(records)), key=at.__getitem__) if arrivals is not None else range(len(records))
     pool = [_Server(servers[i % len(servers)]) for i in range(replicas)]
     slowness = [s.model.alone_ttft_s(1000.0) + s.model.step_s(8) for s in pool]
     util = [0.0] * hours
@@ -159,15 +165,16 @@ def simulate(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], r
             done[idx] = now
         s.completing = []
 
-    a = 0
+    a = 0  # arrivals so far; the next one is records[order[a]]
     while a < n or steps:
-        t_arr = records[a].t if a < n else math.inf
+        t_arr = at[order[a]] if a < n else math.inf
         if steps and steps[0][0] <= t_arr:
             now, i = heapq.heappop(steps)
             end_step(i, now)
             start_step(i, now, t_arr)
             continue
-        r = records[a]
+        idx = order[a]
+        r = records[idx]
         best = min(range(replicas), key=lambda j: (pool[j].outstanding(), slowness[j], j))
         b = pool[best]
         if spill_at is not None:
@@ -179,19 +186,19 @@ def simulate(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], r
             else:
                 spilling[r.priority] = queue or load >= spill_at + start * band
             if spilling[r.priority]:
-                spilled[a] = True
+                spilled[idx] = True
                 a += 1
                 continue
-        b.waiting.append(a)
-        served_by[a] = best
+        b.waiting.append(idx)
+        served_by[idx] = best
         a += 1
         if not b.busy:
-            start_step(best, r.t, records[a].t if a < n else math.inf)
+            start_step(best, t_arr, at[order[a]] if a < n else math.inf)
     outcomes = []
     for idx, r in enumerate(records):
         if spilled[idx]:
             outcomes.append(Outcome(r, spilled=True))
             continue
-        outcomes.append(Outcome(r, ttft_s=first[idx] - r.t + pool[served_by[idx]].model.ttft_overhead_s,
+        outcomes.append(Outcome(r, ttft_s=first[idx] - at[idx] + pool[served_by[idx]].model.ttft_overhead_s,
                                 tpot_s=(done[idx] - first[idx]) / max(r.output_tokens - 1, 1)))
     return SimResult(tuple(outcomes), tuple(u / (hour_s * replicas) for u in util), hour_s)
