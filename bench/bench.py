@@ -75,8 +75,10 @@ from tests.support.ports import free_port, free_port_run  # noqa: E402
 
 if __package__:  # imported as bench.bench
     from bench import bench_stream  # noqa: E402
+    from bench.procs import cpu_seconds, descendants, start, stop  # noqa: E402
 else:  # run as a script: bench/ is on sys.path
     import bench_stream  # type: ignore[no-redef]  # noqa: E402
+    from procs import cpu_seconds, descendants, start, stop  # type: ignore[no-redef]  # noqa: E402
 
 KEY = "sk-bench-tenant"
 KEY_NORL = "sk-bench-tenant-nolimits"
@@ -193,28 +195,8 @@ def wrk(url: str, body_file: Path, connections: int, duration: float, threads: i
     return WrkResult(rps, p50, p99, requests, errors)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes (and their waited-for children) in seconds."""
-    total = 0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError):
-            pass
-    return total / tick
 
 
-def descendants(pid: int) -> list[int]:
-    out = [pid]
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for k in kids:
-        out += descendants(int(k))
-    return out
 
 
 def check_reply(url: str, body: bytes, expect_model_prefix: str, key: str = KEY) -> None:
@@ -229,19 +211,8 @@ def check_reply(url: str, body: bytes, expect_model_prefix: str, key: str = KEY)
     assert completion.model.startswith(expect_model_prefix), completion.model
 
 
-def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 TELEMETRY_ON = {"OTEL_TRACES_SAMPLER_ARG": "1"}  # + OTEL_EXPORTER_OTLP_ENDPOINT: the mock upstream

@@ -79,6 +79,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+if __package__:  # imported as bench.bench_stream
+    from bench.procs import descendants, proc_cpu, start, stop  # noqa: E402
+else:  # run as a script: bench/ is on sys.path
+    from procs import descendants, proc_cpu, start, stop  # type: ignore[no-redef]  # noqa: E402
+
 TOKEN = b"Zq "  # every text event carries it (and nothing else in a stream does)
 PACE_MS = 10.0
 EVENTS = 100
@@ -665,24 +670,8 @@ async def run_unloaded(tg: dict[str, Target], names: list[str], seconds: float, 
 # ---------------------------------------------------------------------------------------------
 # Processes and CPU
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of one process, seconds (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError):
-        return 0.0
 
 
-def descendants(pid: int) -> list[int]:
-    out = [pid]
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for k in kids:
-        out += descendants(int(k))
-    return out
 
 
 def role(argv: list[bytes]) -> str:
@@ -792,19 +781,8 @@ def gateway_config(port: int, admin: int, extproc: int, workers: int, upstream: 
     }
 
 
-def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                            start_new_session=True)
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @dataclass
