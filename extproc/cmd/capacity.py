@@ -3,7 +3,8 @@
 `profile` measures live OpenAI-compatible endpoints (vLLM, SGLang, …; `capacity_profile`), one
 progress line per step on stderr, and writes the profile JSON (format: `routing.capacity`'s
 docstring). `plan` reads a traffic record and a profile, prints the servers as fitted, the hourly
-table and the size trade-off, and writes an HTML page (`capacity_report`) and/or a JSON summary. Errors are one `error:` line each on
+table and the size trade-off (on stderr, a `planning:` progress line at most every 2 s while it
+works), and writes an HTML page (`capacity_report`) and/or a JSON summary. Errors are one `error:` line each on
 stderr and exit status 1 (2 for bad arguments), never a traceback.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,20 @@ def plan_json(plan: cap.Plan) -> dict[str, Any]:
     }
 
 
+def _progress_printer(started: float, every_s: float = 2.0) -> Callable[[str], None]:
+    """A `plan` progress callback: one stderr line at most every `every_s` seconds (a plan that
+    takes less prints none)."""
+    last = [started]
+
+    def say(what: str) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every_s:
+            last[0] = now
+            print(f"planning: {what} ({now - started:.0f} s)", file=sys.stderr, flush=True)
+
+    return say
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     problems = []
     if not 0 < args.slo_quantile <= 1:
@@ -197,7 +213,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     prices = cap.Prices(args.gpu_hour_usd, args.provider_price_in, args.provider_price_out)
     started = time.perf_counter()
     plan = cap.plan(records, servers, slo, prices, args.target_utilization, args.day_seconds / 24,
-                    args.sizes or (), args.min_replicas, args.max_replicas, args.band, args.runs)
+                    args.sizes or (), args.min_replicas, args.max_replicas, args.band, args.runs,
+                    progress=_progress_printer(started))
     label = f"model {args.model}" if args.model else ("models " + ", ".join(m or "(none)" for m in traffic.models))
     if traffic.skipped:
         label += f"; {traffic.skipped} lines without token counts skipped"

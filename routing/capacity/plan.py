@@ -7,7 +7,7 @@ import bisect
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from routing.capacity.profile import ServerModel
@@ -245,9 +245,11 @@ def _busy_servers(records: Sequence[TrafficRecord], servers: Sequence[ServerMode
 def plan(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], slo: Slo, prices: Prices,
          target_utilization: float = 0.8, hour_s: float = 3600.0, sizes: Sequence[int] = (),
          min_replicas: int = 1, max_replicas: int = 64, band: float = 0.05, runs: int = RUNS,
-         jitter_s: float = JITTER_S) -> Plan:
+         jitter_s: float = JITTER_S, progress: Callable[[str], None] | None = None) -> Plan:
     """Replicas needed per hour, and the trade-off of `sizes` (default: the hourly needs' range) with
-    spillover at `target_utilization` ± `band`; every figure over `runs` simulations (see `JITTER_S`)."""
+    spillover at `target_utilization` ± `band`; every figure over `runs` simulations (see `JITTER_S`).
+    `progress` is called with a few words after each step (an hour's need, a size tried)."""
+    say = progress or (lambda _: None)
     if not 0 < target_utilization <= 1:
         raise ValueError("target utilization must be in (0, 1]")
     if runs < 1:
@@ -282,6 +284,8 @@ def plan(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], slo: 
                 needs[h] = HourNeed(h, hs.arrivals, n, hs.ttft_ms, hs.utilization)
                 break
             n += 1
+        say(f"hour {h - first_bin + 1} of {end_bin - first_bin}: {needs[h].replicas if h in needs else 'none'}"
+            f" replicas")
     for h, hs in sorted(last.items()):
         if h not in needs:
             ttft = "—" if hs.ttft_ms is None else f"{hs.ttft_ms:,.0f} ms"
@@ -293,6 +297,7 @@ def plan(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], slo: 
     if not infeasible:  # a fixed pool carries the peak's queue into the next hours: it may need more
         n = max([h.replicas or min_replicas for h in ordered] + [min_replicas])
         while fixed is None and n <= max_replicas:
+            say(f"all day without spillover: trying {n} replicas")
             result = predict(records, servers, n, slo, prices, None, hour_s, band, runs, jitter_s)
             if result.slo_met and all(h.utilization <= target_utilization for h in result.hours):
                 fixed = result
@@ -309,10 +314,13 @@ def plan(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], slo: 
         if fixed is not None:
             base.add(fixed.replicas)
         sizes = sorted(base)
-    tradeoff = tuple(predict(records, servers, s, slo, prices, target_utilization, hour_s, band, runs, jitter_s)
-                     for s in sorted(set(sizes)))
+    tradeoff = []
+    for i, size in enumerate(sorted(set(sizes)), 1):
+        say(f"size {size} with spillover ({i} of {len(set(sizes))})")
+        tradeoff.append(predict(records, servers, size, slo, prices, target_utilization, hour_s, band, runs,
+                                jitter_s))
     autoscaled = None
     if all(h.replicas is not None for h in ordered):
         autoscaled = sum((h.replicas or 0) for h in ordered) * prices.gpu_hour_usd * hour_s / 3600
-    return Plan(slo, target_utilization, hour_s, ordered, tradeoff, tuple(infeasible), autoscaled, fixed, runs,
+    return Plan(slo, target_utilization, hour_s, ordered, tuple(tradeoff), tuple(infeasible), autoscaled, fixed, runs,
                 jitter_s)

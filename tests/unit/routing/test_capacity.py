@@ -257,3 +257,15 @@ def test_arrivals_given_apart_from_the_record_order_are_served_in_time_order() -
     assert second.ttft_s == pytest.approx(SERVER.alone_ttft_s(1000) + SERVER.ttft_overhead_s, rel=0.05)
     # queued behind its prefill step, TTFT counted from its own arrival at 0.01 s
     assert first.ttft_s > second.ttft_s + 0.05
+
+
+def test_a_plan_reports_its_progress_step_by_step() -> None:
+    said: list[str] = []
+    records = trace(seed=2, duration=60.0, peak=2.0)
+    p = cap.plan(records, [SERVER], SLO, cap.Prices(1.0), hour_s=20.0, runs=2, progress=said.append)
+    hours = [w for w in said if w.startswith("hour ")]
+    assert hours == [f"hour {i} of 3: {need.replicas} replicas" for i, need in enumerate(p.needs, 1)]
+    assert "all day without spillover: trying " + str(p.peak_replicas) + " replicas" in said
+    sizes = [w for w in said if w.startswith("size ")]
+    assert sizes == [f"size {s.replicas} with spillover ({i} of {len(p.tradeoff)})"
+                     for i, s in enumerate(p.tradeoff, 1)]
