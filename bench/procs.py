@@ -7,9 +7,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.procs import descendants  # noqa: E402
 
 
 def proc_cpu(pid: int) -> float:
@@ -26,16 +31,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(proc_cpu(pid) for pid in pids)
 
 
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process under it, parents first."""
-    out = [pid]
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for k in kids:
-        out += descendants(int(k))
-    return out
+
+
+__all__ = ["ROOT", "cpu_seconds", "descendants", "proc_cpu", "start", "stop"]
 
 
 def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -24,6 +24,7 @@ import yaml
 
 from extproc.cmd.supervisor import port_open, wait_until
 from tests.conftest import ROOT, free_port, free_port_run
+from tests.support.procs import descendants
 
 TENANT_KEY = "sk-it-tenant"
 LIMITED_KEY = "sk-it-limited"
@@ -44,7 +45,7 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def descendants(self) -> list[int]:
-        return _descendants(self.proc.pid)[1:]
+        return descendants(self.proc.pid)[1:]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -57,15 +58,6 @@ class Proc:
         return self.proc.returncode
 
 
-def _descendants(pid: int) -> list[int]:
-    out = [pid]
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for k in kids:
-        out += _descendants(int(k))
-    return out
 
 
 def pid_alive(pid: int) -> bool:
