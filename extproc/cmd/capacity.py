@@ -294,7 +294,7 @@ def add_parser(sub: Any) -> None:
     pl.add_argument("--provider-price-out", type=float, default=0.0,
                     help="provider price of output tokens, USD per 1M tokens")
     pl.add_argument("--sizes", type=_ints, metavar="N,N,…",
-                    help="pool sizes for the trade-off (default: from the hourly needs)")
+                    help="pool sizes for the trade-off (default: from the hourly needs, and one under the smallest)")
     pl.add_argument("--day-seconds", type=float, default=86400.0,
                     help="record seconds that stand for one day (default: 86400; 600 for a day compressed into "
                          "10 minutes: an hour is then 25 s)")

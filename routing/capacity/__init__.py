@@ -80,7 +80,9 @@ size at which its SLO class (`slo_priority`) meets the TTFT (and TPOT) quantile 
 and the hour's mean utilization stays at or below the target (each hour is simulated after the hour
 before it at the same size, so a queue carries over as it would in an autoscaled pool). The fixed
 size is the smallest that meets every hour so, the whole record simulated at once. Then each
-candidate size is simulated with spillover for the trade-off: GPU cost (replicas × GPU-hour price ×
+candidate size (by default the hourly needs' smallest, median and largest, one more and one less
+than the largest, the fixed size, and one less than the smallest: spillover may carry what that
+pool cannot serve) is simulated with spillover for the trade-off: GPU cost (replicas × GPU-hour price ×
 the record's hours) + provider spend (spilled tokens × price per million). Hours of the day are
 `day_seconds / 24` of record time: a day compressed into 600 s has 25 s hours. GPU time is priced by
 the record's own seconds (an hour bin of 25 s costs 25/3,600 of a GPU hour), since the record's

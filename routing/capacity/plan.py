@@ -309,8 +309,8 @@ def plan(records: Sequence[TrafficRecord], servers: Sequence[ServerModel], slo: 
         base = set(known) if known else {min_replicas}
         if known:
             base = {known[0], known[len(known) // 2], known[-1], known[-1] + 1}
-            if known[-1] - 1 >= min_replicas:
-                base.add(known[-1] - 1)
+            # one size under every hour's own need: spillover may carry what it cannot serve
+            base |= {n for n in (known[0] - 1, known[-1] - 1) if n >= min_replicas}
         if fixed is not None:
             base.add(fixed.replicas)
         sizes = sorted(base)

@@ -269,3 +269,14 @@ def test_a_plan_reports_its_progress_step_by_step() -> None:
     sizes = [w for w in said if w.startswith("size ")]
     assert sizes == [f"size {s.replicas} with spillover ({i} of {len(p.tradeoff)})"
                      for i, s in enumerate(p.tradeoff, 1)]
+
+
+def test_the_trade_off_tries_a_pool_smaller_than_every_hours_need() -> None:
+    # Every hour needs 2 replicas or more on its own; with spillover to a cheap provider one
+    # replica meets the SLO for less, and the plan must have tried it to recommend it.
+    records = trace(seed=1, duration=120.0, peak=3.0)
+    p = cap.plan(records, [SERVER], SLO, cap.Prices(2.5, 0.05, 0.05), 0.8, 40.0, runs=4)
+    assert min(h.replicas or 0 for h in p.needs) == 2
+    assert [s.replicas for s in p.tradeoff][0] == 1
+    assert p.recommended is not None and p.recommended.replicas == 1
+    assert p.recommended.total_usd < min(s.total_usd for s in p.tradeoff if s.replicas > 1)
