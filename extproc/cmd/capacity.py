@@ -4,8 +4,8 @@
 progress line per step on stderr, and writes the profile JSON (format: `routing.capacity`'s
 docstring). `plan` reads a traffic record and a profile, prints the servers as fitted, the hourly
 table and the size trade-off (on stderr, a `planning:` progress line at most every 2 s while it
-works), and writes an HTML page (`capacity_report`) and/or a JSON summary. Errors are one `error:` line each on
-stderr and exit status 1 (2 for bad arguments), never a traceback.
+works), and writes an HTML page (`capacity_report`) and/or a JSON summary. Errors are one `error:`
+line each on stderr and exit status 1 (2 for bad arguments), never a traceback.
 """
 
 from __future__ import annotations

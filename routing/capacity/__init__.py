@@ -1,7 +1,8 @@
 """Capacity planning for self-hosted pools: replicas needed per hour, spillover spend, size trade-off.
 
-Pure: no I/O, no clock; the randomness is seeded (the same inputs give the same plan). It knows the model servers only through a measured serving
-profile (the JSON `interlock capacity profile` writes); it never imports the simulator.
+Pure: no I/O, no clock; the randomness is seeded (the same inputs give the same plan). It knows
+the model servers only through a measured serving profile (the JSON `interlock capacity profile`
+writes); it never imports the simulator.
 
 Modules: `traffic` (records → `TrafficRecord`), `profile` (a profile → `ServerModel`s), `sim` (the
 pool simulation), `plan` (needs per hour, the fixed size, the size trade-off).

@@ -177,6 +177,7 @@ def test_plan_errors_are_one_line_each_without_a_traceback(profile: tuple, tmp_p
          [f"error: {good_trace}: no request for model 'other' (it has: )"]),
         (plan(good_trace, profile[0], "--target-utilization", "1.5"), 2,
          ["error: --target-utilization must be in (0, 1]"]),
+        (plan(good_trace, profile[0], "--runs", "0"), 2, ["error: --runs must be ≥ 1"]),
     ]
     for run, status, lines in cases:
         assert run.returncode == status, run.stderr
