@@ -8,7 +8,7 @@
   provider; the ext_proc call carries it too, so the router stage's spans are its children.
   `random_sampling` is the share of new traces (`OTEL_TRACES_SAMPLER_ARG`).
 - the access log (unless `INTERLOCK_ACCESS_LOG=off`): one JSON line per request on Envoy's stdout
-  with the request id, tenant, model, provider, status, tokens and cost (`ACCESS_LOG_FORMAT`; the
+  with the request id, tenant, model, provider, status, tokens (cached ones too) and cost (`ACCESS_LOG_FORMAT`; the
   tenant, tokens and cost from the router stage's dynamic metadata, `access_*` keys).
 
 Pure: a function of the bootstrap dict and the settings.
@@ -54,6 +54,7 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "priority": f"%RESP({metadata.PRIORITY_HEADER})%",  # the class admitted (capacity planning reads it)
     "input_tokens": _meta("access_input_tokens"),
     "output_tokens": _meta("access_output_tokens"),
+    "cached_tokens": _meta("access_cached_tokens"),  # of input_tokens, served from the answering server's cache
     "cost_micro_usd": _meta("access_cost_micro_usd"),
     "duration_ms": "%DURATION%",
     "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",

@@ -255,6 +255,7 @@ def access_fields(tm: Request, f: Flow) -> dict[str, str] | None:
         if usage is not None:
             out["access_input_tokens"] = str(usage.prompt_tokens)
             out["access_output_tokens"] = str(usage.completion_tokens)
+            out["access_cached_tokens"] = str(usage.cached_tokens)  # capacity planning counts prefix-cache hits
             out["access_cost_micro_usd"] = str(routing.micro_usd(
                 usage.prompt_tokens, usage.completion_tokens, d.input_per_mtok, d.output_per_mtok))
     return out

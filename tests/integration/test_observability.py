@@ -237,11 +237,13 @@ def _send(pod: Pod) -> Sent:
                 usage = _sse_usage(r.text) if kind == "openai-stream" else r.json()["usage"]
             prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
             completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens",
+                                                                    usage.get("cache_read_input_tokens", 0))
             model = r.headers.get("x-interlock-model", "")
             pin, pout = PRICES.get(model, (0.0, 0.0))
             out.requests.append({"trace_id": trace_id, "traceparent": tp, "request_id": r.headers.get("x-request-id"), "kind": kind,
                                  "requested": body["model"], "model": model, "status": r.status_code,
-                                 "provider": r.headers.get("x-interlock-provider"), "prompt": prompt,
+                                 "provider": r.headers.get("x-interlock-provider"), "prompt": prompt, "cached": cached,
                                  "priority": r.headers.get("x-interlock-priority"),
                                  "completion": completion, "tenant": "capped" if CAPPED_KEY in str(headers) else "it",
                                  "micro_usd": routing.micro_usd(prompt, completion, pin, pout) if r.status_code == 200 else 0})
@@ -438,5 +440,6 @@ def test_access_log_lines_carry_tenant_model_provider_tokens_and_cost(pod: Pod, 
             assert e["route"] == ("auto" if r["requested"] == "auto" else None)
             assert e["priority"] == r["priority"] and e["priority"] in ("interactive", "default", "batch")
             assert (int(e["input_tokens"]), int(e["output_tokens"])) == (r["prompt"], r["completion"])
+            assert int(e["cached_tokens"]) == r["cached"]
             assert int(e["cost_micro_usd"]) == r["micro_usd"]
         assert TENANT_KEY not in json.dumps(e) and CAPPED_KEY not in json.dumps(e)

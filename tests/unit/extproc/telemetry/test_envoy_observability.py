@@ -14,6 +14,7 @@ from extproc.config import load_file
 from extproc.envoyconf import observability
 from extproc.envoyconf.render import render
 from extproc.telemetry.settings import TelemetrySettings
+from routing import capacity
 from tests.conftest import ROOT
 
 DEMO = ROOT / "extproc" / "cmd" / "demo" / "demo.yaml"
@@ -38,7 +39,7 @@ def test_defaults_log_every_request_and_trace_nothing() -> None:
     assert "tracing" not in hcm(boot)
     fmt = hcm(boot)["access_log"][0]["typed_config"]["log_format"]["json_format"]
     for key in ("request_id", "tenant", "model", "provider", "status", "input_tokens", "output_tokens",
-                "cost_micro_usd", "trace_id"):
+                "cached_tokens", "cost_micro_usd", "trace_id"):
         assert key in fmt
     assert fmt["tenant"] == "%DYNAMIC_METADATA(interlock:access_tenant)%"
     assert fmt["path"] == "%REQ_WITHOUT_QUERY(:PATH)%"  # a key in a query string is never logged
@@ -72,3 +73,15 @@ def test_envoy_accepts_it(tmp_path: Path) -> None:
     r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.yaml"),
                         "--disable-hot-restart", "--log-level", "error"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_access_log_is_a_traffic_record_the_capacity_planner_reads() -> None:
+    # A line as Envoy writes it (metadata values are strings): the planner takes its time, tokens,
+    # prefix-cache hits and class, so a plan from the gateway's own log counts the cache hits.
+    line = dict.fromkeys(observability.ACCESS_LOG_FORMAT)
+    line.update(time="2026-12-05T09:00:01.500Z", input_tokens="1800", output_tokens="200", cached_tokens="1024",
+                priority="batch", model="llama")
+    assert set(line) == set(observability.ACCESS_LOG_FORMAT)  # no field the format lacks
+    (r,) = capacity.parse_traffic([json.dumps(line)]).records
+    assert (r.prompt_tokens, r.output_tokens, r.cached_tokens, r.priority, r.model) == (1800, 200, 1024, "batch",
+                                                                                          "llama")

@@ -178,7 +178,8 @@ def test_access_fields_for_envoys_log(installed: tuple[Installed, Any]) -> None:
     tm = telemetry.begin(HEADERS, 10.0)
     assert telemetry.access_fields(tm, f) == {
         "access_tenant": "main", "access_provider": "openai", "access_model": "gpt", "access_input_tokens": "1200",
-        "access_output_tokens": "345", "access_cost_micro_usd": str(routing.micro_usd(1200, 345, 0.15, 0.6))}
+        "access_output_tokens": "345", "access_cached_tokens": "200",
+        "access_cost_micro_usd": str(routing.micro_usd(1200, 345, 0.15, 0.6))}
     assert telemetry.access_metadata(tm, flow(usage=None)) is None  # a stream before its usage
 
 
