@@ -1,10 +1,12 @@
 """A pool of simulated vLLM and SGLang servers (`simulator.modelserver`, continuous batching with
 their real metric names) behind the real Envoy: the scraper reads both flavours, answers stream
 with usage, and under concurrent load a server slowed to a fifth of its speed gets less of the
-traffic than an even share."""
+traffic than an even share; a prefix-cache hit shows in the access log, which the capacity
+planner reads."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +16,8 @@ from types import SimpleNamespace
 import openai
 import pytest
 
+from extproc.cmd.supervisor import wait_until
+from routing import capacity
 from simulator.modelserver import MODEL, pool_specs
 from simulator.modelserver.pool import BackgroundPool
 from tests.conftest import free_port
@@ -74,3 +78,43 @@ def test_simulated_vllm_and_sglang_pools(sims: tuple[BackgroundPool, BackgroundP
         assert picks[f"{slow.host}:{slow.port}"] < 36 / 3, picks
     finally:
         gw.process.stop()
+
+
+def test_prefix_cache_hits_reach_the_access_log_and_the_capacity_planner(tmp_path: Path) -> None:
+    sims = BackgroundPool(pool_specs(1, seed=9, flavor="vllm"), first_octet=121)
+    try:
+        s = sims.servers[0]
+        config = {
+            "providers": [{"name": "v", "type": "pool", "endpoints": [f"{s.host}:{s.port}"]}],
+            "models": [{"name": "llama", "provider": "v", "upstream_model": MODEL}],
+            "tenants": [{"name": "it", "api_key_sha256": [sha(TENANT_KEY)], "models": ["*"]}],
+        }
+        (tmp_path / "gw").mkdir()
+        gw: Gateway = start_gateway(SimpleNamespace(port=free_port()), tmp_path / "gw", config=config)  # type: ignore[arg-type]
+        try:
+            wait_metric(gw, 'interlock_pool_endpoints{pool="v",state="ready"}', 1)
+            client = openai.OpenAI(base_url=gw.base_url, api_key=TENANT_KEY, max_retries=0, timeout=30)
+            prompt = [{"role": "user", "content": "a shared system prompt " * 80}]
+            ids, cached = [], []
+            for _ in range(2):
+                raw = client.chat.completions.with_raw_response.create(model="llama", max_tokens=4, messages=prompt)
+                r = raw.parse()
+                ids.append(raw.headers["x-request-id"])
+                details = r.usage.prompt_tokens_details if r.usage else None
+                cached.append(details.cached_tokens if details and details.cached_tokens else 0)
+            assert cached[0] == 0 and cached[1] > 0, cached  # the second prompt found its prefix cached
+
+            def logged() -> dict[str, dict]:
+                lines = (json.loads(x) for x in gw.process.text().splitlines()
+                         if x.startswith("{") and '"request_id"' in x)
+                return {e["request_id"]: e for e in lines if e.get("request_id") in ids}
+
+            assert wait_until(lambda: len(logged()) == 2, 10, 0.2)
+            entries = logged()
+            assert [int(entries[i]["cached_tokens"]) for i in ids] == cached
+            records = capacity.parse_traffic([json.dumps(entries[i]) for i in ids]).records
+            assert sorted(r.cached_tokens for r in records) == sorted(cached)
+        finally:
+            gw.process.stop()
+    finally:
+        sims.close()
