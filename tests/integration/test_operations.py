@@ -101,6 +101,13 @@ def test_one_busy_port_is_named_and_nothing_starts(simulator: Simulator, tmp_pat
 # -- 14 and 16: a copy of the demo config, `run --simulate`, stdout through `tee` ---------------------
 
 
+def _as_in_a_terminal() -> None:
+    """`tee` as a terminal starts it: SIGINT kills it. A test run started in the background by a
+    shell without job control (`cmd &`) inherits SIGINT ignored, and so would `tee`."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    die_with_parent()
+
+
 @dataclass
 class Piped:
     """`interlock run` whose stdout goes through `tee` (as `make run | tee run.log` does)."""
@@ -143,7 +150,7 @@ def piped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Piped]:
                            env={**env, "PYTHONPATH": str(ROOT)}, preexec_fn=die_with_parent)
     assert run.stdout is not None
     tee = subprocess.Popen(["tee", str(stdout)], stdin=run.stdout, stdout=subprocess.DEVNULL,
-                           preexec_fn=die_with_parent)
+                           preexec_fn=_as_in_a_terminal)
     run.stdout.close()  # tee is the pipe's only reader
     p = Piped(run, tee, stdout, stderr, config, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}")
     try:
