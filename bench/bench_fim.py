@@ -46,28 +46,20 @@ from extproc.cmd.supervisor import port_open, wait_until  # noqa: E402
 from extproc.translate.completions_fim import PRESETS, apply_template  # noqa: E402
 from tests.support.ports import free_port, free_port_run  # noqa: E402
 
+if __package__:  # imported as bench.bench_fim
+    from bench.bench_stream import plain_envoy_config  # noqa: E402
+    from bench.procs import start, stop  # noqa: E402
+else:  # run as a script: bench/ is on sys.path
+    from bench_stream import plain_envoy_config  # type: ignore[no-redef]  # noqa: E402
+    from procs import start, stop  # type: ignore[no-redef]  # noqa: E402
+
 KEY = "sk-bench-fim-tenant"
 PROVIDER_KEY = "sk-bench-fim-provider"
 UPSTREAM = "Qwen/Qwen2.5-Coder-7B"
 PREFIX = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 SUFFIX = "\n    return config\n\n\nif __name__ == '__main__':\n    print(read_config('app.yaml'))\n"
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-ROUTER = {"name": "envoy.filters.http.router",
-          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
 
-def plain_envoy_config(port: int, admin: int, upstream: int) -> dict:
-    cluster = {"name": "upstream", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
-        "cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}
-    hcm = {"@type": HCM, "stat_prefix": "plain", "http_filters": [ROUTER], "route_config": {"virtual_hosts": [{
-        "name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
-                                                     "route": {"cluster": "upstream", "timeout": "0s"}}]}]}}
-    listener = {"name": "plain", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                "typed_config": hcm}]}]}
-    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-            "static_resources": {"listeners": [listener], "clusters": [cluster]}}
 
 
 def gateway_config(port: int, sim_port: int, limits: bool = True) -> dict:
@@ -92,19 +84,8 @@ def quantile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                            start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 async def _one(session: Any, url: str, headers: dict[str, str], body: dict) -> float | None:
@@ -162,7 +143,7 @@ def main() -> int:
     cli = [sys.executable, "-m", "extproc.cmd.cli", "--log-level", "warning"]
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(_start([*cli, "simulate", "--port", str(sim_port), "--api-key", PROVIDER_KEY],
+        procs.append(start([*cli, "simulate", "--port", str(sim_port), "--api-key", PROVIDER_KEY],
                             work / "sim.log", env))
         if not wait_until(lambda: port_open("127.0.0.1", sim_port), 30):
             raise SystemExit("bench-fim: the simulator did not start")
@@ -170,10 +151,10 @@ def main() -> int:
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{sim_port}/_sim/models/{UPSTREAM}",
                                                       data=json.dumps(behaviour).encode(), method="PUT"), timeout=5)
         (work / "plain.yaml").write_text(yaml.safe_dump(plain_envoy_config(envoy_port, envoy_admin, sim_port)))
-        procs.append(_start([envoy_binary(), "-c", str(work / "plain.yaml"), "--disable-hot-restart",
+        procs.append(start([envoy_binary(), "-c", str(work / "plain.yaml"), "--disable-hot-restart",
                              "--concurrency", "1"], work / "plain.log"))
         (work / "gateway.yaml").write_text(yaml.safe_dump(gateway_config(gw_port, sim_port, not args.no_limits)))
-        procs.append(_start([*cli, "run", "-c", str(work / "gateway.yaml"), "--workdir", str(work / "rendered")],
+        procs.append(start([*cli, "run", "-c", str(work / "gateway.yaml"), "--workdir", str(work / "rendered")],
                             work / "gateway.log", env))
         if not wait_until(lambda: "ready:" in (work / "gateway.log").read_text(), 90, 0.2) or \
                 not wait_until(lambda: port_open("127.0.0.1", envoy_port), 30):
@@ -189,7 +170,7 @@ def main() -> int:
         results = asyncio.run(drive(targets, args.rate, args.duration))
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop(p, signal.SIGINT)
     ok = {name: [x * 1000 for x in xs if x is not None] for name, xs in results.items()}
     errors = sum(x is None for xs in results.values() for x in xs)
     print(f"{'target':<10} {'n':>5} {'ttft p50 ms':>12} {'p90':>8} {'p99':>8}")

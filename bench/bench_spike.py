@@ -34,7 +34,6 @@ import math
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,13 @@ sys.path.insert(0, str(ROOT))
 
 from extproc.cmd.supervisor import port_open, wait_until  # noqa: E402
 from tests.support.ports import free_port, free_port_run  # noqa: E402
+
+if __package__:  # imported as bench.bench_spike
+    from bench.procs import start, stop  # noqa: E402
+else:  # run as a script: bench/ is on sys.path
+    from procs import start, stop  # type: ignore[no-redef]  # noqa: E402
+
+CLI = [sys.executable, "-m", "extproc.cmd.cli"]
 
 KEY = "sk-spike-tenant"
 PROVIDER_KEY = "sk-spike-provider"
@@ -187,19 +193,8 @@ def gateway_config(p: Params, sim_port: int) -> dict:
     }
 
 
-def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "extproc.cmd.cli", *argv], stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _http(method: str, url: str, body: object = None) -> object:
@@ -214,23 +209,23 @@ def running(p: Params, work: Path) -> Iterator[tuple[str, str]]:
     """The simulator and the gateway; yields (gateway URL, simulator URL)."""
     env = {**os.environ, "SPIKE_PROVIDER_KEY": PROVIDER_KEY, "PYTHONPATH": str(ROOT)}
     sim_port = free_port()
-    sim = _start(["--log-level", "warning", "simulate", "--port", str(sim_port), "--api-key", PROVIDER_KEY],
-                 work / "sim.log", env)
+    sim = start([*CLI, "--log-level", "warning", "simulate", "--port", str(sim_port), "--api-key", PROVIDER_KEY],
+                work / "sim.log", env)
     gw = None
     try:
         if not wait_until(lambda: port_open("127.0.0.1", sim_port), 30):
             raise SystemExit("spike: the simulator did not start")
         cfg = gateway_config(p, sim_port)
         (work / "gateway.yaml").write_text(yaml.safe_dump(cfg))
-        gw = _start(["--log-level", "warning", "run", "-c", str(work / "gateway.yaml"), "--workdir",
-                     str(work / "rendered")], work / "gateway.log", env)
+        gw = start([*CLI, "--log-level", "warning", "run", "-c", str(work / "gateway.yaml"), "--workdir",
+                    str(work / "rendered")], work / "gateway.log", env)
         if not wait_until(lambda: "ready:" in (work / "gateway.log").read_text(), 90, 0.2):
             raise SystemExit(f"spike: the gateway did not start:\n{(work / 'gateway.log').read_text()[-3000:]}")
         yield f"http://127.0.0.1:{cfg['listen']['port']}", f"http://127.0.0.1:{sim_port}"
     finally:
         if gw is not None:
-            _stop(gw)
-        _stop(sim, signal.SIGTERM)
+            stop(gw, signal.SIGINT)
+        stop(sim)
 
 
 async def _one(session, url: str, kind: str, phase: str, t0: float, deadline_ms: int) -> Outcome:  # type: ignore[no-untyped-def]
