@@ -27,18 +27,24 @@ def _axis(x0: float, y0: float, w: float, h: float, ymax: float, label: str) -> 
     return out
 
 
+def _frame(title: str, ymax: float, ylabel: str) -> tuple[list[str], float, float, float, float]:
+    """A chart's opening: the <svg> element, its title and axes up to `ymax`. Returns the parts and
+    the plot area (x0, y0 at its bottom left; width, height)."""
+    w, h = _W - 2 * _PAD, _H - 2 * _PAD
+    x0, y0 = _PAD + 10, _H - _PAD
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img" '
+           f'aria-label="{escape(title)}">', f'<text x="{_W / 2}" y="16" text-anchor="middle" '
+           f'font-weight="bold">{escape(title)}</text>']
+    return out + _axis(x0, y0, w, h, ymax, ylabel), x0, y0, w, h
+
+
 def _bars(title: str, labels: list[str], values: list[float | None], ylabel: str, color: str,
           line: float | None = None, line_label: str = "") -> str:
     """A bar chart (None: a hatched 'n/a' bar) with an optional horizontal threshold line."""
     shown = [v for v in values if v is not None]
     ymax = max(shown + ([line] if line else []) + [1e-9]) * 1.15
-    w, h = _W - 2 * _PAD, _H - 2 * _PAD
-    x0, y0 = _PAD + 10, _H - _PAD
+    out, x0, y0, w, h = _frame(title, ymax, ylabel)
     bw = w / max(len(values), 1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img" '
-           f'aria-label="{escape(title)}">', f'<text x="{_W / 2}" y="16" text-anchor="middle" '
-           f'font-weight="bold">{escape(title)}</text>']
-    out += _axis(x0, y0, w, h, ymax, ylabel)
     step = max(1, len(labels) // 24)
     for i, (lab, v) in enumerate(zip(labels, values, strict=True)):
         x = x0 + i * bw + bw * 0.1
@@ -63,13 +69,8 @@ def _bars(title: str, labels: list[str], values: list[float | None], ylabel: str
 def _stacked(title: str, sizes: list[cap.SizeResult], slo: cap.Slo) -> str:
     """Cost per size (GPU + provider, stacked) with the predicted TTFT quantile printed on each bar."""
     ymax = max([s.total_usd for s in sizes] + [1e-9]) * 1.2
-    w, h = _W - 2 * _PAD, _H - 2 * _PAD
-    x0, y0 = _PAD + 10, _H - _PAD
+    out, x0, y0, w, h = _frame(title, ymax, "USD")
     bw = w / max(len(sizes), 1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img" '
-           f'aria-label="{escape(title)}">', f'<text x="{_W / 2}" y="16" text-anchor="middle" '
-           f'font-weight="bold">{escape(title)}</text>']
-    out += _axis(x0, y0, w, h, ymax, "USD")
     q = f"p{slo.quantile * 100:g}"
     for i, s in enumerate(sizes):
         x = x0 + i * bw + bw * 0.2
