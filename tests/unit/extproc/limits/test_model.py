@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from extproc.limits import Limit, LimitTable, Per, Unit, match, ticks, window_of
 
@@ -30,6 +32,23 @@ TABLE = LimitTable([ACME_TOKENS, ACME_GPT_TOKENS, GPT_TOKENS, ALL_TOKENS, BATCH_
 def test_matcher(descriptor: dict[str, str], unit: Unit, expected: list[Limit]) -> None:
     assert list(TABLE.match(descriptor, unit)) == expected
     assert list(match(TABLE.limits, descriptor, unit)) == expected
+
+
+_VALUES = st.sampled_from(["*", "a", "b", "c"])
+_LIMITS = st.lists(st.builds(
+    lambda tenant, model, priority, unit, per: Limit({"tenant": tenant, "model": model, "priority": priority},
+                                                     unit, per, 10),
+    _VALUES, _VALUES, _VALUES, st.sampled_from(list(Unit)), st.sampled_from(list(Per))),
+    max_size=24, unique_by=lambda lim: lim.id)
+_DESCRIPTORS = st.dictionaries(st.sampled_from(["tenant", "model", "priority"]), st.sampled_from(["a", "b", "c", "d"]))
+
+
+@given(_LIMITS, _DESCRIPTORS, st.sampled_from(list(Unit)))
+def test_the_tables_index_matches_what_a_scan_of_every_limit_matches(
+        limits: list[Limit], descriptor: dict[str, str], unit: Unit) -> None:
+    """The table looks only at the descriptor's tenant's limits and every tenant's (`*`): the same
+    limits, in the same order, as matching the descriptor against every limit of the table."""
+    assert LimitTable(limits).match(descriptor, unit) == match(limits, descriptor, unit)
 
 
 def test_limit_ids_are_canonical_and_escaped() -> None:
