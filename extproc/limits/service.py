@@ -104,10 +104,21 @@ class RateLimitService:
         if bad:
             self.malformed += bad
             log.warning("%d rate-limit true-up line(s) ignored: not in the worker's format", bad)
-        if settlements:
-            task = asyncio.ensure_future(self._settle(settlements))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        if not settlements:
+            return
+        work = self._settle(settlements)
+        if getattr(self.limiter.store, "synchronous", False):
+            # A store that never suspends (`Store`) settles at once, before any admission that
+            # comes after the datagram; a task would also cost about as much as the settling.
+            try:
+                work.send(None)
+            except StopIteration:
+                return
+            work.close()
+            raise RuntimeError(f"{type(self.limiter.store).__name__} is synchronous but suspended")
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _settle(self, settlements: list[Settlement]) -> None:
         try:

@@ -25,6 +25,7 @@ from extproc.limits import (
     Slot,
     Store,
     Unit,
+    trueup,
 )
 from extproc.limits.limiter import slot_of
 from tests.conftest import free_port
@@ -109,6 +110,26 @@ def test_reserve_then_true_up_at_stream_done() -> None:
 
     run(svc, body)
     assert (svc.over_limit, svc.errors, svc.malformed) == (1, 0, 0)
+
+
+def test_a_workers_true_up_is_settled_before_the_next_admission() -> None:
+    """The worker's true-up datagram and the tenant's next admission can arrive in the same turn
+    of the rate-limit process's event loop: the refund must count for that admission (failed
+    before: the datagram's settling waited for a task of the next turn, so the next request was
+    refused although the last one had used 1,200 of its 10,000 tokens)."""
+    svc = service()
+
+    async def body() -> None:
+        first = await svc.ShouldRateLimit(admission(10_000, 1))
+        assert first.overall_code == OK
+        marker = json_format.MessageToDict(first.dynamic_metadata)["reservation_tokens"]
+        svc.true_up(trueup.line({"tenant": "acme", "model": "m"}, "tokens", marker, "1200"))
+        second = await svc.ShouldRateLimit(admission(8000, 1))  # no turn of the loop in between
+        assert second.overall_code == OK, headers(second)
+        assert headers(second)["x-ratelimit-remaining-tokens"] == "800"
+
+    asyncio.run(body())
+    assert svc.trueups == 1
 
 
 def test_over_limit_statuses_follow_the_descriptors() -> None:
