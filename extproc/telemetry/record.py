@@ -249,15 +249,13 @@ def access_fields(tm: Request, f: Flow) -> dict[str, str] | None:
         return None
     d, usage = f.deployment, f.usage
     out = {"access_tenant": f.head.tenant.name if f.head is not None else "-"}
-    if d is not None:
-        out["access_provider"] = d.provider
-        out["access_model"] = d.model
-        if usage is not None:
-            out["access_input_tokens"] = str(usage.prompt_tokens)
-            out["access_output_tokens"] = str(usage.completion_tokens)
-            out["access_cached_tokens"] = str(usage.cached_tokens)  # capacity planning counts prefix-cache hits
-            out["access_cost_micro_usd"] = str(routing.micro_usd(
-                usage.prompt_tokens, usage.completion_tokens, d.input_per_mtok, d.output_per_mtok))
+    # The provider and model are the log's from the answer's headers (`x-interlock-*`).
+    if d is not None and usage is not None:
+        out["access_input_tokens"] = str(usage.prompt_tokens)
+        out["access_output_tokens"] = str(usage.completion_tokens)
+        out["access_cached_tokens"] = str(usage.cached_tokens)  # capacity planning counts prefix-cache hits
+        out["access_cost_micro_usd"] = str(routing.micro_usd(
+            usage.prompt_tokens, usage.completion_tokens, d.input_per_mtok, d.output_per_mtok))
     return out
 
 

@@ -177,10 +177,22 @@ def test_access_fields_for_envoys_log(installed: tuple[Installed, Any]) -> None:
     f = flow()
     tm = telemetry.begin(HEADERS, 10.0)
     assert telemetry.access_fields(tm, f) == {
-        "access_tenant": "main", "access_provider": "openai", "access_model": "gpt", "access_input_tokens": "1200",
+        "access_tenant": "main", "access_input_tokens": "1200",
         "access_output_tokens": "345", "access_cached_tokens": "200",
         "access_cost_micro_usd": str(routing.micro_usd(1200, 345, 0.15, 0.6))}
     assert telemetry.access_metadata(tm, flow(usage=None)) is None  # a stream before its usage
+
+
+def test_every_access_field_the_worker_writes_is_in_envoys_log(installed: tuple[Installed, Any]) -> None:
+    """Each key costs the worker and Envoy work on every request (built, sent, merged): none is
+    written that the log does not print (failed before: the provider and model were written,
+    while the log prints them from the answer's headers)."""
+    from extproc.envoyconf.observability import ACCESS_LOG_FORMAT
+
+    tm = telemetry.begin(HEADERS, 10.0)
+    printed = "".join(ACCESS_LOG_FORMAT.values())
+    for key in telemetry.access_fields(tm, flow()) or {}:
+        assert f":{key})%" in printed, key
 
 
 def test_a_failure_inside_telemetry_never_reaches_the_request(installed: tuple[Installed, Any],
