@@ -58,13 +58,14 @@ fuzz: $(STAMP)
 		--hypothesis-seed=$$seed; rc=$$?; \
 	echo "fuzz campaign: seed $$seed (replay: make fuzz SEED=$$seed)"; exit $$rc
 
-## bench: routing decision micro-benchmark, then the loopback load test (wrk from Debian),
+## bench: routing decision and rate-limit decision micro-benchmarks, then the loopback load test (wrk from Debian),
 ## plain Envoy vs Interlock in the same run (non-streamed at 1/16/32/64 connections, with and
 ## without rate limits; paced streams: time to first event, gaps, CPU per event; fill-in-the-middle),
 ## Interlock with metrics and tracing on vs off; the `bench:` line last (~7 minutes)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) bench/bench_routing.py
+	$(PY) bench/bench_ratelimit.py
 	$(PY) bench/bench.py
 
 ## soak: 30 minutes of mixed load through the gateway (MINUTES=N to shorten); RSS of every process
