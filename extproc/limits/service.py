@@ -20,7 +20,8 @@ saw the marker that would true it up (`abandoned` counts such calls, `released` 
 reserved something).
 
 The workers' true-ups (`trueup`, datagrams the rate-limit process hands to `true_up`) are settled
-in the background, counted in `trueups`.
+as each datagram arrives with a store that never suspends (memory), so an admission that comes
+after it counts it; with Redis, in the background. Counted in `trueups`.
 
 Counters (all only grow; read by the process's `/metrics`, see `extproc.cmd.ratelimit`): `calls` (every call,
 admission and true-up alike), `trueups` (the workers' true-ups), `over_limit` (refused by a limit the store decided on), `degraded`,
@@ -97,8 +98,9 @@ class RateLimitService:
             return scheme.failure_response(self.failure_mode)
 
     def true_up(self, datagram: bytes) -> None:
-        """The workers' true-ups (`trueup`): applied like a stream-done call's settlements, in
-        the background; lines that do not parse are counted in `malformed`."""
+        """The workers' true-ups (`trueup`): applied like a stream-done call's settlements, at once
+        with a synchronous store, else in the background; lines that do not parse are counted in
+        `malformed`."""
         settlements, bad = trueup.decode(datagram)
         self.trueups += len(settlements)
         if bad:
