@@ -10,8 +10,11 @@ Steps, in order (`make bench`, ~7 minutes on the 2-core machine):
    at --connections (32), --runs (3) runs of --duration (10) s after a warm-up, the runs
    alternating scenario by scenario so drift on a shared machine hits all of them; the median run
    is reported, with the CPU per request of Envoy or of every gateway process (utime + stime from
-   /proc/<pid>/stat over the run, divided by its requests). Then each at 1 connection (--unloaded
-   s) and at 16 and 64 connections (--conc-duration s): p50 and p99 added over plain Envoy.
+   /proc/<pid>/stat over the run, divided by its requests); the line on the throughput lost to
+   rate limits also says the CPU per request they add, by process (Envoy, the workers together,
+   the rate-limit process: the median run with limits minus the median without). Then each at 1
+   connection (--unloaded s) and at 16 and 64 connections (--conc-duration s): p50 and p99 added
+   over plain Envoy.
 2. The telemetry comparison (`--no-telemetry` skips it): two more Interlock instances (OpenAI →
    OpenAI), "on" with metrics, tracing (every request sampled, OTLP/HTTP to the mock upstream) and
    the access log, "off" with OTEL_SDK_DISABLED=true and INTERLOCK_ACCESS_LOG=off; runs alternate
@@ -75,10 +78,10 @@ from tests.support.ports import free_port, free_port_run  # noqa: E402
 
 if __package__:  # imported as bench.bench
     from bench import bench_stream  # noqa: E402
-    from bench.procs import cpu_seconds, descendants, start, stop  # noqa: E402
+    from bench.procs import cpu_seconds, descendants, proc_cpu, start, stop  # noqa: E402
 else:  # run as a script: bench/ is on sys.path
     import bench_stream  # type: ignore[no-redef]  # noqa: E402
-    from procs import cpu_seconds, descendants, start, stop  # type: ignore[no-redef]  # noqa: E402
+    from procs import cpu_seconds, descendants, proc_cpu, start, stop  # type: ignore[no-redef]  # noqa: E402
 
 KEY = "sk-bench-tenant"
 KEY_NORL = "sk-bench-tenant-nolimits"
@@ -321,17 +324,24 @@ def non_streamed(args: argparse.Namespace, work: Path, workers: int, lines: list
         print("bench: every scenario answers a valid OpenAI chat completion", flush=True)
 
         gw_pids = descendants(gateway.pid)
+        by_role = bench_stream.gateway_processes(gateway.pid)
         plain_pid = procs[1].pid
         for name, (url, _, _, key) in scenarios.items():
             wrk(url, bodies[name], args.connections, args.warmup, key=key)
         # Runs alternate scenario by scenario, so drift on a shared machine hits all of them.
         runs: dict[str, list[tuple[WrkResult, float]]] = {name: [] for name in scenarios}
+        # CPU µs per request by process, each run: what the rate limits add, and where.
+        parts: dict[str, list[dict[str, float]]] = {"anthropic": [], "anthropic_norl": []}
         for i in range(args.runs):
             for name, (url, _, _, key) in scenarios.items():
                 pids = [plain_pid] if name == "envoy" else gw_pids
                 cpu0 = cpu_seconds(pids)
+                each0 = {role: proc_cpu(pid) for role, pid in by_role.items()}
                 r = wrk(url, bodies[name], args.connections, args.duration, key=key)
                 runs[name].append((r, cpu_seconds(pids) - cpu0))
+                if name in parts:
+                    parts[name].append({role: (proc_cpu(pid) - each0[role]) / max(1, r.requests) * 1e6
+                                        for role, pid in by_role.items()})
                 print(f"bench: {name} run {i + 1}/{args.runs}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
                       f"p99 {r.p99_ms:.2f} ms, errors {r.errors}", flush=True)
         results: dict[str, dict[str, float]] = {}
@@ -369,7 +379,8 @@ def non_streamed(args: argparse.Namespace, work: Path, workers: int, lines: list
         say(f"({args.connections} connections, median of {args.runs} x {args.duration:.0f} s, runs alternated; "
             f"1-conn p50 over {args.unloaded:.0f} s; {workers} ext_proc workers; {os.cpu_count()} cores)")
         loss = 1 - results["anthropic"]["rps"] / results["anthropic_norl"]["rps"]
-        say(f"throughput lost to rate limits (OpenAI→Anthropic, same run): {loss:.1%}")
+        say(f"throughput lost to rate limits (OpenAI→Anthropic, same run): {loss:.1%}; "
+            f"CPU µs per request they add, by process (medians of the runs): {limits_cost(parts)}")
         say()
         say("added latency over plain Envoy by concurrency (p50 / p99 ms; "
             f"{args.unloaded:.0f} s at 1, {args.conc_duration:.0f} s at 16 and 64):")
@@ -391,6 +402,28 @@ def non_streamed(args: argparse.Namespace, work: Path, workers: int, lines: list
     finally:
         for p in reversed(procs):
             stop(p, signal.SIGINT if p is gateway else signal.SIGTERM)
+
+
+def limits_cost(parts: dict[str, list[dict[str, float]]]) -> str:
+    """`envoy +a workers +b ratelimit +c (total +d)`: the median per-request CPU of each process
+    group with rate limits minus without (the workers summed; processes under 1 µs left out)."""
+    def group(role: str) -> str:
+        return "workers" if role.startswith("worker") else role
+
+    def medians(rows: list[dict[str, float]]) -> dict[str, float]:
+        out: dict[str, list[float]] = {}
+        for row in rows:
+            sums: dict[str, float] = {}
+            for role, us in row.items():
+                sums[group(role)] = sums.get(group(role), 0.0) + us
+            for g, us in sums.items():
+                out.setdefault(g, []).append(us)
+        return {g: sorted(v)[len(v) // 2] for g, v in out.items()}
+
+    on, off = medians(parts["anthropic"]), medians(parts["anthropic_norl"])
+    added = {g: on.get(g, 0.0) - off.get(g, 0.0) for g in on}
+    shown = " ".join(f"{g} {d:+.0f}" for g, d in sorted(added.items()) if abs(d) >= 1 or on.get(g, 0) >= 1)
+    return f"{shown} (total {sum(added.values()):+.0f})"
 
 
 def fim(args: argparse.Namespace) -> tuple[str, bool]:
