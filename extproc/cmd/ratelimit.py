@@ -49,6 +49,7 @@ from typing import Any
 from aiohttp import web
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from extproc.cmd.heap import freeze_startup_heap
 from extproc.cmd.reload import read_generation
 from extproc.config import ConfigError, GatewayConfig, load_file
 from extproc.h2grpc import Server
@@ -228,4 +229,5 @@ def run(config_path: str, address: str, port: int, *, metrics_port: int | None =
     import uvloop
 
     uvloop.install()
+    freeze_startup_heap()  # before the limit table, which a reload replaces
     asyncio.run(serve(config_path, address, port, metrics_port=metrics_port))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from extproc.admission import Board
+from extproc.cmd.heap import freeze_startup_heap
 from extproc.cmd.reload import read_generation
 from extproc.config import ConfigError, load_file
 from extproc.runtime import Runtime, compile_runtime
@@ -48,6 +49,7 @@ def run_worker(config_path: str, address: str, port: int, *, board: str | None =
     import uvloop
 
     registry = default_registry()
+    freeze_startup_heap()  # before the runtime, which a reload replaces
     slot = RuntimeSlot(compile_runtime(load_file(config_path), registry, generation=read_generation(config_path)))
     uvloop.install()
     shared = Board(board, worker_index, workers) if board else Board()
