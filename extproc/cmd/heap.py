@@ -8,8 +8,8 @@ A full (generation 2) collection walks all of it: measured in a worker at ~2,000
 the worker 161–165 ms — every request in flight on it, streams included, waited — and the
 collector took 6.6–6.8 % of the worker's CPU. With that heap frozen once startup is done
 (`gc.freeze`: the collector no longer examines it; reference counting still frees what becomes
-unreachable), the full collections paused 11–14 ms and the collector took 2.6–3.1 % of the CPU
-(same load, same run; per-collection times from `gc.callbacks`).
+unreachable), the full collections paused 11–24 ms and the collector took 2.6–3.6 % of the CPU
+(same load, two runs; per-collection times from `gc.callbacks`).
 
 Frozen objects in a reference cycle that becomes garbage are never collected, so freeze before
 what a reload replaces (the compiled runtime, the limit table) is built: those stay collectable.
