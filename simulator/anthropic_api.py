@@ -26,14 +26,15 @@ from simulator import faults, textgen
 from simulator.capabilities import anthropic_image, anthropic_tools, model_capabilities, serves_chat
 from simulator.common import (
     ClientGone,
+    ModelExchange,
     bearer_token,
     json_response,
     open_stream,
-    parse_json_body,
+    read_body,
     rfc3339,
     write,
 )
-from simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
+from simulator.state import QUOTA, Behaviour, SimState
 from simulator.textgen import Output, ToolCall
 from simulator.validate import anthropic_messages_request_problems
 
@@ -52,7 +53,7 @@ _STATUS_MESSAGES = {
 }
 
 
-class MessagesExchange:
+class MessagesExchange(ModelExchange):
     """One `POST /v1/messages` (or `GET /v1/models`) exchange."""
 
     def __init__(self, state: SimState, request: web.Request) -> None:
@@ -103,12 +104,9 @@ class MessagesExchange:
         return headers
 
     async def answer(self) -> web.StreamResponse:
-        rejected = self.precheck()
-        if rejected is not None:
-            return rejected
-        body, parse_error = await parse_json_body(self.request)
-        if parse_error:
-            return self.error(400, parse_error)
+        body, refused = await read_body(self.request, self.precheck(), lambda message: self.error(400, message))
+        if refused is not None:
+            return refused
         body, problems = self.prepare(body)
         if not problems:
             problems = anthropic_messages_request_problems(body)
@@ -116,29 +114,17 @@ class MessagesExchange:
             problems = semantic_problems(body)
         if problems:
             return self.error(400, "; ".join(problems))
-        model = body["model"]
-        behaviour = self.state.behaviour(model)
-        refused = self.capability_refusal(body, model, behaviour)
+        behaviour, prompt, refused = await self.admitted(body, input_tokens)
         if refused is not None:
             return refused
-        prompt = input_tokens(body)
-        status = self.state.admission(behaviour, model, self.request)
-        if status is not None:
-            return self.status_error(status, behaviour, model, prompt)
-        if behaviour.hang:
-            await self.state.hang(self.request)
-            self.request[UNANSWERED] = True
-            return web.Response(status=503)
         output = plan(body, behaviour)
         headers = {"request-id": self.request_id, **self.rate_headers(behaviour, prompt, False)}
         message = self._message(body, output, prompt)
         if body.get("stream") is True:
             return await self._stream(behaviour, message, output, headers)
-        await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
-        raw = orjson.dumps(message)
-        broken = (faults.whole_fault(behaviour.fault, raw, headers)
-                  or await faults.broken_whole(self.state, self.request, behaviour.fault, raw, headers))
-        return broken or json_response(200, message, headers)
+        await self.state.wait_whole(behaviour, output.output_tokens, body["model"], await self.request.read(),
+                                    prompt)
+        return await faults.whole_answer(self.state, self.request, behaviour.fault, message, headers)
 
     def prepare(self, body: Any) -> tuple[Any, list[str]]:
         """The body to validate as a Messages request, or problems found before that."""
@@ -211,13 +197,11 @@ class MessagesExchange:
                 for i, delta in enumerate(deltas):
                     if not first or i:
                         await self.state.wait_token(behaviour)
-                    if behaviour.stream_error_after is not None and i >= behaviour.stream_error_after:
+                    if faults.stream_broken(behaviour, i):
                         status = behaviour.error_status
                         kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-                        await write(response, event("error", {"error": {
+                        return await faults.break_off(response, event("error", {"error": {
                             "type": kind, "message": _STATUS_MESSAGES.get(status, "Simulated error")}}))
-                        await response.write_eof()
-                        return response
                     if behaviour.fault is not None and faults.stream_faulted(behaviour.fault, behaviour.fault_after,
                                                                              i):
                         await faults.strike(self.state, self.request, response, behaviour.fault)

@@ -31,12 +31,12 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from simulator import textgen
+from simulator import faults, textgen
 from simulator.aws_auth import as_headers
 from simulator.capabilities import bedrock_image, bedrock_tools, model_capabilities, serves_chat
-from simulator.common import ClientGone, json_response, write
+from simulator.common import ClientGone, admit, json_response, write
 from simulator.eventstream_encode import event_message, exception_message
-from simulator.state import UNANSWERED, Behaviour, SimState
+from simulator.state import Behaviour, SimState
 from simulator.textgen import Output, ToolCall
 from simulator.validate.bedrock import bedrock_converse_request_problems
 
@@ -176,13 +176,9 @@ class ConverseExchange:
         refused = self.capability_refusal(body, behaviour)
         if refused is not None:
             return refused
-        status = self.state.admission(behaviour, self.model, self.request)
-        if status is not None:
-            return self.error(status)
-        if behaviour.hang:
-            await self.state.hang(self.request)
-            self.request[UNANSWERED] = True
-            return web.Response(status=503)
+        refused = await admit(self.state, self.request, behaviour, self.model, self.error)
+        if refused is not None:
+            return refused
         output = plan(body, self.model, behaviour)
         prompt = input_tokens(body)
         if self.stream:
@@ -248,10 +244,8 @@ class ConverseExchange:
             for i, delta in enumerate(deltas):
                 if i:
                     await self.state.wait_token(behaviour)
-                if behaviour.stream_error_after is not None and i >= behaviour.stream_error_after:
-                    await write(response, self._stream_exception(behaviour.error_status))
-                    await response.write_eof()
-                    return response
+                if faults.stream_broken(behaviour, i):
+                    return await faults.break_off(response, self._stream_exception(behaviour.error_status))
                 await write(response, self._event("contentBlockDelta", {"delta": delta, "contentBlockIndex": 0}))
             for frame in tail:
                 await write(response, frame)

@@ -28,15 +28,15 @@ import orjson
 from aiohttp import web
 from typing_extensions import TypedDict
 
-from simulator import textgen
+from simulator import faults, textgen
 from simulator.azure_api import ACCESS_DENIED, azure_error
 from simulator.capabilities import model_capabilities, serves_chat
-from simulator.common import ClientGone, bearer_token, json_response, open_stream, parse_json_body, write
+from simulator.common import ClientGone, admit, bearer_token, json_response, open_stream, read_body, write
 from simulator.openai_api import rate_headers
 from simulator.openai_checks import error, problems_error
-from simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
+from simulator.state import QUOTA, Behaviour, SimState
 from simulator.textgen import Output
-from simulator.validate import check
+from simulator.validate import body_problems
 
 FINISH = {"end": "stop", "length": "length", "stop_sequence": "stop", "tool": "stop"}
 
@@ -60,18 +60,12 @@ def completions_request_problems(body: Any) -> list[str]:
     """Problems of an OpenAI `POST /v1/completions` body (streaming params if `stream` is true)."""
     from openai.types import completion_create_params as params
 
-    if not isinstance(body, dict):
-        return ["(root): must be an object"]
-    typ = (params.CompletionCreateParamsStreaming if body.get("stream") is True
-           else params.CompletionCreateParamsNonStreaming)
-    return check(typ, body)
+    return body_problems(body, params.CompletionCreateParamsNonStreaming, params.CompletionCreateParamsStreaming)
 
 
 def fim_request_problems(body: Any) -> list[str]:
     """Problems of a Mistral `POST /v1/fim/completions` body."""
-    if not isinstance(body, dict):
-        return ["(root): must be an object"]
-    return check(FIMRequest, body)
+    return body_problems(body, FIMRequest)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -137,12 +131,10 @@ class CompletionsExchange:
         return None
 
     async def answer(self) -> web.StreamResponse:
-        rejected = self.authenticate()
-        if rejected is not None:
-            return rejected
-        body, parse_error = await parse_json_body(self.request)
-        if parse_error:
-            return self.error(400, f"We could not parse the JSON body of your request: {parse_error}")
+        body, refused = await read_body(self.request, self.authenticate(), lambda message: self.error(
+            400, f"We could not parse the JSON body of your request: {message}"))
+        if refused is not None:
+            return refused
         if self.flavour == "azure" and isinstance(body, dict):
             body = {**body, "model": self.request.match_info["deployment"]}
         problems = fim_request_problems(body) if self.flavour == "mistral" else completions_request_problems(body)
@@ -159,21 +151,21 @@ class CompletionsExchange:
                 "fim" not in model_capabilities(model, behaviour):
             return self.error(400, "suffix is not currently supported", param="suffix")
         prompt = input_tokens(body)
-        status = self.state.admission(behaviour, model, self.request)
-        if status is not None:
-            quota = self.request.get(QUOTA)
-            extra = rate_headers(behaviour, prompt, status == 429, quota) if status == 429 else {}
-            return self.error(status, "Simulated error." if status != 429 else "Rate limit reached.", extra=extra)
-        if behaviour.hang:
-            await self.state.hang(self.request)
-            self.request[UNANSWERED] = True
-            return web.Response(status=503)
+        refused = await admit(self.state, self.request, behaviour, model,
+                              lambda status: self.status_error(status, behaviour, prompt))
+        if refused is not None:
+            return refused
         output = plan(body, behaviour)
         headers = {**self.headers, **rate_headers(behaviour, prompt, False, self.request.get(QUOTA))}
         if body.get("stream") is True:
             return await self._stream(body, behaviour, output, prompt, headers)
         await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
         return json_response(200, self._whole(body, output, prompt), headers)
+
+    def status_error(self, status: int, behaviour: Behaviour, prompt: int) -> web.Response:
+        """The error `status` admission gave (rate-limit headers on a 429)."""
+        extra = rate_headers(behaviour, prompt, status == 429, self.request.get(QUOTA)) if status == 429 else {}
+        return self.error(status, "Simulated error." if status != 429 else "Rate limit reached.", extra=extra)
 
     def _head(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
         head = {"id": self.id, "object": obj, "created": int(self.state.clock()), "model": body["model"]}
@@ -220,11 +212,9 @@ class CompletionsExchange:
             for i, piece in enumerate(pieces):
                 if i:
                     await self.state.wait_token(behaviour)
-                if behaviour.stream_error_after is not None and i >= behaviour.stream_error_after:
-                    await write(response, b'data: {"error": {"message": "The server had an error.", "type": '
-                                          b'"server_error", "param": null, "code": null}}\n\n')
-                    await response.write_eof()
-                    return response
+                if faults.stream_broken(behaviour, i):
+                    return await faults.break_off(response, b'data: {"error": {"message": "The server had an '
+                                                  b'error.", "type": "server_error", "param": null, "code": null}}\n\n')
                 last = i == len(pieces) - 1
                 if last and self.flavour == "mistral":
                     await write(response, self._chunk(body, piece, FINISH[output.stop], usage, False))

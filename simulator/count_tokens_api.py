@@ -30,12 +30,12 @@ from aiohttp import web
 from simulator import anthropic_api, bedrock_api, gemini_api, textgen
 from simulator.anthropic_api import MessagesExchange
 from simulator.aws_auth import as_headers
-from simulator.common import bearer_token, json_response, parse_json_body
+from simulator.common import bearer_token, json_response, parse_json_body, read_body
 from simulator.google_errors import google_error, violations_error
 from simulator.openai_checks import error as openai_error
 from simulator.openai_checks import problems_error
 from simulator.state import SimState
-from simulator.validate import check
+from simulator.validate import body_problems
 from simulator.validate.bedrock import _decode, _report, bedrock_shape
 from simulator.validate.gemini import Violation, gemini_generate_request_problems
 
@@ -43,17 +43,13 @@ from simulator.validate.gemini import Violation, gemini_generate_request_problem
 def anthropic_count_problems(body: Any) -> list[str]:
     from anthropic.types import MessageCountTokensParams
 
-    if not isinstance(body, dict):
-        return ["(root): must be an object"]
-    return check(MessageCountTokensParams, body)
+    return body_problems(body, MessageCountTokensParams)
 
 
 def openai_count_problems(body: Any) -> list[str]:
     from openai.types.responses import InputTokenCountParams
 
-    if not isinstance(body, dict):
-        return ["(root): must be an object"]
-    return check(InputTokenCountParams, body)
+    return body_problems(body, InputTokenCountParams)
 
 
 def bedrock_count_problems(body: Any, model_id: str) -> list[str]:
@@ -107,13 +103,11 @@ async def anthropic_count(state: SimState, request: web.Request, vertex_model: s
                           ) -> web.StreamResponse:
     """Anthropic's count; `vertex_model` set: the Vertex rawPredict form (no header version)."""
     exchange = MessagesExchange(state, request)
-    if vertex_model is None:
-        rejected = exchange.precheck()
-        if rejected is not None:
-            return rejected
-    body, parse_error = await parse_json_body(request)
-    if parse_error:
-        return exchange.error(400, f"There was an issue with your request body: {parse_error}")
+    body, refused = await read_body(request, exchange.precheck() if vertex_model is None else None,
+                                    lambda message: exchange.error(
+                                        400, f"There was an issue with your request body: {message}"))
+    if refused is not None:
+        return refused
     version = body.pop("anthropic_version", None) if vertex_model is not None and isinstance(body, dict) else ""
     if not isinstance(version, str):
             return exchange.error(400, "anthropic_version: Field required")
@@ -169,12 +163,12 @@ async def bedrock_count(state: SimState, request: web.Request) -> web.StreamResp
 
 
 async def openai_count(state: SimState, request: web.Request) -> web.StreamResponse:
-    key = bearer_token(request)
-    if not key or not state.key_accepted(key):
-        return openai_error(401, "Incorrect API key provided.", code="invalid_api_key")
-    body, parse_error = await parse_json_body(request)
-    if parse_error:
-        return openai_error(400, f"We could not parse the JSON body of your request: {parse_error}")
+    accepted = state.key_accepted(bearer_token(request))
+    body, refused = await read_body(
+        request, None if accepted else openai_error(401, "Incorrect API key provided.", code="invalid_api_key"),
+        lambda message: openai_error(400, f"We could not parse the JSON body of your request: {message}"))
+    if refused is not None:
+        return refused
     problems = openai_count_problems(body)
     if problems:
         return problems_error(problems, {})

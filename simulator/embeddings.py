@@ -16,10 +16,10 @@ from aiohttp import web
 
 from simulator import textgen
 from simulator.capabilities import serves_embeddings
-from simulator.common import json_response, parse_json_body
+from simulator.common import admit, json_response
 from simulator.openai_api import ChatCompletions
-from simulator.openai_checks import error, problems_error
-from simulator.state import UNANSWERED, SimState
+from simulator.openai_checks import error
+from simulator.state import SimState
 from simulator.validate import openai_embedding_request_problems
 
 DIMENSIONS = 8
@@ -52,17 +52,9 @@ class Embeddings(ChatCompletions):
         return error(403, "You are not allowed to generate embeddings from this model", headers=self._headers())
 
     async def answer(self) -> web.StreamResponse:
-        rejected = self.authenticate()
-        if rejected is not None:
-            return rejected
-        body, parse_error = await parse_json_body(self.request)
-        if parse_error:
-            return error(400, f"We could not parse the JSON body of your request: {parse_error}",
-                         headers=self._headers())
-        body = self.prepare(body)
-        problems = openai_embedding_request_problems(body)
-        if problems:
-            return problems_error(problems, self._headers())
+        body, refused = await self.valid_body(openai_embedding_request_problems)
+        if refused is not None:
+            return refused
         inputs = _inputs(body["input"])
         if not inputs or any(len(i) == 0 for i in inputs):
             return error(400, _INVALID_INPUT, headers=self._headers())
@@ -80,13 +72,10 @@ class Embeddings(ChatCompletions):
         if not serves_embeddings(model, behaviour):
             return self.embeddings_refusal(model)
         prompt = usage_tokens(inputs)
-        status = self.state.admission(behaviour, model, self.request)
-        if status is not None:
-            return self.status_error(status, behaviour, model, prompt)
-        if behaviour.hang:
-            await self.state.hang(self.request)
-            self.request[UNANSWERED] = True
-            return web.Response(status=503)
+        refused = await admit(self.state, self.request, behaviour, model,
+                              lambda status: self.status_error(status, behaviour, model, prompt))
+        if refused is not None:
+            return refused
         await self.state.wait_whole(behaviour, 1, model, await self.request.read(), prompt)
         fmt = body.get("encoding_format") or "float"
         data = []

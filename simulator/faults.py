@@ -20,13 +20,16 @@ The simulator stays an independent oracle: nothing here knows the gateway.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
+import orjson
 from aiohttp import web
 
-from simulator.common import ClientGone, write
-from simulator.state import FAULTS, SimState
+from simulator.common import ClientGone, json_response, write
+from simulator.state import FAULTS, Behaviour, SimState
 
-__all__ = ["FAULTS", "broken_whole", "stream_faulted", "strike", "whole_fault"]
+__all__ = ["FAULTS", "break_off", "broken_whole", "stream_broken", "stream_faulted", "strike", "whole_answer",
+           "whole_fault"]
 
 STREAM_FAULTS = ("cut", "stall", "reset")
 RESET_DELAY_S = 0.2  # faults that strike inside a stream, after `fault_after` deltas
@@ -61,6 +64,15 @@ async def broken_whole(state: SimState, request: web.Request, fault: str | None,
     return response
 
 
+async def whole_answer(state: SimState, request: web.Request, fault: str | None, result: Any,
+                       headers: dict[str, str]) -> web.StreamResponse:
+    """A non-streamed 200 JSON answer of `result`, or what `fault` makes of it (`whole_fault`,
+    `broken_whole`)."""
+    raw = orjson.dumps(result)
+    broken = whole_fault(fault, raw, headers) or await broken_whole(state, request, fault, raw, headers)
+    return broken or json_response(200, result, headers)
+
+
 async def strike(state: SimState, request: web.Request, response: web.StreamResponse, fault: str) -> None:
     """Break a started answer: `cut` ends the body cleanly, `stall` waits for the client to go
     away, `reset` closes the connection without ending the body."""
@@ -78,3 +90,16 @@ async def strike(state: SimState, request: web.Request, response: web.StreamResp
 def stream_faulted(fault: str | None, fault_after: int, deltas_sent: int) -> bool:
     """True when a stream fault strikes before the next content delta."""
     return fault in STREAM_FAULTS and deltas_sent >= fault_after
+
+
+def stream_broken(behaviour: Behaviour, deltas_sent: int) -> bool:
+    """True when the behaviour's `stream_error_after` breaks the stream off with an error event
+    before the next content delta."""
+    return behaviour.stream_error_after is not None and deltas_sent >= behaviour.stream_error_after
+
+
+async def break_off(response: web.StreamResponse, error_event: bytes) -> web.StreamResponse:
+    """`response` (a started stream) ended cleanly after `error_event`, the provider's in-stream error."""
+    await write(response, error_event)
+    await response.write_eof()
+    return response

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from simulator import textgen
+from simulator import faults, textgen
 from simulator.capabilities import (
     gemini_image,
     gemini_tools,
@@ -37,7 +37,7 @@ from simulator.capabilities import (
     serves_chat,
     serves_embeddings,
 )
-from simulator.common import ClientGone, json_response, open_stream, write
+from simulator.common import ClientGone, admit, json_response, open_stream, write
 from simulator.google_errors import (
     BAD_CREDENTIALS,
     GOOGLE_HEADERS,
@@ -48,7 +48,7 @@ from simulator.google_errors import (
     retry_info,
     violations_error,
 )
-from simulator.state import UNANSWERED, Behaviour, SimState
+from simulator.state import Behaviour, SimState
 from simulator.textgen import Output, ToolCall
 from simulator.validate.gemini import (
     gemini_batch_embed_request_problems,
@@ -174,13 +174,10 @@ class GeminiExchange:
         refused = self.capability_refusal(body, behaviour)
         if refused is not None:
             return refused
-        status = self.state.admission(behaviour, self.target.model, self.request)
-        if status is not None:
-            return self.status_error(status, behaviour)
-        if behaviour.hang:
-            await self.state.hang(self.request)
-            self.request[UNANSWERED] = True
-            return web.Response(status=503)
+        refused = await admit(self.state, self.request, behaviour, self.target.model,
+                              lambda status: self.status_error(status, behaviour))
+        if refused is not None:
+            return refused
         if "mbed" in self.target.method:
             await self.state.wait_whole(behaviour, 1)
             return self._embeddings(body)
@@ -306,7 +303,7 @@ class GeminiExchange:
             for i, step in enumerate(steps):
                 if i:
                     await self.state.wait_token(behaviour)
-                broken = behaviour.stream_error_after is not None and i >= behaviour.stream_error_after
+                broken = faults.stream_broken(behaviour, i)
                 if broken:
                     step = orjson.loads(self.status_error(behaviour.error_status, behaviour).text or "{}")
                 data = orjson.dumps(step)

@@ -16,6 +16,7 @@ window after this one, ``-reset-requests`` = time until the window resets (``250
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,17 +26,18 @@ from simulator import faults, textgen
 from simulator.capabilities import model_capabilities, openai_image, openai_tools, serves_chat
 from simulator.common import (
     ClientGone,
+    ModelExchange,
     bearer_token,
     duration_text,
     go_duration,
     json_response,
     open_stream,
-    parse_json_body,
+    read_body,
     write,
 )
 from simulator.openai_checks import error, problems_error, semantic_problems, tool_name
 from simulator.quota import QuotaView
-from simulator.state import QUOTA, UNANSWERED, Behaviour, SimState
+from simulator.state import QUOTA, Behaviour, SimState
 from simulator.textgen import Output, ToolCall
 from simulator.validate import openai_chat_request_problems
 
@@ -148,7 +150,7 @@ def rate_headers(behaviour: Behaviour, used_tokens: int, limited: bool,
     return headers
 
 
-class ChatCompletions:
+class ChatCompletions(ModelExchange):
     """One `POST /v1/chat/completions` exchange; subclasses adapt it to OpenAI-compatible hosts
     through `authenticate`, `prepare`, `status_error`, `rate_headers`, `decorate` and `prelude`."""
 
@@ -210,44 +212,40 @@ class ChatCompletions:
         """Chunks this host streams before the first choice chunk."""
         return []
 
-    async def answer(self) -> web.StreamResponse:
-        rejected = self.authenticate()
-        if rejected is not None:
-            return rejected
-        body, parse_error = await parse_json_body(self.request)
-        if parse_error:
-            return error(400, f"We could not parse the JSON body of your request: {parse_error}",
-                         headers=self._headers())
+    def unparsable(self, message: str) -> web.Response:
+        """OpenAI's 400 for a body that is empty or not JSON (`message`: why)."""
+        return error(400, f"We could not parse the JSON body of your request: {message}", headers=self._headers())
+
+    async def valid_body(self, problems_of: Callable[[Any], list[str]]) -> tuple[Any, web.Response | None]:
+        """The request's body as this host reads it (`prepare`), or the answer that ends the exchange
+        instead: the refusal of its credentials, the 400 for a body that is not JSON, or the 400
+        listing `problems_of(body)`."""
+        body, refused = await read_body(self.request, self.authenticate(), self.unparsable)
+        if refused is not None:
+            return None, refused
         body = self.prepare(body)
-        problems = openai_chat_request_problems(body)
-        if not problems:
-            problems = semantic_problems(body)
+        problems = problems_of(body)
         if problems:
-            return problems_error(problems, self._headers())
-        model = body["model"]
-        behaviour = self.state.behaviour(model)
-        refused = self.capability_refusal(body, model, behaviour)
+            return None, problems_error(problems, self._headers())
+        return body, None
+
+    async def answer(self) -> web.StreamResponse:
+        body, refused = await self.valid_body(lambda body: openai_chat_request_problems(body)
+                                              or semantic_problems(body))
         if refused is not None:
             return refused
-        prompt = input_tokens(body)
-        status = self.state.admission(behaviour, model, self.request)
-        if status is not None:
-            return self.status_error(status, behaviour, model, prompt)
-        if behaviour.hang:
-            await self.state.hang(self.request)
-            self.request[UNANSWERED] = True
-            return web.Response(status=503)
+        behaviour, prompt, refused = await self.admitted(body, input_tokens)
+        if refused is not None:
+            return refused
         output = plan(body, behaviour)
         n = body.get("n") or 1
         if body.get("stream") is True:
             return await self._stream(body, behaviour, output, prompt, n)
-        await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
+        await self.state.wait_whole(behaviour, output.output_tokens, body["model"], await self.request.read(),
+                                    prompt)
         result = self.decorate(self._completion(body, output, prompt, n))
         headers = self._headers(self.rate_headers(behaviour, prompt, False))
-        raw = orjson.dumps(result)
-        broken = (faults.whole_fault(behaviour.fault, raw, headers)
-                  or await faults.broken_whole(self.state, self.request, behaviour.fault, raw, headers))
-        return broken or json_response(200, result, headers)
+        return await faults.whole_answer(self.state, self.request, behaviour.fault, result, headers)
 
     def status_error(self, status: int, behaviour: Behaviour, model: str, prompt: int) -> web.Response:
         """The error `status` admission gave; rate-limit headers on a 429, and on every status
@@ -343,10 +341,8 @@ class ChatCompletions:
             for i, step in enumerate(steps):
                 if i:
                     await self.state.wait_token(behaviour)
-                if behaviour.stream_error_after is not None and i >= behaviour.stream_error_after:
-                    await write(response, self.stream_error(behaviour.error_status))
-                    await response.write_eof()
-                    return response
+                if faults.stream_broken(behaviour, i):
+                    return await faults.break_off(response, self.stream_error(behaviour.error_status))
                 if behaviour.fault is not None and faults.stream_faulted(behaviour.fault, behaviour.fault_after, i):
                     await faults.strike(self.state, self.request, response, behaviour.fault)
                     return response

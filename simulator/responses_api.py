@@ -30,12 +30,12 @@ from aiohttp import web
 
 from simulator import textgen
 from simulator.azure_api import AzureMixin
-from simulator.common import ClientGone, bearer_token, json_response, open_stream, parse_json_body, write
+from simulator.common import ClientGone, bearer_token, json_response, open_stream, read_body, write
 from simulator.openai_api import ChatCompletions, input_tokens, plan
 from simulator.openai_checks import error, problems_error
 from simulator.state import SimState
 from simulator.textgen import Output
-from simulator.validate import check
+from simulator.validate import body_problems, check
 
 _STORES: weakref.WeakKeyDictionary[SimState, dict[tuple[str, str], dict[str, Any]]] = weakref.WeakKeyDictionary()
 _INPUTS: weakref.WeakKeyDictionary[SimState, dict[tuple[str, str], list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
@@ -52,10 +52,8 @@ def _inputs(state: SimState) -> dict[tuple[str, str], list[dict[str, Any]]]:
 def responses_request_problems(body: Any) -> list[str]:
     from openai.types.responses import response_create_params as params
 
-    if not isinstance(body, dict):
-        return ["(root): must be an object"]
-    typ = params.ResponseCreateParamsStreaming if body.get("stream") is True else params.ResponseCreateParamsNonStreaming
-    return check(typ, _image_detail_defaulted(body))
+    return body_problems(_image_detail_defaulted(body) if isinstance(body, dict) else body,
+                         params.ResponseCreateParamsNonStreaming, params.ResponseCreateParamsStreaming)
 
 
 def _image_detail_defaulted(body: dict[str, Any]) -> dict[str, Any]:
@@ -118,13 +116,9 @@ class Responses(ChatCompletions):
         return str(body["model"])
 
     async def answer(self) -> web.StreamResponse:
-        rejected = self.authenticate()
-        if rejected is not None:
-            return rejected
-        body, parse_error = await parse_json_body(self.request)
-        if parse_error:
-            return error(400, f"We could not parse the JSON body of your request: {parse_error}",
-                         headers=self._headers())
+        body, refused = await read_body(self.request, self.authenticate(), self.unparsable)
+        if refused is not None:
+            return refused
         problems = responses_request_problems(body)
         if not problems and "model" not in body:
             problems = ["model: required field missing"]

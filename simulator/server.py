@@ -111,65 +111,32 @@ def _models(state: SimState) -> list[str]:
     return list(dict.fromkeys([*state.behaviours.models(), *state.seen_models]))
 
 
-async def _chat(request: web.Request) -> web.StreamResponse:
-    return await openai_api.chat_completions(_state(request), request)
+def _with_state(serve: Callable[[SimState, web.Request], Awaitable[web.StreamResponse]]) -> Handler:
+    """The route handler that answers a request by `serve` over the application's state."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await serve(_state(request), request)
+    return handler
 
 
-async def _messages(request: web.Request) -> web.StreamResponse:
-    return await anthropic_api.messages(_state(request), request)
-
-
-async def _embeddings(request: web.Request) -> web.StreamResponse:
-    return await embeddings(_state(request), request)
-
-
-async def _gemini(request: web.Request) -> web.StreamResponse:
-    return await gemini_route(_state(request), request)
-
-
-async def _vertex(request: web.Request) -> web.StreamResponse:
-    return await vertex_route(_state(request), request)
+_chat = _with_state(openai_api.chat_completions)
+_messages = _with_state(anthropic_api.messages)
+_embeddings = _with_state(embeddings)
+_gemini = _with_state(gemini_route)
+_vertex = _with_state(vertex_route)
+_bedrock = _with_state(bedrock_route)
+_responses = _with_state(responses_api.responses)
+_stored_response = _with_state(responses_api.stored_response)
+_completions = _with_state(completions_api.openai_completions)
+_azure_completions = _with_state(completions_api.azure_completions)
+_fim = _with_state(completions_api.mistral_fim)
+_count_tokens = _with_state(count_tokens_api.anthropic_count)
+_input_tokens = _with_state(count_tokens_api.openai_count)
+_azure = _with_state(azure_route)
 
 
 async def _token(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     return await gcp.token_endpoint(state.gcp, request, state.clock())
-
-
-async def _bedrock(request: web.Request) -> web.StreamResponse:
-    return await bedrock_route(_state(request), request)
-
-
-async def _responses(request: web.Request) -> web.StreamResponse:
-    return await responses_api.responses(_state(request), request)
-
-
-async def _stored_response(request: web.Request) -> web.StreamResponse:
-    return await responses_api.stored_response(_state(request), request)
-
-
-async def _completions(request: web.Request) -> web.StreamResponse:
-    return await completions_api.openai_completions(_state(request), request)
-
-
-async def _azure_completions(request: web.Request) -> web.StreamResponse:
-    return await completions_api.azure_completions(_state(request), request)
-
-
-async def _fim(request: web.Request) -> web.StreamResponse:
-    return await completions_api.mistral_fim(_state(request), request)
-
-
-async def _count_tokens(request: web.Request) -> web.StreamResponse:
-    return await count_tokens_api.anthropic_count(_state(request), request)
-
-
-async def _input_tokens(request: web.Request) -> web.StreamResponse:
-    return await count_tokens_api.openai_count(_state(request), request)
-
-
-async def _azure(request: web.Request) -> web.StreamResponse:
-    return await azure_route(_state(request), request)
 
 
 async def _list_models(request: web.Request) -> web.StreamResponse:

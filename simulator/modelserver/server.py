@@ -64,14 +64,15 @@ class ModelServerSpec:
     flavor: Flavor = "vllm"
     seed: int = 0
     model: str = MODEL
-    max_num_seqs: int = 32
-    kv_blocks: int = 2500
-    block_size: int = 16
-    max_num_batched_tokens: int = 2048
-    max_model_len: int = 16384
-    prefill_tokens_per_s: float = 10_000.0
+    # The engine's capacity figures default as `EngineConfig`'s.
+    max_num_seqs: int = EngineConfig.max_num_seqs
+    kv_blocks: int = EngineConfig.kv_blocks
+    block_size: int = EngineConfig.block_size
+    max_num_batched_tokens: int = EngineConfig.max_num_batched_tokens
+    max_model_len: int = EngineConfig.max_model_len
+    prefill_tokens_per_s: float = EngineConfig.prefill_tokens_per_s
     decode_tokens_per_s: float = 280.0
-    base_step_s: float = 0.015
+    base_step_s: float = EngineConfig.base_step_s
     stream_interval: int = 8
 
     def engine_config(self) -> EngineConfig:

@@ -160,22 +160,13 @@ def _unwrap_safe(typ: Any) -> Any:
         return object
 
 
+# The JSON kind of a value by its Python type, first match wins (a bool is also an int).
+_VALUE_KINDS = ((type(None), _NULL), (bool, _BOOL), (int, _INT), (float, _NUMBER), (str, _STRING), (list, _ARRAY),
+                (dict, _OBJECT))
+
+
 def _kind(value: object) -> str:
-    if value is None:
-        return _NULL
-    if isinstance(value, bool):
-        return _BOOL
-    if isinstance(value, int):
-        return _INT
-    if isinstance(value, float):
-        return _NUMBER
-    if isinstance(value, str):
-        return _STRING
-    if isinstance(value, list):
-        return _ARRAY
-    if isinstance(value, dict):
-        return _OBJECT
-    return type(value).__name__
+    return next((kind for typ, kind in _VALUE_KINDS if isinstance(value, typ)), type(value).__name__)
 
 
 def _kinds(typ: Any) -> set[str]:
