@@ -10,9 +10,9 @@ collector took 6.6–6.8 % of the worker's CPU. With that heap frozen once start
 (`gc.freeze`: the collector no longer examines it; reference counting still frees what becomes
 unreachable), the full collections paused 11–24 ms and the collector took 2.6–3.6 % of the CPU
 (same load, two runs; per-collection times from `gc.callbacks`). What a client sees (`wrk`, 32
-connections, 3 × 10 s per build, OpenAI → Anthropic through Envoy, alternating with the build
-before): the slowest request 57–59 ms before, 16–25 ms after; p99 13.9–14.1 ms before, 11.4–12.4
-ms after.
+connections, 3 × 10 s per build, OpenAI → Anthropic through Envoy, the same code without the
+freeze run just before): the slowest request 46–51 ms without it, 16–20 ms with it; p99 12.1–14.9
+against 11.8–12.3 ms.
 
 Frozen objects in a reference cycle that becomes garbage are never collected, so freeze before
 what a reload replaces (the compiled runtime, the limit table) is built: those stay collectable.
