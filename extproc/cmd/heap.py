@@ -4,9 +4,9 @@ rate-limit process) and Python's cyclic garbage collector.
 A worker's heap after startup is mostly what imports made (modules, classes, functions, protobuf
 descriptors, the OpenTelemetry SDK, the translators' tables) and it lives as long as the process.
 A full (generation 2) collection walks all of it: measured in a worker at ~2,000 requests/s
-(OpenAI → Anthropic, `wrk` through Envoy), two full collections in ~10 s of load, each pausing
-the worker 161–165 ms — every request in flight on it, streams included, waited — and the
-collector took 6.6–6.8 % of the worker's CPU. With that heap frozen once startup is done
+(OpenAI → Anthropic, `wrk` through Envoy, its warm-up included), two full collections in ~15 s
+of load, the longer pausing the worker 161–165 ms (two workers) — every request in flight on it,
+streams included, waited — and the collector took 6.6–6.8 % of the worker's CPU. With that heap frozen once startup is done
 (`gc.freeze`: the collector no longer examines it; reference counting still frees what becomes
 unreachable), the full collections paused 11–24 ms and the collector took 2.6–3.6 % of the CPU
 (same load, two runs; per-collection times from `gc.callbacks`). What a client sees (`wrk`, 32
