@@ -161,8 +161,12 @@ def failure(status: int, headers: Mapping[str, str], deadline_hit: bool, provide
         return errors.DeadlineExceeded("The request did not complete within its deadline "
                                        "(x-interlock-deadline-ms or the tenant's default).")
     if status >= 500 and UPSTREAM_TIME not in headers:
-        # A 5xx without Envoy's upstream mark is Envoy's own reply (connection refused, reset,
-        # overflow): the provider was never reached.
+        # A 5xx without Envoy's upstream mark is Envoy's own reply. A 504 is its timeout: the
+        # provider took the request and sent no answer in time (its idle timeout). Any other
+        # (connection refused, reset, overflow): the provider was never reached.
+        if status == 504:
+            return errors.ProviderError(f"The provider {provider} did not answer in time.", 504, "timeout_error",
+                                        "provider_timeout")
         return errors.ProviderError(f"The provider {provider} could not be reached.", status, "api_error",
                                     "provider_unreachable")
     return None

@@ -168,7 +168,8 @@ def test_deadline_passed(status: int, headers: dict[str, str], deadline_at: floa
                      "default).")),
     (503, {}, False, (503, "api_error", "provider_unreachable", "The provider anthropic could not be reached.")),
     (502, {}, False, (502, "api_error", "provider_unreachable", "The provider anthropic could not be reached.")),
-    (504, {}, False, (504, "api_error", "provider_unreachable", "The provider anthropic could not be reached.")),
+    # Envoy's own 504 is its timeout: the provider took the request and never answered.
+    (504, {}, False, (504, "timeout_error", "provider_timeout", "The provider anthropic did not answer in time.")),
     # Answers a provider sent: its own error body is translated.
     (503, UPSTREAM, False, None),
     (502, UPSTREAM, False, None),
