@@ -44,7 +44,7 @@ from simulator.validate import openai_chat_request_problems
 REQUEST_LIMIT = 10_000
 TOKEN_LIMIT = 30_000_000
 FINISH = {"end": "stop", "length": "length", "stop_sequence": "stop", "tool": "tool_calls"}
-_STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
+STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Simulated bad request.", "invalid_request_error", None),
     401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
     403: ("You are not allowed to use this model.", "invalid_request_error", "model_not_allowed"),
@@ -255,7 +255,7 @@ class ChatCompletions(ModelExchange):
         if status == 404:
             return error(404, f"The model `{model}` does not exist or you do not have access to it.",
                          code="model_not_found", headers=self._headers(extra))
-        message, kind, code = _STATUS_ERRORS.get(
+        message, kind, code = STATUS_ERRORS.get(
             status, ("Simulated error.", "server_error" if status >= 500 else "invalid_request_error", None))
         if status == 503:
             extra["retry-after"] = f"{behaviour.retry_after_s:g}"
@@ -359,7 +359,7 @@ class ChatCompletions(ModelExchange):
 
     def stream_error(self, status: int) -> bytes:
         """The in-stream error event that breaks off a stream (`stream_error_after`)."""
-        message, kind, code = _STATUS_ERRORS.get(status, ("The server had an error while processing your request.",
+        message, kind, code = STATUS_ERRORS.get(status, ("The server had an error while processing your request.",
                                                           "server_error", None))
         payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return b"data: " + orjson.dumps(payload) + b"\n\n"

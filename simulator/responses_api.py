@@ -18,6 +18,15 @@ once with a `queued` response (stored) that stays queued — the simulator runs 
 until `cancel` makes it `cancelled`; cancelling a response made without `background` is OpenAI's
 400.
 Usage counts the input's text as `openai_api.input_tokens` does for chat.
+
+Behaviours as for chat (`simulator.state.Behaviour`): admission errors in OpenAI's (or Azure's)
+error format and `hang` (`common.admit`); `fault` (`simulator.faults`: a whole answer replaced or
+broken, a stream cut, stalled or reset after `fault_after` content deltas, which are
+`response.output_text.delta` and `response.function_call_arguments.delta` events, an `html` or
+`invalid_json` stream answered whole instead); `stream_error_after` ends the stream after that many
+content deltas with OpenAI's in-stream `error` event (the SDK's `ResponseErrorEvent`: `type`
+`error`, `code`, `message`, `param` null, the next `sequence_number`) for `error_status`. A
+response whose answer is faulted is not stored.
 """
 
 from __future__ import annotations
@@ -28,10 +37,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from simulator import textgen
+from simulator import faults, textgen
 from simulator.azure_api import AzureMixin
-from simulator.common import ClientGone, bearer_token, json_response, open_stream, read_body, write
-from simulator.openai_api import ChatCompletions, input_tokens, plan
+from simulator.common import ClientGone, admit, bearer_token, json_response, open_stream, read_body, write
+from simulator.openai_api import STATUS_ERRORS, ChatCompletions, input_tokens, plan
 from simulator.openai_checks import error, problems_error
 from simulator.state import SimState
 from simulator.textgen import Output
@@ -136,9 +145,10 @@ class Responses(ChatCompletions):
         if refused is not None:
             return refused
         prompt = input_tokens(chat)
-        status = self.state.admission(behaviour, model, self.request)
-        if status is not None:
-            return self.status_error(status, behaviour, model, prompt)
+        refused = await admit(self.state, self.request, behaviour, model,
+                              lambda status: self.status_error(status, behaviour, model, prompt))
+        if refused is not None:
+            return refused
         output = plan(chat, behaviour)
         fmt = (body.get("text") or {}).get("format") or {}
         if not output.tool_calls and fmt.get("type") == "json_schema":
@@ -154,8 +164,10 @@ class Responses(ChatCompletions):
             return await self._stream_response(body, behaviour, output, prompt)
         await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
         result = self._response(body, "completed", output, prompt)
-        self._keep(body, result)
-        return json_response(200, result, self._headers(self.rate_headers(behaviour, prompt, False)))
+        if behaviour.fault is None:
+            self._keep(body, result)
+        headers = self._headers(self.rate_headers(behaviour, prompt, False))
+        return await faults.whole_answer(self.state, self.request, behaviour.fault, result, headers)
 
     def _items(self, output: Output) -> list[dict[str, Any]]:
         if output.tool_calls:
@@ -221,8 +233,25 @@ class Responses(ChatCompletions):
             seq += 1
             return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
+        deltas = 0
+
+        async def broken() -> bool:
+            """Before the next content delta: True when `stream_error_after` or a stream fault
+            ended the stream there (the error event written, or the fault struck)."""
+            if faults.stream_broken(behaviour, deltas):
+                await faults.break_off(response, self._error_event(behaviour.error_status, seq))
+                return True
+            if faults.stream_faulted(behaviour.fault, behaviour.fault_after, deltas):
+                await faults.strike(self.state, self.request, response, behaviour.fault)
+                return True
+            return False
+
         await self.state.wait_first(behaviour, body["model"], await self.request.read(), prompt)
-        response = await open_stream(self.request, self._headers(self.rate_headers(behaviour, prompt, False)))
+        headers = self._headers(self.rate_headers(behaviour, prompt, False))
+        if behaviour.fault in ("html", "invalid_json"):
+            whole = orjson.dumps(self._response(body, "completed", output, prompt))
+            return faults.whole_fault(behaviour.fault, whole, headers) or web.Response(status=500)
+        response = await open_stream(self.request, headers)
         opening = self._response(body, "in_progress", None, prompt)
         try:
             await write(response, event("response.created", response=opening))
@@ -237,6 +266,9 @@ class Responses(ChatCompletions):
                     for n, piece in enumerate(output.pieces):
                         if n:
                             await self.state.wait_token(behaviour)
+                        if await broken():
+                            return response
+                        deltas += 1
                         await write(response, event("response.output_text.delta", item_id=item["id"],
                                                     output_index=i, content_index=0, delta=piece, logprobs=[]))
                     text = item["content"][0]["text"]
@@ -250,6 +282,9 @@ class Responses(ChatCompletions):
                     for n, piece in enumerate(textgen.fragments(item["arguments"])):
                         if n:
                             await self.state.wait_token(behaviour)
+                        if await broken():
+                            return response
+                        deltas += 1
                         await write(response, event("response.function_call_arguments.delta", item_id=item["id"],
                                                     output_index=i, delta=piece))
                     await write(response, event("response.function_call_arguments.done", item_id=item["id"],
@@ -263,6 +298,15 @@ class Responses(ChatCompletions):
         except ClientGone:
             pass
         return response
+
+    def _error_event(self, status: int, sequence_number: int) -> bytes:
+        """The `error` event (the SDK's `ResponseErrorEvent`) that breaks off a Responses stream
+        (`stream_error_after`) for the error `status`."""
+        message, kind, code = STATUS_ERRORS.get(status, ("The server had an error while processing your request.",
+                                                          "server_error", None))
+        data = {"type": "error", "code": code or kind, "message": message, "param": None,
+                "sequence_number": sequence_number}
+        return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 class AzureResponses(AzureMixin, Responses):
