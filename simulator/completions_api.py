@@ -16,7 +16,8 @@ like chat (`ttft_ms`, `tokens_per_s`): OpenAI sends `text_completion` chunks (`c
 `usage: null` on each with `stream_options.include_usage` and a last `choices: []` chunk with the
 usage, then `data: [DONE]`; Mistral sends chat-shaped `chat.completion.chunk` events
 (`choices[].delta.content`), the last with `finish_reason` and `usage`, then `data: [DONE]`.
-Scripted `status` / `error_rate` errors, `max_concurrency` and quotas apply as for chat.
+Scripted `status` / `error_rate` errors, `hang`, `fault`s (`simulator.faults`), `stream_error_after`,
+`max_concurrency` and quotas apply as for chat.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ class CompletionsExchange:
         if body.get("stream") is True:
             return await self._stream(body, behaviour, output, prompt, headers)
         await self.state.wait_whole(behaviour, output.output_tokens, model, await self.request.read(), prompt)
-        return json_response(200, self._whole(body, output, prompt), headers)
+        return await faults.whole_answer(self.state, self.request, behaviour.fault, self._whole(body, output, prompt),
+                                         headers)
 
     def status_error(self, status: int, behaviour: Behaviour, prompt: int) -> web.Response:
         """The error `status` admission gave (rate-limit headers on a 429)."""
@@ -205,6 +207,9 @@ class CompletionsExchange:
         options = body.get("stream_options") or {}
         include_usage = self.flavour != "mistral" and options.get("include_usage") is True
         await self.state.wait_first(behaviour, body["model"], await self.request.read(), prompt)
+        if behaviour.fault in ("html", "invalid_json"):
+            return faults.whole_fault(behaviour.fault, orjson.dumps(self._whole(body, output, prompt)),
+                                      headers) or web.Response(status=500)
         response = await open_stream(self.request, headers)
         usage = _usage(prompt, output.output_tokens)
         pieces = output.pieces or [""]
@@ -215,6 +220,9 @@ class CompletionsExchange:
                 if faults.stream_broken(behaviour, i):
                     return await faults.break_off(response, b'data: {"error": {"message": "The server had an '
                                                   b'error.", "type": "server_error", "param": null, "code": null}}\n\n')
+                if behaviour.fault is not None and faults.stream_faulted(behaviour.fault, behaviour.fault_after, i):
+                    await faults.strike(self.state, self.request, response, behaviour.fault)
+                    return response
                 last = i == len(pieces) - 1
                 if last and self.flavour == "mistral":
                     await write(response, self._chunk(body, piece, FINISH[output.stop], usage, False))

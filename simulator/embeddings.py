@@ -4,6 +4,7 @@ Each input (a string, or a token array read as its numbers joined by spaces) get
 `textgen.embedding(model, text, dimensions)`, 8 dimensions unless `dimensions` says otherwise;
 base64 is the little-endian float32 array. `usage.prompt_tokens` counts strings by the token rule
 of `textgen` and token arrays by their length. Empty inputs are refused as OpenAI does.
+Scripted errors, `hang` and the whole-answer `fault`s (`simulator.faults`) apply as for chat.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from simulator import textgen
+from simulator import faults, textgen
 from simulator.capabilities import serves_embeddings
-from simulator.common import admit, json_response
+from simulator.common import admit
 from simulator.openai_api import ChatCompletions
 from simulator.openai_checks import error
 from simulator.state import SimState
@@ -85,7 +86,8 @@ class Embeddings(ChatCompletions):
             data.append({"object": "embedding", "index": index, "embedding": encode(vector, fmt)})
         result = {"object": "list", "data": data, "model": model,
                   "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
-        return json_response(200, result, self._headers(self.rate_headers(behaviour, prompt, False)))
+        headers = self._headers(self.rate_headers(behaviour, prompt, False))
+        return await faults.whole_answer(self.state, self.request, behaviour.fault, result, headers)
 
 
 async def embeddings(state: SimState, request: web.Request) -> web.StreamResponse:
