@@ -159,8 +159,9 @@ def _header(key: str, value: str) -> base_pb2.HeaderValue:
 
 def render(parsed: Parsed, verdict: Verdict | None) -> rls_pb2.RateLimitResponse:
     """The response to a parsed request; `verdict` is the admission of `parsed.charges` (None when
-    the request had no charges). Fields are set in place (`add`, not built and copied in): 26 µs of
-    a call's 77 µs before, 13 after (in-process, the bench tenant's three descriptors)."""
+    the request had no charges). Fields are set in place (`add`, not built and copied in): a whole
+    call went from 77 to 68 µs with this alone (in-process, the bench tenant's three descriptors,
+    5,000 calls)."""
     ok, over_limit = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
     resp = rls_pb2.RateLimitResponse(overall_code=ok)
     statuses = resp.statuses
