@@ -212,6 +212,19 @@ def every_provider_config(sim: Simulator) -> dict[str, Any]:
     }
 
 
+# A fault test's provider is never ejected: each case's fault would take it out for the next.
+NO_EJECTION = {"consecutive_5xx": 100000, "consecutive_gateway_failure": 100000}
+
+
+def fault_providers(sim: Simulator, providers: dict[str, str], idle_s: float) -> list[dict[str, Any]]:
+    """The simulator as each provider (name → type) of a fault test: `idle_s` is its cluster's
+    idle timeout (how long a stall or hang lasts), never ejected (`NO_EJECTION`)."""
+    return [{"name": name, "type": kind, "endpoint": sim.url, "api_key_env": "IT_PROVIDER_KEY",
+             "cluster": {"idle_timeout": f"{idle_s:g}s", "outlier_detection": NO_EJECTION},
+             **({"api_version": "2024-10-21"} if kind == "azure-openai" else {})}
+            for name, kind in providers.items()]
+
+
 def start_gateway(sim: Simulator, work: Path, workers: int = 2, config: dict[str, Any] | None = None) -> Gateway:
     port, admin = free_port(), free_port()
     extproc = free_port_run(workers)

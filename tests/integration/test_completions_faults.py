@@ -40,7 +40,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, sha, start_gateway
+from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, fault_providers, sha, start_gateway
 
 KEY = "sk-it-completions-faults"
 IDLE_S = 1.0  # every provider's cluster.idle_timeout: how long a stall or hang lasts
@@ -50,17 +50,12 @@ EMBEDDINGS = ("oa", "az", "ge")  # ... and embeddings
 # The simulator's Gemini embeddings (`simulator/gemini_api.py`) do not script `fault`s: the Gemini
 # provider is tested for error statuses, hangs and a healthy answer only.
 NO_FAULTS = {("embeddings", "ge")}
-NO_EJECTION = {"consecutive_5xx": 100000, "consecutive_gateway_failure": 100000}
 SECRETS = ("Traceback", PROVIDER_KEY, KEY)
 PREFIX, SUFFIX = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
 
 
 def faults_config(sim: Simulator) -> dict[str, Any]:
-    key = {"api_key_env": "IT_PROVIDER_KEY"}
-    providers = [{"name": name, "type": kind, "endpoint": sim.url, **key,
-                  "cluster": {"idle_timeout": f"{IDLE_S:g}s", "outlier_detection": NO_EJECTION},
-                  **({"api_version": "2024-10-21"} if kind == "azure-openai" else {})}
-                 for name, kind in PROVIDERS.items()]
+    providers = fault_providers(sim, PROVIDERS, IDLE_S)
     models = [{"name": f"c-{p}", "provider": p, "upstream_model": f"c-{p}-up", "max_output_tokens": 256,
                "capabilities": ["fim"]} for p in COMPLETIONS]
     models += [{"name": f"e-{p}", "provider": p, "upstream_model": f"e-{p}-embed", "capabilities": ["embeddings"]}

@@ -39,21 +39,16 @@ import openai
 import pytest
 from openai.types.responses import ResponseErrorEvent
 
-from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, sha, start_gateway
+from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, fault_providers, sha, start_gateway
 
 KEY = "sk-it-responses-faults"
 IDLE_S = 1.0  # every provider's cluster.idle_timeout: how long a stall or hang lasts
 PROVIDERS = {"oa": "openai", "az": "azure-openai", "an": "anthropic"}  # provider name → its type
-NO_EJECTION = {"consecutive_5xx": 100000, "consecutive_gateway_failure": 100000}
 SECRETS = ("Traceback", PROVIDER_KEY, KEY)
 
 
 def faults_config(sim: Simulator) -> dict[str, Any]:
-    key = {"api_key_env": "IT_PROVIDER_KEY"}
-    providers = [{"name": name, "type": kind, "endpoint": sim.url, **key,
-                  "cluster": {"idle_timeout": f"{IDLE_S:g}s", "outlier_detection": NO_EJECTION},
-                  **({"api_version": "2024-10-21"} if kind == "azure-openai" else {})}
-                 for name, kind in PROVIDERS.items()]
+    providers = fault_providers(sim, PROVIDERS, IDLE_S)
     models = [{"name": f"r-{p}", "provider": p, "upstream_model": f"r-{p}-up", "max_output_tokens": 1024}
               for p in PROVIDERS]
     return {"providers": providers, "models": models,
