@@ -18,7 +18,9 @@ Steps, in order (`make bench`, ~7 minutes on the 2-core machine):
 2. The telemetry comparison (`--no-telemetry` skips it): two more Interlock instances (OpenAI →
    OpenAI), "on" with metrics, tracing (every request sampled, OTLP/HTTP to the mock upstream) and
    the access log, "off" with OTEL_SDK_DISABLED=true and INTERLOCK_ACCESS_LOG=off; runs alternate
-   on, off, ...; medians compared; `p50_added_ms` is the 1-connection p50 difference.
+   on, off, ...; medians compared; `p50_added_ms` is the 1-connection p50 difference; the line
+   also says the CPU per request telemetry adds, by process (Envoy's tracer and access log are in
+   Envoy's share; the workers' metrics and spans in theirs).
 3. The streaming scenarios (`bench_stream.py`, `--no-stream` skips them; see its docstring): a
    paced streaming mock speaking both APIs, plain Envoy and Interlock; unloaded time to first
    event on every path, CPU per event at 64 streams, 128 concurrent translated streams.
@@ -242,24 +244,31 @@ def telemetry_comparison(args: argparse.Namespace, work: Path, mock_port: int, w
     """Interlock with metrics + tracing + access log on vs all off, alternating runs; one line."""
     on_env = {**TELEMETRY_ON, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mock_port}",
               "OTEL_TRACES_SAMPLER_ARG": f"{args.trace_ratio:g}"}
-    urls, pids = {}, {}
+    urls, pids, roles = {}, {}, {}
     for name, env in (("telemetry-on", on_env), ("telemetry-off", TELEMETRY_OFF)):
         proc, port = start_gateway(work, name, mock_port, workers, env)
         procs.insert(0, proc)
         urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
         pids[name] = descendants(proc.pid)
+        roles[name] = bench_stream.gateway_processes(proc.pid)
     body = work / "telemetry.json"
     body.write_bytes(request_body("gpt-4o-mini"))
     runs: dict[str, list[WrkResult]] = {name: [] for name in urls}
     cpu = {name: 0.0 for name in urls}
+    # CPU µs per request by process, each run: what telemetry adds, and where (Envoy's tracer and
+    # access log are Envoy's; the workers' metrics and spans are ours).
+    parts: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
     for url in urls.values():
         check_reply(url, body.read_bytes(), "gpt-4o-mini")
         wrk(url, body, args.connections, args.warmup)
     for i in range(args.runs):
         for name, url in urls.items():
             cpu0 = cpu_seconds(pids[name])
+            each0 = {role: proc_cpu(pid) for role, pid in roles[name].items()}
             r = wrk(url, body, args.connections, args.duration)
             cpu[name] += cpu_seconds(pids[name]) - cpu0
+            parts[name].append({role: (proc_cpu(pid) - each0[role]) / max(1, r.requests) * 1e6
+                                for role, pid in roles[name].items()})
             runs[name].append(r)
             print(f"bench: {name} run {i + 1}/{args.runs}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
                   f"errors {r.errors}", flush=True)
@@ -274,6 +283,7 @@ def telemetry_comparison(args: argparse.Namespace, work: Path, mock_port: int, w
     return (f"bench: telemetry on/off (traced {args.trace_ratio:.0%}): rps_ratio={on.rps / off.rps:.2f} "
             f"p50_added_ms={added:.2f} cpu_ratio={us['telemetry-off'] / us['telemetry-on']:.2f} "
             f"cpu_us_per_req={us['telemetry-on']:.0f}/{us['telemetry-off']:.0f} "
+            f"added by process: {cpu_added(parts['telemetry-on'], parts['telemetry-off'])} "
             f"(on: {on.rps:.0f} req/s, 1-conn p50 {unloaded['telemetry-on'].p50_ms:.2f} ms; "
             f"off: {off.rps:.0f} req/s, 1-conn p50 {unloaded['telemetry-off'].p50_ms:.2f} ms"
             f"{f'; {errors} errors' if errors else ''})")
@@ -380,7 +390,7 @@ def non_streamed(args: argparse.Namespace, work: Path, workers: int, lines: list
             f"1-conn p50 over {args.unloaded:.0f} s; {workers} ext_proc workers; {os.cpu_count()} cores)")
         loss = 1 - results["anthropic"]["rps"] / results["anthropic_norl"]["rps"]
         say(f"throughput lost to rate limits (OpenAI→Anthropic, same run): {loss:.1%}; "
-            f"CPU µs per request they add, by process (medians of the runs): {limits_cost(parts)}")
+            f"CPU µs per request they add, by process (medians of the runs): {cpu_added(parts['anthropic'], parts['anthropic_norl'])}")
         say()
         say("added latency over plain Envoy by concurrency (p50 / p99 ms; "
             f"{args.unloaded:.0f} s at 1, {args.conc_duration:.0f} s at 16 and 64):")
@@ -404,9 +414,10 @@ def non_streamed(args: argparse.Namespace, work: Path, workers: int, lines: list
             stop(p, signal.SIGINT if p is gateway else signal.SIGTERM)
 
 
-def limits_cost(parts: dict[str, list[dict[str, float]]]) -> str:
-    """`envoy +a workers +b ratelimit +c (total +d)`: the median per-request CPU of each process
-    group with rate limits minus without (the workers summed; processes under 1 µs left out)."""
+def cpu_added(on_rows: list[dict[str, float]], off_rows: list[dict[str, float]]) -> str:
+    """`envoy +a ratelimit +c workers +b (total +d)`: the median per-request CPU of each process
+    group in the `on` runs minus the `off` runs (the workers summed; processes under 1 µs left
+    out). Used for what the rate limits add and for what telemetry adds."""
     def group(role: str) -> str:
         return "workers" if role.startswith("worker") else role
 
@@ -420,7 +431,7 @@ def limits_cost(parts: dict[str, list[dict[str, float]]]) -> str:
                 out.setdefault(g, []).append(us)
         return {g: sorted(v)[len(v) // 2] for g, v in out.items()}
 
-    on, off = medians(parts["anthropic"]), medians(parts["anthropic_norl"])
+    on, off = medians(on_rows), medians(off_rows)
     added = {g: on.get(g, 0.0) - off.get(g, 0.0) for g in on}
     shown = " ".join(f"{g} {d:+.0f}" for g, d in sorted(added.items()) if abs(d) >= 1 or on.get(g, 0) >= 1)
     return f"{shown} (total {sum(added.values()):+.0f})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.bench import limits_cost
+from bench.bench import cpu_added
 
 
 def test_what_the_rate_limits_add_is_per_process_group_and_median_of_the_runs() -> None:
@@ -13,5 +13,5 @@ def test_what_the_rate_limits_add_is_per_process_group_and_median_of_the_runs() 
                {"envoy": 175.0, "worker0": 115.0, "worker1": 117.0, "ratelimit": 0.0, "supervisor": 0.0},
                {"envoy": 178.0, "worker0": 116.0, "worker1": 119.0, "ratelimit": 0.0, "supervisor": 0.1}]
     # medians: envoy 250 - 178, workers (305, 290, 20 → 290) - (238, 232, 235 → 235), ratelimit 129 - 0
-    assert limits_cost({"anthropic": with_limits, "anthropic_norl": without}) == \
+    assert cpu_added(with_limits, without) == \
         "envoy +72 ratelimit +129 workers +55 (total +256)"
