@@ -108,7 +108,7 @@ def install_worker(settings: TelemetrySettings, attributes: Mapping[str, str] | 
         out.meter_provider = MeterProvider(metric_readers=readers, resource=resource)
         out.meters = meters_mod.Meters(out.meter_provider.get_meter("interlock"))
         meters.append(out.meters)
-    if settings.tracing or span_sink is not None:
+    if settings.stage_spans and (settings.tracing or span_sink is not None):
         out.spans = tracing.SpanRecorder(settings.traces_endpoint, settings.sample_ratio,
                                          {"service.name": settings.service_name, **(attributes or {})}, span_sink)
     record.set_recorder(record.Recorder(out.meters, out.spans, settings.access_log))

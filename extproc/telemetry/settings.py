@@ -13,6 +13,9 @@
     OTEL_METRIC_EXPORT_INTERVAL=15000       OTLP metrics push interval, milliseconds
     OTEL_SERVICE_NAME=interlock             the resource's service.name
     INTERLOCK_ACCESS_LOG=off                no Envoy access log
+    INTERLOCK_SPANS=off                     with tracing on, Envoy's spans only: the router stage
+                                            records none of its own (the decision, admission,
+                                            usage and cost are then in no span)
 
 Defaults: metrics on (Prometheus scrape), traces and OTLP metrics only when an endpoint is set,
 access log on. Only OTLP over HTTP (protobuf) is spoken: the product never imports grpcio.
@@ -39,6 +42,7 @@ class TelemetrySettings:
     export_interval_ms: int = 15000
     service_name: str = "interlock"
     access_log: bool = True
+    stage_spans: bool = True  # the router stage's own spans, when tracing is on
 
     @property
     def tracing(self) -> bool:
@@ -69,7 +73,7 @@ class TelemetrySettings:
                    metrics_endpoint=(mets or None) if _flag(env, "INTERLOCK_METRICS") else None,
                    sample_ratio=ratio, export_interval_ms=int(interval),
                    service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "interlock",
-                   access_log=_flag(env, "INTERLOCK_ACCESS_LOG"))
+                   access_log=_flag(env, "INTERLOCK_ACCESS_LOG"), stage_spans=_flag(env, "INTERLOCK_SPANS"))
 
 
 def collector_address(url: str, name: str = "endpoint") -> tuple[str, int, str, bool]:

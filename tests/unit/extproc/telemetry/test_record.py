@@ -88,6 +88,23 @@ def test_an_answered_request_counts_exact_tokens_and_micro_dollars(installed: tu
     assert 'gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",' in text
 
 
+def test_with_the_stage_spans_off_a_traced_request_is_counted_but_no_span_recorded() -> None:
+    """INTERLOCK_SPANS=off: Envoy's tracer keeps its spans; the router stage records none."""
+    spans: list[Span] = []
+    inst = install_worker(TelemetrySettings(traces_endpoint="http://127.0.0.1:9/v1/traces", stage_spans=False),
+                          span_sink=spans.extend)
+    try:
+        assert inst.spans is None and inst.meters is not None
+        f = flow()
+        tm = telemetry.begin(HEADERS, 10.0)  # a sampled traceparent
+        telemetry.decided(tm, f)
+        telemetry.finish(tm, f, runtime(), 200, 10.25)
+        assert inst.meters.requests.total(**{n.TENANT: "main", n.REQUEST_MODEL: "gpt", n.HTTP_STATUS: 200}) == 1
+        assert spans == []
+    finally:
+        inst.shutdown()
+
+
 def test_spans_carry_the_request_the_decision_usage_and_cost(installed: tuple[Installed, list[Span]]) -> None:
     inst, exporter = installed
     f = flow(route="auto")

@@ -26,6 +26,12 @@ def test_endpoints(env: dict[str, str], traces: str | None, metrics: str | None)
     assert (s.traces_endpoint, s.metrics_endpoint) == (traces, metrics)
 
 
+def test_the_stage_spans_can_be_turned_off_while_envoy_traces() -> None:
+    on = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    off = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "INTERLOCK_SPANS": "off"})
+    assert (on.tracing, on.stage_spans, off.tracing, off.stage_spans) == (True, True, True, False)
+
+
 def test_sdk_disabled_turns_everything_off_but_the_access_log() -> None:
     s = TelemetrySettings.from_env({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
     assert (s.metrics, s.tracing, s.metrics_endpoint, s.access_log) == (False, False, None, True)
