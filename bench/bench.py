@@ -20,7 +20,9 @@ Steps, in order (`make bench`, ~7 minutes on the 2-core machine):
    the access log, "off" with OTEL_SDK_DISABLED=true and INTERLOCK_ACCESS_LOG=off; runs alternate
    on, off, ...; medians compared; `p50_added_ms` is the 1-connection p50 difference; the line
    also says the CPU per request telemetry adds, by process (Envoy's tracer and access log are in
-   Envoy's share; the workers' metrics and spans in theirs).
+   Envoy's share; the workers' metrics and spans in theirs), and what a third instance with
+   Envoy's tracer alone (INTERLOCK_METRICS, INTERLOCK_SPANS and INTERLOCK_ACCESS_LOG off) keeps
+   of the "off" throughput and CPU (`envoy_tracer_only rps_ratio=… cpu_ratio=…`).
 3. The streaming scenarios (`bench_stream.py`, `--no-stream` skips them; see its docstring): a
    paced streaming mock speaking both APIs, plain Envoy and Interlock; unloaded time to first
    event on every path, CPU per event at 64 streams, 128 concurrent translated streams.
@@ -222,6 +224,9 @@ def check_reply(url: str, body: bytes, expect_model_prefix: str, key: str = KEY)
 
 TELEMETRY_ON = {"OTEL_TRACES_SAMPLER_ARG": "1"}  # + OTEL_EXPORTER_OTLP_ENDPOINT: the mock upstream
 TELEMETRY_OFF = {"OTEL_SDK_DISABLED": "true", "INTERLOCK_ACCESS_LOG": "off"}
+# + the endpoint: Envoy's tracer, and nothing of Interlock's own (metrics, stage spans, access log)
+TRACER_ONLY = {"INTERLOCK_METRICS": "off", "INTERLOCK_SPANS": "off", "INTERLOCK_ACCESS_LOG": "off",
+               "OTEL_METRICS_EXPORTER": "none"}
 
 
 def start_gateway(work: Path, name: str, upstream: int, workers: int, env: dict[str, str]
@@ -241,11 +246,16 @@ def start_gateway(work: Path, name: str, upstream: int, workers: int, env: dict[
 
 def telemetry_comparison(args: argparse.Namespace, work: Path, mock_port: int, workers: int,
                          procs: list[subprocess.Popen[bytes]]) -> str:
-    """Interlock with metrics + tracing + access log on vs all off, alternating runs; one line."""
-    on_env = {**TELEMETRY_ON, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mock_port}",
-              "OTEL_TRACES_SAMPLER_ARG": f"{args.trace_ratio:g}"}
+    """Interlock with metrics + tracing + access log on vs all off, alternating runs; one line.
+    A third instance runs Envoy's tracer alone (every part of Interlock's own telemetry off: no
+    metrics, no router-stage spans, no access log): what the tracer by itself leaves of the
+    throughput, against the same "off"."""
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mock_port}",
+                "OTEL_TRACES_SAMPLER_ARG": f"{args.trace_ratio:g}"}
+    on_env = {**TELEMETRY_ON, **endpoint}
+    tracer_env = {**endpoint, **TRACER_ONLY}
     urls, pids, roles = {}, {}, {}
-    for name, env in (("telemetry-on", on_env), ("telemetry-off", TELEMETRY_OFF)):
+    for name, env in (("telemetry-on", on_env), ("telemetry-off", TELEMETRY_OFF), ("envoy-tracer-only", tracer_env)):
         proc, port = start_gateway(work, name, mock_port, workers, env)
         procs.insert(0, proc)
         urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -273,8 +283,9 @@ def telemetry_comparison(args: argparse.Namespace, work: Path, mock_port: int, w
             print(f"bench: {name} run {i + 1}/{args.runs}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
                   f"errors {r.errors}", flush=True)
     med = {name: sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for name, rs in runs.items()}
-    unloaded = {name: wrk(url, body, 1, args.unloaded, threads=1) for name, url in urls.items()}
-    on, off = med["telemetry-on"], med["telemetry-off"]
+    unloaded = {name: wrk(url, body, 1, args.unloaded, threads=1) for name, url in urls.items()
+                if name != "envoy-tracer-only"}
+    on, off, tracer = med["telemetry-on"], med["telemetry-off"], med["envoy-tracer-only"]
     errors = sum(r.errors for rs in runs.values() for r in rs)
     added = unloaded["telemetry-on"].p50_ms - unloaded["telemetry-off"].p50_ms
     # CPU per request of the gateway's processes (Envoy, workers, rate limit): on a shared machine
@@ -283,7 +294,9 @@ def telemetry_comparison(args: argparse.Namespace, work: Path, mock_port: int, w
     return (f"bench: telemetry on/off (traced {args.trace_ratio:.0%}): rps_ratio={on.rps / off.rps:.2f} "
             f"p50_added_ms={added:.2f} cpu_ratio={us['telemetry-off'] / us['telemetry-on']:.2f} "
             f"cpu_us_per_req={us['telemetry-on']:.0f}/{us['telemetry-off']:.0f} "
-            f"added by process: {cpu_added(parts['telemetry-on'], parts['telemetry-off'])} "
+            f"added by process: {cpu_added(parts['telemetry-on'], parts['telemetry-off'])}; "
+            f"envoy_tracer_only rps_ratio={tracer.rps / off.rps:.2f} "
+            f"cpu_ratio={us['telemetry-off'] / us['envoy-tracer-only']:.2f} "
             f"(on: {on.rps:.0f} req/s, 1-conn p50 {unloaded['telemetry-on'].p50_ms:.2f} ms; "
             f"off: {off.rps:.0f} req/s, 1-conn p50 {unloaded['telemetry-off'].p50_ms:.2f} ms"
             f"{f'; {errors} errors' if errors else ''})")
