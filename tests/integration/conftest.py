@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,22 +242,27 @@ def start_gateway(sim: Simulator, work: Path, workers: int = 2, config: dict[str
                    [extproc + i for i in range(workers)])
 
 
-@pytest.fixture(scope="session")
-def gateway(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(simulator, tmp_path_factory.mktemp("gw"))
+@contextmanager
+def running_gateway(sim: Simulator, work: Path, config: dict[str, Any] | None = None,
+                    workers: int = 2) -> Iterator[Gateway]:
+    """`start_gateway`, stopped when the block ends (the body of a gateway fixture)."""
+    gw = start_gateway(sim, work, workers, config)
     try:
         yield gw
     finally:
         gw.process.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with running_gateway(simulator, tmp_path_factory.mktemp("gw")) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")
 def providers_gateway(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(simulator, tmp_path_factory.mktemp("gw-providers"), config=every_provider_config(simulator))
-    try:
+    with running_gateway(simulator, tmp_path_factory.mktemp("gw-providers"), every_provider_config(simulator)) as gw:
         yield gw
-    finally:
-        gw.process.stop()
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, fault_providers, sha, start_gateway
+from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, fault_providers, running_gateway, sha
 
 KEY = "sk-it-completions-faults"
 IDLE_S = 1.0  # every provider's cluster.idle_timeout: how long a stall or hang lasts
@@ -66,12 +66,8 @@ def faults_config(sim: Simulator) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gw(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(simulator, tmp_path_factory.mktemp("gw-completions-faults"), workers=2,
-                      config=faults_config(simulator))
-    try:
+    with running_gateway(simulator, tmp_path_factory.mktemp("gw-completions-faults"), faults_config(simulator)) as g:
         yield g
-    finally:
-        g.process.stop()
 
 
 @dataclass

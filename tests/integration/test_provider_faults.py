@@ -42,7 +42,7 @@ import openai
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, sha, start_gateway
+from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, running_gateway, sha
 
 KEY = "sk-it-faults"
 LIMITED = "sk-it-faults-limited"  # 2 requests an hour
@@ -92,11 +92,8 @@ def faults_config(sim: Simulator) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gw(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(simulator, tmp_path_factory.mktemp("gw-faults"), workers=2, config=faults_config(simulator))
-    try:
+    with running_gateway(simulator, tmp_path_factory.mktemp("gw-faults"), faults_config(simulator)) as g:
         yield g
-    finally:
-        g.process.stop()
 
 
 # -- one request, as an SDK sees it ----------------------------------------------------------

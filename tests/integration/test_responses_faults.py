@@ -39,7 +39,7 @@ import openai
 import pytest
 from openai.types.responses import ResponseErrorEvent
 
-from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, fault_providers, sha, start_gateway
+from tests.integration.conftest import PROVIDER_KEY, Gateway, Simulator, fault_providers, running_gateway, sha
 
 KEY = "sk-it-responses-faults"
 IDLE_S = 1.0  # every provider's cluster.idle_timeout: how long a stall or hang lasts
@@ -57,12 +57,8 @@ def faults_config(sim: Simulator) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gw(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(simulator, tmp_path_factory.mktemp("gw-responses-faults"), workers=2,
-                      config=faults_config(simulator))
-    try:
+    with running_gateway(simulator, tmp_path_factory.mktemp("gw-responses-faults"), faults_config(simulator)) as g:
         yield g
-    finally:
-        g.process.stop()
 
 
 @dataclass
